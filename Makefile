@@ -1,0 +1,40 @@
+# The README's commands. Each target sets itself up: a .venv with the project and its test tools.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: test check lint demo sandbox bench clean setup
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import ctypes.util, sys; sys.exit(0 if ctypes.util.find_library("magic") else 1)' \
+	  || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq libmagic1 >/dev/null; } \
+	  || { echo "libmagic is missing: sudo apt-get install -y libmagic1" >&2; exit 1; }
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV) \
+	  || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); } \
+	  || { echo "cannot create a venv: sudo apt-get install -y python3-venv" >&2; exit 1; }
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+check: $(STAMP)
+	$(BIN)/ruff check daemon tests bench
+	$(BIN)/ruff format --check daemon tests bench
+	$(BIN)/mypy --strict daemon
+
+test: check
+	$(BIN)/python -m pytest
+
+demo: $(STAMP)
+	$(BIN)/python -m tlwatch.demo
+
+sandbox: $(STAMP)
+	$(BIN)/tlwatch sandbox
+
+bench: $(STAMP)
+	$(BIN)/python bench/direct_upload.py
+	$(BIN)/python bench/multipart_memory.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache daemon/*.egg-info

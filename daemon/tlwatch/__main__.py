@@ -1,0 +1,7 @@
+"""`python -m tlwatch`."""
+
+import sys
+
+from tlwatch.cli import main
+
+sys.exit(main())
