@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import time
@@ -194,7 +195,5 @@ def test_failed_chunk_puts_are_retried_on_fresh_urls(sandbox: Sandbox, tmp_path:
     puts = sandbox.requests()["chunk_put"]
     assert puts == {"503": 1, "dropped-after": 1, "200": 4}
     assert sandbox.requests()["multipart_urls"]["200"] >= 1
-    import hashlib
-
     record = next(a for a in sandbox.assets() if a["id"] == session.asset_id)
     assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()

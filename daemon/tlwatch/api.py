@@ -7,6 +7,7 @@ failures here; a create is never retried blindly: that is the uploader's decisio
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -315,12 +316,13 @@ class Client:
         return _urls(self._call("POST", path, json=payload).json().get("upload_urls") or [])
 
     def put_chunk(
-        self, url: UploadUrl, data: bytes, headers: Mapping[str, str] | None = None
+        self, url: UploadUrl, data: bytes | memoryview, headers: Mapping[str, str] | None = None
     ) -> str:
         """PUT one chunk to its presigned URL (no API key); return its ETag, unquoted.
         Not retried here: a presigned URL is single-use (see `upload_chunks`)."""
+        sized = {**(headers or {}), "content-length": str(len(data))}
         response = self._call(
-            "PUT", url.url, content=data, headers=dict(headers or {}), api=False, attempts=1
+            "PUT", url.url, content=_pieces(data), headers=sized, api=False, attempts=1
         )
         return str(response.headers.get("etag", "")).strip('"')
 
@@ -386,14 +388,14 @@ class Client:
         urls = {u.chunk_index: u for u in session.upload_urls}
         pending: list[CompletedChunk] = []
         result = ReportResult(session.asset_id, 0, 0, len(done))
+        buffer = bytearray(session.chunk_size)  # the one chunk in memory, reused for each
         with open(path, "rb") as file:
             total_size = os.fstat(file.fileno()).st_size
             for index in range(1, session.total_chunks + 1):
                 if index in done:
                     continue
-                data = _read_chunk(file, session, index, total_size)
+                data = _read_chunk(file, buffer, session, index, total_size)
                 pending.append(self._send_chunk(session, urls, index, data))
-                del data
                 if len(pending) >= report_every or index == session.total_chunks:
                     result = self.report_chunks(session.upload_id, pending)
                     on_reported(pending)
@@ -404,7 +406,11 @@ class Client:
         return result
 
     def _send_chunk(
-        self, session: MultipartSession, urls: dict[int, UploadUrl], index: int, data: bytes
+        self,
+        session: MultipartSession,
+        urls: dict[int, UploadUrl],
+        index: int,
+        data: memoryview,
     ) -> CompletedChunk:
         attempt = 0
         while True:
@@ -564,13 +570,31 @@ class _FormBody:
         yield self.tail
 
 
-def _read_chunk(file: BinaryIO, session: MultipartSession, index: int, total_size: int) -> bytes:
-    """Given a chunk index, return that chunk's bytes, exactly as the session cut the file."""
+def _pieces(data: bytes | memoryview) -> Iterator[memoryview]:
+    """Given a chunk, yield it as 1 MiB views. A generator, not the bytes themselves: httpx keeps
+    a request's `content` alive in a reference cycle until the next garbage collection, and
+    httpcore copies what is left of a buffer after each partial send (quadratic for one big piece).
+    """
+    view = memoryview(data)
+    for start in range(0, len(view), PIECE):
+        yield view[start : start + PIECE]
+
+
+def _read_chunk(
+    file: io.BufferedReader,
+    buffer: bytearray,
+    session: MultipartSession,
+    index: int,
+    total_size: int,
+) -> memoryview:
+    """Read chunk `index` into `buffer`; return the filled part, exactly as the session cut it."""
     offset = (index - 1) * session.chunk_size
     expected = min(session.chunk_size, total_size - offset)
-    file.seek(offset)
-    data = file.read(expected)
     chunks_now = -(-total_size // session.chunk_size)
-    if chunks_now != session.total_chunks or expected <= 0 or len(data) != expected:
+    if chunks_now != session.total_chunks or expected <= 0:
         raise SourceChanged(f"chunk {index}: the file changed size while being uploaded")
-    return data
+    file.seek(offset)
+    view = memoryview(buffer)[:expected]
+    if file.readinto(view) != expected:
+        raise SourceChanged(f"chunk {index}: the file changed size while being uploaded")
+    return view

@@ -37,19 +37,17 @@ GATEWAY_SLACK = 1_000_000  # bytes of form overhead a gateway lets through above
 
 
 class _FileSink:
-    """Writes a file part to disk, hashing as it goes; past `limit` it only counts."""
+    """Writes a file part to disk; past `limit` it only counts."""
 
     def __init__(self, path: Path, limit: int) -> None:
         self.path, self.limit = path, limit
         self.file: BinaryIO = path.open("wb")
-        self.digest = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         if self.size <= self.limit:
             self.file.write(data)
-            self.digest.update(data)
 
 
 def _bool_field(fields: dict[str, str], name: str) -> bool | None:
@@ -138,7 +136,7 @@ def _take_file(svc: Service, asset: Asset, form: formdata.Form, sinks: list[Any]
     sink.path.rename(asset.path)
     sink.path = asset.path
     asset.filename = asset.filename or form.files["file"] or "file"
-    svc.finish_bytes(asset, sha256=sink.digest.hexdigest())
+    svc.finish_bytes(asset)
     if asset.file_type.startswith("image/") and asset.size > svc.settings.image_limit:
         raise Refusal(400, "parameter_invalid", "images may be at most 32 MB")
 

@@ -21,7 +21,7 @@ class MalformedForm(ValueError):
 
 
 class Sink(Protocol):
-    def write(self, data: bytes, /) -> object: ...
+    def write(self, data: bytes | memoryview, /) -> object: ...
 
 
 @dataclass
@@ -72,17 +72,17 @@ class _Buffer:
         head, self.data = self.data[:count], self.data[count:]
         return head
 
-    def until(self, delimiter: bytes) -> Iterator[bytes]:
-        """Yield the bytes before `delimiter`, then consume it."""
+    def until(self, delimiter: bytes) -> Iterator[bytes | memoryview]:
+        """Yield the bytes before `delimiter` (views, not copies), then consume it."""
         keep = len(delimiter) - 1
         while True:
             found = self.data.find(delimiter)
             if found >= 0:
-                yield self.data[:found]
+                yield memoryview(self.data)[:found]
                 self.data = self.data[found + len(delimiter) :]
                 return
             if len(self.data) > keep:
-                yield self.data[:-keep]
+                yield memoryview(self.data)[:-keep]
                 self.data = self.data[-keep:]
             self.fill()
 
@@ -120,7 +120,7 @@ def parse(
 
 
 def _part_headers(buffer: _Buffer) -> dict[str, str]:
-    pieces: list[bytes] = []
+    pieces: list[bytes | memoryview] = []
     for piece in buffer.until(b"\r\n\r\n"):
         pieces.append(piece)
         if sum(map(len, pieces)) > MAX_HEADERS:
@@ -134,7 +134,7 @@ def _part_headers(buffer: _Buffer) -> dict[str, str]:
 
 
 def _field_value(buffer: _Buffer, delimiter: bytes) -> str:
-    pieces: list[bytes] = []
+    pieces: list[bytes | memoryview] = []
     size = 0
     for piece in buffer.until(delimiter):
         size += len(piece)

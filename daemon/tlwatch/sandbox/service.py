@@ -259,15 +259,12 @@ class Service:
             details["thumbnail"] = {"status": "ready", "representative_url": thumbnail}
         return details
 
-    def finish_bytes(self, asset: Asset, *, sha256: str | None = None) -> None:
-        """Record the stored bytes' size, hash, type and duration; start processing."""
+    def finish_bytes(self, asset: Asset) -> None:
+        """Record the stored bytes' size, type and duration; start processing.
+        (The SHA-256 is computed when first asked for, off the upload's path.)"""
         assert asset.path is not None
         with asset.path.open("rb") as file:
             head = file.read(64)
-            if sha256 is None:
-                file.seek(0)
-                sha256 = hashlib.file_digest(file, "sha256").hexdigest()
-        asset.sha256 = sha256
         asset.size = asset.path.stat().st_size
         asset.file_type = sniff_mime(head) or asset.file_type
         asset.duration = duration_of(asset.path)
@@ -317,6 +314,9 @@ class Service:
         keys = ("id", "method", "filename", "file_type", "size", "sha256", "user_metadata")
         rows = []
         for asset in assets:
+            if asset.sha256 is None and asset.path is not None and asset.done_at is not None:
+                with asset.path.open("rb") as file:
+                    asset.sha256 = hashlib.file_digest(file, "sha256").hexdigest()
             row = {key: value for key, value in asdict(asset).items() if key in keys}
             row |= {"status": self.status_of(asset), "indexed": asset.indexed}
             row["complete"] = asset.done_at is not None

@@ -1,0 +1,49 @@
+"""The dependency rules of the design, checked on the source with `ast`."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).parents[1] / "daemon" / "tlwatch"
+
+# A third-party import lives in its one adapter.
+OWNERS = {"httpx": "api.py", "watchdog": "watcher.py", "magic": "sniff.py", "sqlite3": "state.py"}
+
+
+def imports_of(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_each_third_party_library_is_imported_by_one_module_only() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        for name in imports_of(path):
+            top = name.split(".")[0]
+            if top in OWNERS and "sandbox" not in path.parts:
+                assert path.name == OWNERS[top], f"{path.name} imports {top}"
+
+
+def test_the_sandbox_imports_nothing_from_the_daemon() -> None:
+    for path in (PACKAGE / "sandbox").rglob("*.py"):
+        for name in imports_of(path):
+            if name.startswith("tlwatch"):
+                assert name.startswith("tlwatch.sandbox"), f"{path.name} imports {name}"
+
+
+def test_leaf_modules_import_only_the_standard_library() -> None:
+    for leaf in ("errors.py", "retry.py"):
+        for name in imports_of(PACKAGE / leaf):
+            assert name.split(".")[0] in {
+                "__future__",
+                "email",
+                "random",
+                "time",
+                "collections",
+                "dataclasses",
+            }, f"{leaf} imports {name}"
