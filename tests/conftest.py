@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,3 +104,122 @@ def no_leaked_threads() -> Iterator[None]:
         return not [t for t in extra if not t.daemon or t.name == "sandbox"]
 
     wait_for(settled, timeout=5)
+
+
+# ---- the real `tlwatch` command in a subprocess --------------------------------------------
+@dataclass
+class Daemon:
+    """A configured tlwatch (config file, watched folder, store) run as a real subprocess."""
+
+    root: Path
+    sandbox: Sandbox
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def watch(self) -> Path:
+        return self.root / "watch"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def store_path(self) -> Path:
+        return self.root / "state" / "state.db"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "daemon.log"
+
+    def configure(self, *, api: str = "", watch: str = "", settle: float = 0.3) -> None:
+        self.config.write_text(
+            f'[api]\nbase_url = "{self.sandbox.base_url}"\napi_key_file = "api_key"\n'
+            f"timeout_seconds = 5\n{api}\n"
+            f'[state]\npath = "state/state.db"\n'
+            f"[daemon]\nretry_base_seconds = 0.05\nretry_max_seconds = 1\n"
+            f"shutdown_timeout_seconds = 5\n"
+            f'[[watch]]\npath = "watch"\nsettle_seconds = {settle}\n{watch}\n'
+        )
+
+    def command(
+        self, *args: str, env: dict[str, str] | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tlwatch", *args, "-c", str(self.config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=check,
+            env=env or clean_env(),
+        )
+
+    def start(self, *extra: str, env: dict[str, str] | None = None) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tlwatch", "run", "-c", str(self.config), *extra],
+            stdout=log,
+            stderr=log,
+            env=env or clean_env(),
+        )
+        log.close()
+        wait_for(lambda: "watching" in self.log() or self.process.poll() is not None)  # type: ignore[union-attr]
+        assert self.process.poll() is None, self.log()
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(signum)
+        code = self.process.wait(timeout=30)
+        self.process = None
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def rows(self) -> list[Any]:
+        if not self.store_path.exists():
+            return []
+        from tlwatch.state import Store
+
+        with Store(self.store_path, exclusive=False) as store:
+            return store.all()
+
+    def states(self) -> dict[bytes, str]:
+        return {os.path.basename(row.path): row.state.value for row in self.rows()}
+
+    def wait_states(self, expected: dict[str, str], timeout: float = 30.0) -> None:
+        want = {os.fsencode(name): state for name, state in expected.items()}
+
+        def reached() -> bool:
+            got = self.states()
+            return all(got.get(name) == state for name, state in want.items())
+
+        try:
+            wait_for(reached, timeout=timeout)
+        except AssertionError:
+            raise AssertionError(f"states {self.states()} != {want}\n{self.log()}") from None
+
+    def assets_by_sha(self) -> Counter[str]:
+        return Counter(str(a["sha256"]) for a in self.sandbox.assets())
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWELVELABS", "TLWATCH"))}
+    env.pop("NOTIFY_SOCKET", None)
+    env.pop("JOURNAL_STREAM", None)
+    return {**env, **extra}
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, sandbox: Sandbox) -> Iterator[Daemon]:
+    runner = Daemon(tmp_path, sandbox)
+    runner.watch.mkdir()
+    (tmp_path / "api_key").write_text(DEMO_API_KEY + "\n")
+    runner.configure()
+    yield runner
+    if runner.process is not None and runner.process.poll() is None:
+        runner.process.kill()
+        runner.process.wait()

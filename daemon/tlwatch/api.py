@@ -7,23 +7,29 @@ failures here; a create is never retried blindly: that is the uploader's decisio
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import os
 import re
 import secrets
+import socket
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+import httpcore
 import httpx
 
 from tlwatch import __version__
 from tlwatch.errors import (
     ApiError,
     AuthError,
+    Cancelled,
     Conflict,
     FeatureNotEnabled,
     NotFound,
@@ -185,20 +191,27 @@ class Client:
         max_attempts: int = 5,
         backoff: Backoff = DEFAULT_BACKOFF,
         sleep: Callable[[float], object] = time.sleep,
+        cancel: threading.Event | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._key = api_key
+        self._cancel = cancel or threading.Event()  # set: abandon uploads in flight (shutdown)
         self.base_url = base_url.rstrip("/")
         self.max_attempts = max_attempts
         self.backoff = backoff
         self._sleep = sleep  # returns truthy to give up waiting (e.g. a stop event's `wait`)
+        self._sockets = _Sockets()
         self._http = httpx.Client(
             base_url=self.base_url + "/",
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             headers={"user-agent": f"tlwatch/{__version__}"},
-            transport=transport,
+            transport=transport or self._sockets.transport(),
             follow_redirects=False,
         )
+
+    def set_api_key(self, api_key: str) -> None:
+        """Use a new key from now on (the old one was rejected and the user fixed it)."""
+        self._key = api_key
 
     def __repr__(self) -> str:
         return f"Client(base_url={self.base_url!r}, api_key=<hidden>)"
@@ -211,6 +224,12 @@ class Client:
 
     def close(self) -> None:
         self._http.close()
+
+    def abort(self) -> None:
+        """From another thread: stop uploads in flight and shut every connection down, so
+        requests blocked on the network fail at once (shutdown). Their outcome is then unknown."""
+        self._cancel.set()
+        self._sockets.shut_all()
 
     # ---- assets ----------------------------------------------------------------------------
     def create_direct(
@@ -227,7 +246,7 @@ class Client:
         fields = _create_fields("direct", name, user_metadata, enable_hls, enable_thumbnail)
         with open(path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
-            body = _FormBody(fields, file, size, name)
+            body = _FormBody(fields, file, size, name, self._cancel)
             response = self._call(
                 "POST", "assets", idempotent=False, content=body.stream(), headers=body.headers
             )
@@ -245,7 +264,7 @@ class Client:
         """Ask the platform to fetch a public URL as a new asset. Never retried."""
         fields = _create_fields("url", filename, user_metadata, enable_hls, enable_thumbnail)
         fields.append(("url", url))
-        body = _FormBody(fields, None, 0, "")
+        body = _FormBody(fields, None, 0, "", self._cancel)
         response = self._call(
             "POST", "assets", idempotent=False, content=body.stream(), headers=body.headers
         )
@@ -394,6 +413,8 @@ class Client:
             for index in range(1, session.total_chunks + 1):
                 if index in done:
                     continue
+                if self._cancel.is_set():
+                    raise Cancelled(f"multipart upload stopped before chunk {index}")
                 data = _read_chunk(file, buffer, session, index, total_size)
                 pending.append(self._send_chunk(session, urls, index, data))
                 if len(pending) >= report_every or index == session.total_chunks:
@@ -477,6 +498,33 @@ class Client:
         raise _error_for(shown, response)
 
 
+class _Sockets(httpcore.SyncBackend):
+    """httpcore's network backend, remembering its sockets so `abort` can shut them down:
+    closing a socket does not wake a thread blocked reading it; `shutdown` does."""
+
+    def __init__(self) -> None:
+        self._open: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+
+    def transport(self) -> httpx.HTTPTransport:
+        transport = httpx.HTTPTransport()
+        pool = getattr(transport, "_pool", None)  # httpx has no public hook for the backend
+        if hasattr(pool, "_network_backend"):
+            pool._network_backend = self  # type: ignore[union-attr]
+        return transport
+
+    def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        stream = super().connect_tcp(*args, **kwargs)
+        sock = stream.get_extra_info("socket")
+        if isinstance(sock, socket.socket):
+            self._open.add(sock)
+        return stream
+
+    def shut_all(self) -> None:
+        for sock in list(self._open):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
 def _shown(path: str) -> str:
     """A request target fit for logs: no query string, no host for presigned URLs."""
     return redact_url(path) if "://" in path else path.split("?", maxsplit=1)[0]
@@ -529,8 +577,14 @@ class _FormBody:
     exact Content-Length so nothing is buffered or chunk-encoded."""
 
     def __init__(
-        self, fields: list[tuple[str, str]], file: BinaryIO | None, size: int, filename: str
+        self,
+        fields: list[tuple[str, str]],
+        file: BinaryIO | None,
+        size: int,
+        filename: str,
+        cancel: threading.Event,
     ) -> None:
+        self.cancel = cancel
         self.boundary = secrets.token_hex(16)
         self.file, self.size = file, size
         head = b"".join(self._part(name, value.encode()) for name, value in fields)
@@ -562,6 +616,8 @@ class _FormBody:
         yield self.head
         left = self.size
         while self.file is not None and left > 0:
+            if self.cancel.is_set():
+                raise Cancelled("upload abandoned: shutting down")
             piece = self.file.read(min(PIECE, left))
             if not piece:
                 raise SourceChanged("the file shrank while it was being uploaded")

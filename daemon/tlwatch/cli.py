@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tlwatch import __version__
 
@@ -17,16 +21,112 @@ EXIT_USAGE = 2
 EXIT_LOCKED = 75
 EXIT_CONFIG = 78
 
+Command = Callable[[argparse.Namespace], int]
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tlwatch",
         description="Watch folders and keep their media in sync with Twelve Labs assets.",
+        epilog="Exit codes: 0 ok, 1 failure, 2 usage, 75 another tlwatch holds the store, "
+        "78 configuration error.",
     )
     parser.add_argument("--version", action="version", version=f"tlwatch {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="configuration file (default: $TLWATCH_CONFIG, "
+        "~/.config/tlwatch/config.toml, else /etc/tlwatch/config.toml)",
+    )
+    common.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help="override [logging] level",
+    )
+    common.add_argument("--log-format", choices=("text", "json"), help="override [logging] format")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(
+        name: str, handler: Command, summary: str, details: str = ""
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, parents=[common], help=summary, description=(summary + ". " + details).strip()
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    add(
+        "run",
+        _run,
+        "run the daemon in the foreground",
+        "Watches every [[watch]] folder, uploads complete media files once each and follows "
+        "them until ready. Stops cleanly on SIGTERM or Ctrl-C (twice forces); SIGHUP reloads "
+        "the configuration.",
+    )
+    scan = add(
+        "scan",
+        _scan,
+        "upload everything pending once, then exit",
+        "One pass over the watched folders: settles, sniffs and uploads what is new or "
+        "changed, then exits. Shows progress on a terminal, plain log lines otherwise.",
+    )
+    scan.add_argument(
+        "--wait",
+        action="store_true",
+        help="also wait until every uploaded asset is ready (or failed)",
+    )
+    upload = add(
+        "upload",
+        _upload,
+        "upload files (or a URL) once, recorded in the store",
+        "Sends the given media files now, whether or not they are in a watched folder, "
+        "and prints each asset id. Not while the daemon runs: drop files into a watched "
+        "folder instead.",
+    )
+    upload.add_argument("files", nargs="*", type=os.fsencode, metavar="FILE")
+    upload.add_argument("--url", help="let the platform fetch this public URL instead")
+    upload.add_argument("--wait", action="store_true", help="wait until each asset is ready")
+    status = add(
+        "status", _status, "show counts per folder and state, uploads in flight and recent failures"
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    listing = add("list", _list, "list recorded files")
+    listing.add_argument("--state", choices=[s.value for s in _states()], help="only this state")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    retry = add(
+        "retry",
+        _retry,
+        "put failed or skipped files back in the queue",
+        "The running daemon picks them up within seconds.",
+    )
+    retry.add_argument("paths", nargs="*", type=os.fsencode, metavar="PATH")
+    retry.add_argument("--failed", action="store_true", help="every failed file")
+    init = add("init", _init, "write a starter configuration file")
+    init.add_argument(
+        "--watch",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="a folder to watch (repeatable)",
+    )
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    add(
+        "check",
+        _check,
+        "check the configuration, API key, libmagic, inotify budget and folder permissions",
+    )
     _add_sandbox(commands)
     return parser
+
+
+def _states() -> list[Any]:
+    from tlwatch.models import FileState
+
+    return list(FileState)
 
 
 def _add_sandbox(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,66 +138,55 @@ def _add_sandbox(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Serve a local, contract-faithful Twelve Labs assets API on loopback. "
         "The first line printed is the base URL to use as [api] base_url.",
     )
-    sandbox.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default %(default)s)"
-    )
-    sandbox.add_argument(
-        "--port", type=int, default=8741, help="port; 0 picks a free one (default %(default)s)"
-    )
-    sandbox.add_argument(
-        "--api-key",
-        default=DEMO_API_KEY,
-        help="the one key accepted (default: the demo key %(default)s)",
-    )
-    sandbox.add_argument(
-        "--data-dir",
-        type=Path,
-        help="where uploads are stored (default: a temporary folder, removed on exit)",
-    )
-    sandbox.add_argument(
+    add = sandbox.add_argument
+    add("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    add("--port", type=int, default=8741, help="port; 0 picks a free one (default %(default)s)")
+    add("--api-key", default=DEMO_API_KEY, help="the one key accepted (default: %(default)s)")
+    add("--data-dir", type=Path, help="where uploads are stored (default: a temporary folder)")
+    add(
         "--generation",
         type=int,
         choices=(1, 2, 3),
         default=3,
         help="asset lifecycle generation to play (default %(default)s)",
     )
-    sandbox.add_argument(
+    add(
         "--processing-seconds",
         type=float,
         default=2.0,
         help="time from upload to ready/failed (default %(default)s)",
     )
-    sandbox.add_argument(
+    add(
         "--chunk-size",
         type=int,
         default=5_242_880,
         help="multipart chunk size in bytes (default %(default)s)",
     )
-    sandbox.add_argument(
+    add(
         "--initial-urls",
         type=int,
         default=10,
         help="presigned URLs given when a multipart upload starts (default %(default)s)",
     )
-    sandbox.add_argument(
+    add(
         "--direct-limit",
         type=int,
         default=200_000_000,
         help="largest direct upload in bytes (default %(default)s)",
     )
-    sandbox.add_argument(
+    add(
         "--no-multipart",
         action="store_true",
         help="answer 403 to multipart uploads, as for an account without them",
     )
-    sandbox.add_argument(
+    add(
         "--fail-name",
         action="append",
         default=[],
         metavar="TEXT",
         help="assets whose filename contains TEXT fail processing (repeatable)",
     )
-    sandbox.add_argument(
+    add(
         "--fault",
         action="append",
         default=[],
@@ -106,6 +195,314 @@ def _add_sandbox(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "or endpoint=create,drop=after (repeatable; see the README)",
     )
     sandbox.set_defaults(handler=_run_sandbox)
+
+
+# ---- shared steps ----------------------------------------------------------------------------
+def _fail(message: str, code: int = EXIT_FAILURE) -> int:
+    print(f"tlwatch: {message}", file=sys.stderr)
+    return code
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from tlwatch import config, logs
+
+    path = args.config or config.default_config_path()
+    loaded = config.load(path)
+    logs.setup(args.log_level or loaded.logging.level, args.log_format or loaded.logging.format)
+    return loaded
+
+
+def _guarded(command: Command) -> Command:
+    """Turn the error tree into messages and exit codes."""
+
+    def run(args: argparse.Namespace) -> int:
+        from tlwatch.errors import ApiError, ConfigError, StoreError, StoreLocked
+
+        try:
+            return command(args)
+        except ConfigError as error:
+            print("tlwatch: configuration error:", file=sys.stderr)
+            for problem in error.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return EXIT_CONFIG
+        except StoreLocked as error:
+            return _fail(
+                f"{error}: is the daemon running? (`tlwatch status` works meanwhile)", EXIT_LOCKED
+            )
+        except (StoreError, ApiError) as error:
+            return _fail(str(error))
+        except KeyboardInterrupt:
+            return _fail("interrupted", 130)
+
+    return run
+
+
+# ---- commands --------------------------------------------------------------------------------
+def _run(args: argparse.Namespace) -> int:
+    from tlwatch.runner import Runner
+
+    return Runner(_config(args)).run()
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from tlwatch.runner import Runner, Snapshot
+
+    config = _config(args)
+    tty = sys.stdout.isatty()
+
+    def progress(snapshot: Snapshot) -> None:
+        print(f"\r\033[K{snapshot.line()}", end="", flush=True)
+
+    runner = Runner(config, once=True, wait_ready=args.wait, on_tick=progress if tty else None)
+    code = runner.run()
+    if tty:
+        print()
+    from tlwatch.state import Store
+
+    with Store(config.state.path, exclusive=False) as store:
+        counts = Counter(row.state.value for row in store.all())
+    print("done: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing"))
+    return code
+
+
+def _upload(args: argparse.Namespace) -> int:
+    if bool(args.files) == bool(args.url):
+        return _fail("give FILEs or --url URL", EXIT_USAGE)
+    config = _config(args)
+    from tlwatch import logs
+    from tlwatch.api import Client
+    from tlwatch.config import read_api_key
+    from tlwatch.state import Store
+
+    key = read_api_key(config)
+    logs.add_secret(key)
+    with (
+        Store(config.state.path) as store,
+        Client(key, base_url=config.api.base_url, timeout=config.api.timeout_seconds) as client,
+    ):
+        if args.url:
+            return _upload_url(store, client, args.url, args.wait)
+        return _upload_files(store, client, config, args.files, args.wait)
+
+
+def _upload_url(store: Any, client: Any, url: str, wait: bool) -> int:
+    from tlwatch.models import FileState, Signature
+
+    asset = client.create_from_url(url)
+    row = store.record(
+        url.encode(),
+        b"",
+        Signature(0, 0, 0),
+        FileState.UPLOADED,
+        None,
+        asset_id=asset.id,
+        asset_status=asset.status,
+        kind=None,
+    )
+    print(f"{url}\t{asset.id}\t{asset.status}")
+    return _wait_ready(store, client, [row.id]) if wait else EXIT_OK
+
+
+def _upload_files(store: Any, client: Any, config: Any, files: list[bytes], wait: bool) -> int:
+    from tlwatch.intake import sha256_of
+    from tlwatch.models import FileState, regular_signature, shown
+    from tlwatch.sniff import sniff
+    from tlwatch.uploader import Hooks, Uploader
+
+    uploader = Uploader(store, client, lambda: config, Hooks())
+    code, done = EXIT_OK, []
+    for raw in files:
+        path = os.path.abspath(raw)
+        signature = regular_signature(path)
+        if signature is None:
+            code = _fail(f"{shown(raw)}: not a regular file")
+            continue
+        sniffed = sniff(path)
+        if sniffed.kind is None:
+            code = _fail(f"{shown(raw)}: not media ({sniffed.mime}); not uploaded")
+            continue
+        row = store.record(
+            path,
+            os.path.dirname(path),
+            signature,
+            FileState.QUEUED,
+            "one-off",
+            mime=sniffed.mime,
+            kind=sniffed.kind,
+            sha256=sha256_of(path),
+            asset_id=None,
+            asset_status=None,
+            upload_token=None,
+            upload_id=None,
+        )
+        claimed = store.claim(row.id)
+        result = uploader.upload(claimed) if claimed else store.get(row.id)
+        if result.state != FileState.UPLOADED:
+            code = _fail(f"{shown(raw)}: {result.state}: {result.reason}")
+            continue
+        print(f"{os.fsdecode(raw)}\t{result.asset_id}\t{result.asset_status}")
+        done.append(result.id)
+    if wait and done:
+        code = max(code, _wait_ready(store, client, done))
+    return code
+
+
+def _wait_ready(store: Any, client: Any, ids: list[int]) -> int:
+    import time
+
+    from tlwatch.models import FileState
+    from tlwatch.poller import Poller
+
+    poller = Poller(store, client, lambda: _no_watches(store))
+    while any(store.get(i).state == FileState.UPLOADED for i in ids):
+        due = poller.poll()
+        time.sleep(min(max((due or 0) - time.time(), 0.2), 5.0))
+    rows = [store.get(i) for i in ids]
+    for row in rows:
+        print(f"{os.fsdecode(row.name)}\t{row.asset_id}\t{row.state}")
+    return EXIT_OK if all(r.state == FileState.READY for r in rows) else EXIT_FAILURE
+
+
+def _no_watches(store: Any) -> Any:
+    from tlwatch.config import Config, StateConfig, parse
+
+    base = parse({}, source=None)
+    return Config(None, base.api, StateConfig(store.path), base.logging, base.daemon, ())
+
+
+def _open_store(args: argparse.Namespace) -> Any:
+    from tlwatch.state import Store
+
+    config = _config(args)
+    if not config.state.path.exists():
+        from tlwatch.errors import StoreError
+
+        raise StoreError(f"{config.state.path}: no store yet (the daemon has not run)")
+    return Store(config.state.path, exclusive=False)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from tlwatch.models import FileState
+
+    with _open_store(args) as store:
+        rows = store.all()
+    folders: dict[str, Counter[str]] = {}
+    for row in rows:
+        folders.setdefault(os.fsdecode(row.root) or "(one-off)", Counter())[row.state.value] += 1
+    flight = [r for r in rows if r.state in (FileState.UPLOADING, FileState.UPLOADED)]
+    failures = sorted(
+        (r for r in rows if r.state in (FileState.FAILED, FileState.SKIPPED)),
+        key=lambda r: r.updated_at,
+        reverse=True,
+    )[:10]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "folders": {name: dict(counts) for name, counts in folders.items()},
+                    "totals": dict(sum(folders.values(), Counter())),
+                    "in_flight": [_row_json(r) for r in flight],
+                    "recent_failures": [_row_json(r) for r in failures],
+                },
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    for name, counts in folders.items():
+        print(f"{name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if not folders:
+        print("nothing recorded yet")
+    for row in flight:
+        print(f"  in flight: {row.shown} {row.state} {row.asset_id or ''} {row.asset_status or ''}")
+    for row in failures:
+        print(f"  {row.state}: {row.shown}: {row.reason}")
+    return EXIT_OK
+
+
+def _row_json(row: Any) -> dict[str, Any]:
+    return {
+        "path": os.fsdecode(row.path).encode("utf-8", "backslashreplace").decode(),
+        "state": row.state.value,
+        "reason": row.reason,
+        "asset_id": row.asset_id,
+        "asset_status": row.asset_status,
+        "mime": row.mime,
+        "size": row.size,
+        "sha256": row.sha256,
+        "attempts": row.attempts,
+        "duplicate_of": row.duplicate_of,
+        "updated_at": row.updated_at,
+    }
+
+
+def _list(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        rows = [r for r in store.all() if args.state is None or r.state == args.state]
+    if args.json:
+        print(json.dumps([_row_json(r) for r in rows], indent=2))
+        return EXIT_OK
+    for row in rows:
+        detail = row.asset_id or row.reason or ""
+        print(f"{row.state:<9} {row.shown} {detail}")
+    return EXIT_OK
+
+
+def _retry(args: argparse.Namespace) -> int:
+    from tlwatch.models import FileState, shown
+
+    if not args.paths and not args.failed:
+        return _fail("give PATHs or --failed", EXIT_USAGE)
+    with _open_store(args) as store:
+        if args.failed:
+            ids = [r.id for r in store.in_state(FileState.FAILED)]
+        else:
+            ids = []
+            for raw in args.paths:
+                row = store.by_path(os.path.abspath(raw))
+                if row is None:
+                    return _fail(f"{shown(raw)}: not in the store")
+                ids.append(row.id)
+        moved = store.retry(ids)
+    print(f"re-queued {len(moved)} file(s)")
+    return EXIT_OK
+
+
+def _init(args: argparse.Namespace) -> int:
+    import tomli_w
+
+    from tlwatch.config import default_config_path
+
+    path = args.config or default_config_path()
+    if path.exists() and not args.force:
+        return _fail(f"{path} exists (use --force to overwrite)", EXIT_USAGE)
+    folders = args.watch or [Path.home() / "Videos"]
+    starter = {
+        "api": {
+            "base_url": "https://api.twelvelabs.io/v1.3",
+            "api_key_file": str(path.parent / "api_key"),
+        },
+        "watch": [
+            {"path": str(f.absolute()), "recursive": True, "settle_seconds": 5.0} for f in folders
+        ],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# tlwatch configuration; every key is described in config.example.toml.\n"
+        + tomli_w.dumps(starter)
+    )
+    print(f"wrote {path}; put your API key in {path.parent / 'api_key'} (chmod 600)")
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    from tlwatch import checks
+
+    config = _config(args)
+    ok = True
+    for name, passed, detail in checks.run_all(config):
+        print(f"{'ok  ' if passed else 'FAIL'} {name}: {detail}")
+        ok = ok and passed
+    return EXIT_OK if ok else EXIT_FAILURE
 
 
 def _run_sandbox(args: argparse.Namespace) -> int:
@@ -124,17 +521,12 @@ def _run_sandbox(args: argparse.Namespace) -> int:
     try:
         faults = [Fault.parse(spec) for spec in args.fault]
     except (TypeError, ValueError) as error:
-        print(f"tlwatch sandbox: --fault: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(f"sandbox: --fault: {error}", EXIT_USAGE)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="tlwatch-sandbox-"))
     try:
         server = make_server(args.host, args.port, settings, data_dir)
     except OSError as error:
-        print(
-            f"tlwatch sandbox: cannot listen on {args.host}:{args.port}: {error.strerror}",
-            file=sys.stderr,
-        )
-        return EXIT_FAILURE
+        return _fail(f"sandbox: cannot listen on {args.host}:{args.port}: {error.strerror}")
     server.service.faults.extend(faults)
     try:
         serve_until_signalled(server, lambda url: print(url, flush=True))
@@ -146,5 +538,7 @@ def _run_sandbox(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.handler(args)
-    return code
+    handler: Command = args.handler
+    if handler is not _run_sandbox:
+        handler = _guarded(handler)
+    return handler(args)

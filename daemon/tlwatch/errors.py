@@ -5,6 +5,7 @@
     ├── StoreError             the state store cannot be used
     │   └── StoreLocked        another tlwatch holds the store; exit 75
     ├── SourceChanged          the file changed while it was being sent; send it again later
+    ├── Cancelled              shutting down: the request was abandoned before it completed
     └── ApiError               the Twelve Labs API said no, or could not be reached
         ├── AuthError          401: key bad or expired; pause *every* upload until it changes
         ├── FeatureNotEnabled  403: e.g. multipart uploads are not enabled for this account
@@ -45,6 +46,10 @@ class StoreLocked(StoreError):
 
 class SourceChanged(TlwatchError):
     """The file being uploaded changed size while it was read; it is not complete yet."""
+
+
+class Cancelled(TlwatchError):
+    """Shutdown asked an in-flight upload to stop; nothing was stored by it."""
 
 
 class ApiError(TlwatchError):

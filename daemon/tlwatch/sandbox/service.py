@@ -68,6 +68,7 @@ class Fault:
     retry_after: str | None = None  # Retry-After header value, as sent
     reset_after: float | None = None  # X-Ratelimit-* headers, Reset = now + this
     empty_body: bool = False
+    code: str | None = None  # the error body's code (default: too_many_requests / internal_error)
 
     @classmethod
     def parse(cls, spec: str) -> Fault:
@@ -89,6 +90,7 @@ class Fault:
             "retry_after": str,
             "reset_after": float,
             "empty_body": _truthy,
+            "code": str,
         }
         unknown = set(raw) - set(kinds)
         if unknown:

@@ -1,0 +1,392 @@
+"""TOML configuration -> one frozen `Config`. Every problem is reported at once, each with the
+file and its key path (`config.toml: watch[1].settle_seconds: must be a number >= 0, got "soon"`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import stat
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tlwatch.errors import ConfigError
+from tlwatch.models import Kind
+
+DEFAULT_BASE_URL = "https://api.twelvelabs.io/v1.3"
+KEY_ENV = "TWELVELABS_API_KEY"
+AFTER_UPLOAD = ("keep", "move", "delete")
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    base_url: str = DEFAULT_BASE_URL
+    api_key_file: Path | None = None
+    api_key: str | None = field(default=None, repr=False)
+    timeout_seconds: float = 60.0
+    max_concurrent_uploads: int = 2
+    direct_upload_limit: int = 200_000_000
+    enable_hls: bool | None = None
+    enable_thumbnail: bool | None = None
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    path: Path
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "info"
+    format: str = "text"
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    rescan_interval_seconds: float = 1800.0
+    shutdown_timeout_seconds: float = 30.0
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    path: Path
+    recursive: bool = True
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    kinds: frozenset[Kind] = frozenset(Kind)
+    settle_seconds: float = 5.0
+    poll: bool | None = None  # None: poll only where inotify cannot see (network file systems)
+    after_upload: str = "keep"
+    move_to: Path | None = None
+    user_metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path | None
+    api: ApiConfig
+    state: StateConfig
+    logging: LoggingConfig
+    daemon: DaemonConfig
+    watch: tuple[WatchConfig, ...]
+
+    def watch_for(self, path: bytes) -> WatchConfig | None:
+        """Given an absolute path, return the watched folder it belongs to (the deepest one)."""
+        owners = [w for w in self.watch if _inside(path, os.fsencode(w.path))]
+        return max(owners, key=lambda w: len(os.fsencode(w.path)), default=None)
+
+
+def _inside(path: bytes, root: bytes) -> bool:
+    return path == root or path.startswith(root.rstrip(b"/") + b"/")
+
+
+def default_config_path() -> Path:
+    """`$TLWATCH_CONFIG`, else the user's config file, else /etc/tlwatch/config.toml."""
+    if os.environ.get("TLWATCH_CONFIG"):
+        return Path(os.environ["TLWATCH_CONFIG"])
+    home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    user = home / "tlwatch" / "config.toml"
+    system = Path("/etc/tlwatch/config.toml")
+    return user if user.exists() or not system.exists() else system
+
+
+def default_state_path() -> Path:
+    """`$STATE_DIRECTORY/state.db` under systemd, else `$XDG_STATE_HOME/tlwatch/state.db`."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0]) / "state.db"
+    home = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return home / "tlwatch" / "state.db"
+
+
+# ---- reading -------------------------------------------------------------------------------
+class _Reader:
+    """Reads one table, remembering every problem with its key path."""
+
+    def __init__(self, table: Mapping[str, Any], where: str, problems: list[str]) -> None:
+        self.table, self.where, self.problems = table, where, problems
+        self.seen: set[str] = set()
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.where}{key}: {message}")
+
+    def get(self, key: str, default: Any, check: Callable[[Any], Any], wants: str) -> Any:
+        self.seen.add(key)
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        try:
+            return check(value)
+        except (TypeError, ValueError):
+            self.problem(key, f"must be {wants}, got {_show(value)}")
+            return default
+
+    def finish(self) -> None:
+        for key in self.table:
+            if key not in self.seen:
+                close = difflib.get_close_matches(key, sorted(self.seen), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.problem(key, f"unknown key{hint}")
+
+
+def _show(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _number(low: float, high: float | None = None) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError
+        if value < low or (high is not None and value > high):
+            raise ValueError
+        return float(value)
+
+    return check
+
+
+def _integer(low: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise TypeError
+        return value
+
+    return check
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError
+    return value
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in options:
+            raise ValueError
+        return str(value)
+
+    return check
+
+
+def _globs(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise TypeError
+    return tuple(value)
+
+
+def _kinds(value: Any) -> frozenset[Kind]:
+    if not isinstance(value, list) or not value:
+        raise TypeError
+    return frozenset(Kind(v) for v in value)
+
+
+def _metadata(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError
+    for item in value.values():
+        strings = isinstance(item, list) and all(isinstance(i, str) for i in item)
+        if not (isinstance(item, str | int | float | bool) or strings):
+            raise TypeError
+    return dict(value)
+
+
+def _path_under(base: Path) -> Callable[[Any], Path]:
+    def check(value: Any) -> Path:
+        return (base / Path(_text(value)).expanduser()).absolute()
+
+    return check
+
+
+def _section(data: Mapping[str, Any], name: str, problems: list[str], where: str) -> _Reader:
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        problems.append(f"{where}{name}: must be a table")
+        table = {}
+    return _Reader(table, f"{where}{name}.", problems)
+
+
+def load(path: Path) -> Config:
+    """Read and check the configuration file at `path`; raise ConfigError listing every problem."""
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file (create one with `tlwatch init`)"]) from None
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read: {error.strerror}"]) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([f"{path}: not valid TOML: {error}"]) from None
+    return parse(data, source=path, private=_is_private(path))
+
+
+def _is_private(path: Path) -> bool:
+    mode = path.stat().st_mode
+    return not mode & (stat.S_IRWXG | stat.S_IRWXO)
+
+
+def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False) -> Config:
+    """Given parsed TOML, return the Config or raise ConfigError listing every problem."""
+    problems: list[str] = []
+    where = f"{source}: " if source else ""
+    base = source.parent if source else Path.cwd()
+    top = _Reader(data, where, problems)
+    for name in ("api", "state", "logging", "daemon", "watch"):
+        top.seen.add(name)
+    top.finish()
+    api = _api(_section(data, "api", problems, where), base, private)
+    state = _section(data, "state", problems, where)
+    state_path = state.get("path", default_state_path(), _path_under(base), "a path")
+    state.finish()
+    logging_ = _section(data, "logging", problems, where)
+    log_config = LoggingConfig(
+        level=logging_.get(
+            "level",
+            "info",
+            _choice("debug", "info", "warning", "error"),
+            'one of "debug", "info", "warning", "error"',
+        ),
+        format=logging_.get("format", "text", _choice("text", "json"), '"text" or "json"'),
+    )
+    logging_.finish()
+    daemon = _section(data, "daemon", problems, where)
+    daemon_config = DaemonConfig(
+        rescan_interval_seconds=daemon.get(
+            "rescan_interval_seconds", 1800.0, _number(1.0), "a number of seconds >= 1"
+        ),
+        shutdown_timeout_seconds=daemon.get(
+            "shutdown_timeout_seconds", 30.0, _number(0.0), "a number of seconds >= 0"
+        ),
+        retry_base_seconds=daemon.get(
+            "retry_base_seconds", 2.0, _number(0.01), "a number of seconds >= 0.01"
+        ),
+        retry_max_seconds=daemon.get("retry_max_seconds", 300.0, _number(1.0), "a number >= 1"),
+    )
+    daemon.finish()
+    watches = _watches(data.get("watch", []), base, problems, where)
+    if problems:
+        raise ConfigError(problems)
+    return Config(source, api, StateConfig(state_path), log_config, daemon_config, watches)
+
+
+def _api(reader: _Reader, base: Path, private: bool) -> ApiConfig:
+    key = reader.get("api_key", None, _text, "a non-empty string")
+    if key is not None and not private:
+        reader.problem(
+            "api_key",
+            "refused: the file is readable by others; "
+            "chmod 600 it, or use api_key_file or TWELVELABS_API_KEY",
+        )
+        key = None
+    config = ApiConfig(
+        base_url=reader.get("base_url", DEFAULT_BASE_URL, _url, "an http(s) URL"),
+        api_key_file=reader.get("api_key_file", None, _path_under(base), "a path"),
+        api_key=key,
+        timeout_seconds=reader.get("timeout_seconds", 60.0, _number(1.0), "a number >= 1"),
+        max_concurrent_uploads=reader.get(
+            "max_concurrent_uploads", 2, _integer(1), "an integer >= 1"
+        ),
+        direct_upload_limit=reader.get(
+            "direct_upload_limit", 200_000_000, _integer(1), "a number of bytes >= 1"
+        ),
+        enable_hls=reader.get("enable_hls", None, _boolean, "true or false"),
+        enable_thumbnail=reader.get("enable_thumbnail", None, _boolean, "true or false"),
+    )
+    reader.finish()
+    return config
+
+
+def _url(value: Any) -> str:
+    text = _text(value)
+    if not text.startswith(("http://", "https://")):
+        raise ValueError
+    return text.rstrip("/")
+
+
+def _watches(raw: Any, base: Path, problems: list[str], where: str) -> tuple[WatchConfig, ...]:
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        problems.append(f"{where}watch: must be [[watch]] tables")
+        return ()
+    watches = []
+    for index, table in enumerate(raw):
+        reader = _Reader(table, f"{where}watch[{index}].", problems)
+        watch = _watch(reader, base)
+        reader.finish()
+        if watch is not None:
+            watches.append(watch)
+    return tuple(watches)
+
+
+def _watch(reader: _Reader, base: Path) -> WatchConfig | None:
+    path = reader.get("path", None, _path_under(base), "a folder path")
+    if path is None and "path" not in reader.table:
+        reader.problem("path", "is required")
+    after = reader.get("after_upload", "keep", _choice(*AFTER_UPLOAD), '"keep", "move" or "delete"')
+    move_to = reader.get("move_to", None, _path_under(base), "a folder path")
+    if after == "move" and move_to is None:
+        reader.problem("move_to", 'is required when after_upload = "move"')
+    watch = WatchConfig(
+        path=path or Path("/"),
+        recursive=reader.get("recursive", True, _boolean, "true or false"),
+        include=reader.get("include", (), _globs, "a list of glob patterns"),
+        exclude=reader.get("exclude", (), _globs, "a list of glob patterns"),
+        kinds=reader.get("kinds", frozenset(Kind), _kinds, 'a list of "video", "audio", "image"'),
+        settle_seconds=reader.get("settle_seconds", 5.0, _number(0.0), "a number >= 0"),
+        poll=reader.get("poll", None, _boolean, "true or false"),
+        after_upload=after,
+        move_to=move_to,
+        user_metadata=reader.get(
+            "user_metadata",
+            {},
+            _metadata,
+            "a table of strings, numbers, booleans or lists of strings",
+        ),
+    )
+    return watch if path is not None else None
+
+
+# ---- the API key ---------------------------------------------------------------------------
+def api_key_source(config: Config) -> str | None:
+    """Where the key comes from, in order: the environment, a systemd credential, api_key_file,
+    the config itself. None when there is no key anywhere."""
+    if os.environ.get(KEY_ENV):
+        return KEY_ENV
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and (Path(credentials) / "api_key").exists():
+        return str(Path(credentials) / "api_key")
+    if config.api.api_key_file is not None:
+        return str(config.api.api_key_file)
+    if config.api.api_key:
+        return "config"
+    return None
+
+
+def read_api_key(config: Config) -> str:
+    """Return the API key, or raise ConfigError saying where it was looked for."""
+    source = api_key_source(config)
+    if source == KEY_ENV:
+        return os.environ[KEY_ENV].strip()
+    if source == "config":
+        return str(config.api.api_key)
+    if source is None:
+        raise ConfigError([f"no API key: set {KEY_ENV}, or [api] api_key_file in the config"])
+    try:
+        key = Path(source).read_text().strip()
+    except OSError as error:
+        raise ConfigError([f"api key file {source}: cannot read: {error.strerror}"]) from None
+    if not key:
+        raise ConfigError([f"api key file {source}: is empty"])
+    return key

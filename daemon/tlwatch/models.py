@@ -1,0 +1,60 @@
+"""The vocabulary shared by every layer: file states, media kinds, a file's signature."""
+
+from __future__ import annotations
+
+import enum
+import os
+import stat
+from dataclasses import dataclass
+
+
+class FileState(enum.StrEnum):
+    """Where a file is on its journey; stored as text. See the README's "States"."""
+
+    QUEUED = "queued"  # complete, media, waiting for an upload worker
+    UPLOADING = "uploading"  # intent recorded; a create is (or may be) in flight
+    UPLOADED = "uploaded"  # the API holds an asset for it; following its status
+    READY = "ready"  # the asset is ready
+    IGNORED = "ignored"  # not media (or not a wanted kind); not looked at again until it changes
+    DUPLICATE = "duplicate"  # same content as a file already uploaded: shares that asset
+    SKIPPED = "skipped"  # cannot be uploaded at all (too large, multipart not enabled...)
+    FAILED = "failed"  # refused by the API or failed processing; `tlwatch retry` re-queues
+
+
+FINAL_STATES = frozenset(
+    {FileState.READY, FileState.IGNORED, FileState.DUPLICATE, FileState.SKIPPED, FileState.FAILED}
+)
+
+
+class Kind(enum.StrEnum):
+    VIDEO = "video"
+    AUDIO = "audio"
+    IMAGE = "image"
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What tells a file's version apart without reading it: size, mtime and inode."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, result: os.stat_result) -> Signature:
+        return cls(result.st_size, result.st_mtime_ns, result.st_ino)
+
+
+def regular_signature(path: bytes) -> Signature | None:
+    """Given a path, return its signature if it is a regular file (symlinks followed), else None."""
+    try:
+        result = os.stat(path)
+    except OSError:
+        return None
+    return Signature.of(result) if stat.S_ISREG(result.st_mode) else None
+
+
+def shown(path: bytes | str) -> str:
+    """Given a file name or path, return it fit for one log line: quoted, control characters and
+    undecodable bytes escaped, so no name can forge or break a line."""
+    return repr(os.fsdecode(path))

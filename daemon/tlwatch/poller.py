@@ -1,0 +1,120 @@
+"""Follows uploaded assets until `ready` or `failed`, logging every status change.
+
+Each asset is retrieved on its own schedule: soon after upload, then less often (up to every
+`MAX_INTERVAL` seconds). Any status other than ready/failed, known or not, is still pending.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tlwatch.api import Asset, Client
+from tlwatch.config import Config
+from tlwatch.errors import ApiError, AuthError, NotFound, TransientError
+from tlwatch.models import FileState, regular_signature, shown
+from tlwatch.state import FileRow, Store
+
+log = logging.getLogger(__name__)
+
+FIRST_INTERVAL = 1.0
+MAX_INTERVAL = 30.0
+
+
+class Poller:
+    def __init__(
+        self,
+        store: Store,
+        client: Client,
+        config: Callable[[], Config],
+        *,
+        key_rejected: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.client, self.config = store, client, config
+        self.key_rejected, self.clock = key_rejected, clock
+        self._schedule: dict[int, tuple[float, float]] = {}  # file id -> (due, interval)
+
+    def poll(self) -> float | None:
+        """Retrieve every asset that is due; return when the next one is due (None: none left)."""
+        rows = self.store.in_state(FileState.UPLOADED)
+        self._schedule = {r.id: self._schedule.get(r.id, (0.0, FIRST_INTERVAL)) for r in rows}
+        for row in rows:
+            due, interval = self._schedule[row.id]
+            if due <= self.clock():
+                self._schedule[row.id] = (
+                    self.clock() + interval,
+                    min(interval * 1.5, MAX_INTERVAL),
+                )
+                if not self._check(row):
+                    break
+        return min((due for due, _ in self._schedule.values()), default=None)
+
+    def _check(self, row: FileRow) -> bool:
+        """Retrieve one asset and record what changed; False to stop this round (paused)."""
+        assert row.asset_id is not None
+        try:
+            asset = self.client.retrieve(row.asset_id)
+        except AuthError:
+            self.key_rejected()
+            return False
+        except NotFound:
+            self.store.move(row.id, FileState.FAILED, f"asset {row.asset_id} no longer exists")
+            return True
+        except TransientError as error:
+            log.info("%s: cannot check asset %s yet: %s", row.shown, row.asset_id, error)
+            return True
+        except ApiError as error:
+            log.warning("%s: checking asset %s: %s", row.shown, row.asset_id, error)
+            return True
+        self._record(row, asset)
+        return True
+
+    def _record(self, row: FileRow, asset: Asset) -> None:
+        if asset.status != row.asset_status:
+            took = self.clock() - (row.uploaded_at or self.clock())
+            log.info(
+                "%s: asset %s %s → %s after %.0f s",
+                row.shown,
+                asset.id,
+                row.asset_status or "new",
+                asset.status,
+                took,
+            )
+            self.store.asset_status(row.id, row.asset_status, asset.status, asset.error)
+        if asset.status == "ready":
+            self._ready(row)
+        elif asset.status == "failed":
+            reason = f"processing failed: {asset.error or 'no reason given'}"
+            self.store.move(row.id, FileState.FAILED, reason)
+
+    def _ready(self, row: FileRow) -> None:
+        self.store.move(row.id, FileState.READY)
+        watch = self.config().watch_for(row.path)
+        if watch is None or watch.after_upload == "keep":
+            return
+        if regular_signature(row.path) != row.signature:
+            log.warning("%s: changed since it was uploaded; leaving it where it is", row.shown)
+            return
+        try:
+            if watch.after_upload == "delete":
+                os.unlink(row.path)
+                self.store.update(row.id, reason="deleted after upload, as configured")
+                log.info("%s: deleted after upload, as configured", row.shown)
+            elif watch.move_to is not None:
+                self._move(row, watch.move_to)
+        except OSError as error:
+            log.warning(
+                "%s: %s after upload failed: %s", row.shown, watch.after_upload, error.strerror
+            )
+
+    def _move(self, row: FileRow, folder: Path) -> None:
+        target = os.path.join(os.fsencode(folder), row.name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.move(os.fsdecode(row.path), os.fsdecode(target))
+        self.store.update(row.id, path=target, root=os.fsencode(folder))
+        log.info("%s: moved to %s after upload, as configured", row.shown, shown(target))

@@ -1,0 +1,135 @@
+"""Which paths under a watched folder are candidates, and one walk over them.
+
+Used at start-up (files that arrived while the daemon was down), periodically, and at once after
+the watcher reports an overflow or an error.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from tlwatch.config import WatchConfig
+
+# Names writers use while a file is incomplete, and files the OS or tools leave behind.
+TEMPORARY = (
+    "*.part",
+    "*.partial",
+    "*.tmp",
+    "*.temp",
+    "*.crdownload",
+    "*.download",
+    "*.!qb",
+    ".~*",
+    "~$*",
+    "*~",
+)
+
+
+def skip_reason(watch: WatchConfig, path: bytes) -> str | None:
+    """Given a path under `watch`, return why it is not a candidate, or None if it is."""
+    root = os.fsencode(watch.path)
+    relative = os.path.relpath(path, root)
+    parts = relative.split(b"/")
+    if any(part.startswith(b".") for part in parts):
+        return "hidden"
+    if not watch.recursive and len(parts) > 1:
+        return "in a subfolder of a non-recursive watch"
+    name = os.fsdecode(parts[-1])
+    text = os.fsdecode(relative)
+    if any(fnmatch.fnmatchcase(name, pattern) for pattern in TEMPORARY):
+        return "a temporary name"
+    if any(_matches(text, name, pattern) for pattern in watch.exclude):
+        return "excluded"
+    if watch.include and not any(_matches(text, name, pattern) for pattern in watch.include):
+        return "not included"
+    return None
+
+
+def _matches(relative: str, name: str, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(relative, pattern)
+
+
+def outside_roots(path: bytes, roots: list[bytes]) -> bool:
+    """True if `path` is a symlink whose target lies outside every watched root."""
+    if not os.path.islink(path):
+        return False
+    target = os.path.realpath(path)
+    real_roots = [os.path.realpath(root) for root in roots]
+    return not any(target == r or target.startswith(r.rstrip(b"/") + b"/") for r in real_roots)
+
+
+def walk(watch: WatchConfig, roots: list[bytes]) -> Iterator[bytes]:
+    """Yield every candidate regular file under `watch` (bytes paths), skipping what
+    `skip_reason` refuses and symlinks that lead outside the watched roots."""
+    stack = [os.fsencode(watch.path)]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(b"."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if watch.recursive:
+                        stack.append(entry.path)
+                    continue
+                if not entry.is_file():  # follows symlinks; FIFOs, sockets, devices are not files
+                    continue
+            except OSError:
+                continue
+            if skip_reason(watch, entry.path) is None and not outside_roots(entry.path, roots):
+                yield entry.path
+
+
+def is_regular(path: bytes) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def filesystem_type(path: Path) -> str:
+    """The file system type holding `path`, from /proc/self/mounts (longest mount prefix)."""
+    best, kind = "", "unknown"
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return kind
+    target = os.path.realpath(path)
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount = fields[1].replace("\\040", " ")
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) > len(best):
+            best, kind = mount, fields[2]
+    return kind
+
+
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "fuse.sshfs",
+        "9p",
+        "fuse.rclone",
+        "afs",
+        "ceph",
+        "glusterfs",
+        "fuse.glusterfs",
+        "davfs",
+        "fuse.s3fs",
+        "fuse",
+    }
+)

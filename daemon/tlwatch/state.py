@@ -1,0 +1,436 @@
+"""The state store: the only module that imports sqlite3.
+
+One SQLite file in WAL mode, `synchronous=FULL` (an asset id, once returned, survives a power
+cut), numbered migrations, a quick check at open, and an exclusive `flock` on `state.db.lock` that
+keeps a second daemon away. Readers (`tlwatch status`) open it without the lock.
+Paths are stored as exact bytes; every state change is a timestamped row in `events`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from tlwatch.errors import StoreError, StoreLocked
+from tlwatch.models import FileState, Signature, shown
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = [
+    """
+    CREATE TABLE files (
+        id INTEGER PRIMARY KEY,
+        root BLOB NOT NULL,
+        path BLOB NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        sha256 TEXT,
+        mime TEXT,
+        kind TEXT,
+        state TEXT NOT NULL,
+        reason TEXT,
+        asset_id TEXT,
+        asset_status TEXT,
+        duplicate_of INTEGER REFERENCES files(id) ON DELETE SET NULL,
+        upload_token TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        upload_id TEXT,
+        chunk_size INTEGER,
+        total_chunks INTEGER,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        uploaded_at REAL
+    );
+    CREATE INDEX files_state ON files(state, next_attempt_at);
+    CREATE INDEX files_sha256 ON files(sha256);
+    CREATE INDEX files_asset ON files(asset_id);
+    CREATE TABLE chunks (
+        file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        chunk_index INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        PRIMARY KEY (file_id, chunk_index)
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        old TEXT,
+        new TEXT NOT NULL,
+        detail TEXT
+    );
+    CREATE INDEX events_file ON events(file_id, at);
+    """,
+]
+
+
+@dataclass(frozen=True)
+class FileRow:
+    id: int
+    root: bytes
+    path: bytes
+    size: int
+    mtime_ns: int
+    inode: int
+    sha256: str | None
+    mime: str | None
+    kind: str | None
+    state: FileState
+    reason: str | None
+    asset_id: str | None
+    asset_status: str | None
+    duplicate_of: int | None
+    upload_token: str | None
+    attempts: int
+    next_attempt_at: float | None
+    upload_id: str | None
+    chunk_size: int | None
+    total_chunks: int | None
+    created_at: float
+    updated_at: float
+    uploaded_at: float | None
+
+    @property
+    def signature(self) -> Signature:
+        return Signature(self.size, self.mtime_ns, self.inode)
+
+    @property
+    def name(self) -> bytes:
+        """The path relative to its watched folder (the whole path for one-off uploads)."""
+        if self.root and self.path.startswith(self.root.rstrip(b"/") + b"/"):
+            return self.path[len(self.root.rstrip(b"/")) + 1 :]
+        return self.path
+
+    @property
+    def shown(self) -> str:
+        return shown(self.name)
+
+
+_COLUMNS = ", ".join(f.name for f in fields(FileRow))
+
+
+def _row(values: tuple[Any, ...]) -> FileRow:
+    row = FileRow(*values)
+    return FileRow(**{**row.__dict__, "state": FileState(row.state)})
+
+
+class Store:
+    """The store. Thread-safe (one connection behind a lock); a context manager."""
+
+    def __init__(self, path: Path, *, exclusive: bool = True, clock: Any = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        self.rebuilt = False  # True when a corrupt store was moved aside at open
+        self._lock = threading.RLock()
+        self._lock_file: int | None = None
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if exclusive:
+            self._take_lock()
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError as error:
+            if not exclusive:
+                raise StoreError(f"{path}: cannot read the store: {error}") from None
+            self._move_aside(str(error))
+            self._db = self._connect()
+
+    # ---- opening ---------------------------------------------------------------------------
+    def _take_lock(self) -> None:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise StoreLocked(f"{self.path}: another tlwatch is using this store") from None
+        self._lock_file = descriptor
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {check}")
+            self._migrate(db)
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(f"{self.path}: made by a newer tlwatch (schema {version})")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version={number}; COMMIT;")
+
+    def _move_aside(self, why: str) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(str(self.path) + suffix)
+            if source.exists():
+                source.rename(str(aside) + suffix)
+        log.error(
+            "the store %s was damaged (%s): moved it to %s and starting a new one, "
+            "rebuilt from a scan and the server's asset list",
+            self.path,
+            why,
+            aside,
+        )
+        self.rebuilt = True
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+        if self._lock_file is not None:
+            os.close(self._lock_file)
+            self._lock_file = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    # ---- reading ---------------------------------------------------------------------------
+    def get(self, file_id: int) -> FileRow:
+        rows = self._query(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,))
+        if not rows:
+            raise StoreError(f"no file #{file_id} in the store")
+        return _row(rows[0])
+
+    def by_path(self, path: bytes) -> FileRow | None:
+        rows = self._query(f"SELECT {_COLUMNS} FROM files WHERE path = ?", (path,))
+        return _row(rows[0]) if rows else None
+
+    def by_sha256(self, sha256: str, exclude: int | None = None) -> FileRow | None:
+        """The file whose upload holds this content (queued, in flight, uploaded or ready)."""
+        states = (FileState.QUEUED, FileState.UPLOADING, FileState.UPLOADED, FileState.READY)
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM files WHERE sha256 = ? AND state IN (?, ?, ?, ?) "
+            "AND id IS NOT ? ORDER BY id LIMIT 1",
+            (sha256, *states, exclude),
+        )
+        return _row(rows[0]) if rows else None
+
+    def known(self, root: bytes) -> dict[bytes, Signature]:
+        """Every recorded path under `root` with its signature: one query for a whole scan."""
+        rows = self._query("SELECT path, size, mtime_ns, inode FROM files WHERE root = ?", (root,))
+        return {path: Signature(size, mtime, inode) for path, size, mtime, inode in rows}
+
+    def in_state(self, *states: FileState) -> list[FileRow]:
+        marks = ", ".join("?" * len(states))
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM files WHERE state IN ({marks}) ORDER BY id", states
+        )
+        return [_row(r) for r in rows]
+
+    def all(self) -> list[FileRow]:
+        return [_row(r) for r in self._query(f"SELECT {_COLUMNS} FROM files ORDER BY id")]
+
+    def next_due(self) -> float | None:
+        """The earliest time a queued file may be tried, or None when none is queued."""
+        rows = self._query(
+            "SELECT MIN(COALESCE(next_attempt_at, 0)) FROM files WHERE state = ?",
+            (FileState.QUEUED,),
+        )
+        value = rows[0][0]
+        return None if value is None else float(value)
+
+    def counts(self) -> dict[tuple[bytes, str], int]:
+        rows = self._query("SELECT root, state, COUNT(*) FROM files GROUP BY root, state")
+        return {(root, state): count for root, state, count in rows}
+
+    def chunks(self, file_id: int) -> dict[int, str]:
+        rows = self._query("SELECT chunk_index, etag FROM chunks WHERE file_id = ?", (file_id,))
+        return dict(rows)
+
+    def events(self, file_id: int) -> list[tuple[float, str, str | None, str, str | None]]:
+        rows = self._query(
+            "SELECT at, kind, old, new, detail FROM events WHERE file_id = ? ORDER BY id",
+            (file_id,),
+        )
+        return [tuple(r) for r in rows]
+
+    # ---- writing ---------------------------------------------------------------------------
+    def claim_next(self) -> FileRow | None:
+        """Take the first queued file that is due: it becomes `uploading`, attempts + 1."""
+        now = self.clock()
+        with self._transaction() as db:
+            found = db.execute(
+                f"SELECT {_COLUMNS} FROM files WHERE state = ? "
+                "AND COALESCE(next_attempt_at, 0) <= ? ORDER BY next_attempt_at IS NOT NULL, id "
+                "LIMIT 1",
+                (FileState.QUEUED, now),
+            ).fetchone()
+            if found is None:
+                return None
+            row = _row(found)
+            self._change(db, row, FileState.UPLOADING, {"attempts": row.attempts + 1}, None)
+        return self.get(row.id)
+
+    def claim(self, file_id: int) -> FileRow | None:
+        """Take this queued file for uploading (a one-off `tlwatch upload`)."""
+        with self._transaction() as db:
+            found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
+            if found is None or found[9] != FileState.QUEUED:
+                return None
+            row = _row(found)
+            self._change(db, row, FileState.UPLOADING, {"attempts": row.attempts + 1}, None)
+        return self.get(file_id)
+
+    def record(
+        self,
+        path: bytes,
+        root: bytes,
+        signature: Signature,
+        state: FileState,
+        reason: str | None = None,
+        **values: Any,
+    ) -> FileRow:
+        """Insert the file, or move its row to `state` with new values (a new version of it)."""
+        now = self.clock()
+        sig = {"size": signature.size, "mtime_ns": signature.mtime_ns, "inode": signature.inode}
+        with self._transaction() as db:
+            found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE path = ?", (path,)).fetchone()
+            if found is None:
+                cursor = db.execute(
+                    "INSERT INTO files (root, path, size, mtime_ns, inode, state, created_at, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (root, path, *sig.values(), state, now, now),
+                )
+                file_id = int(cursor.lastrowid or 0)
+                self._set(db, file_id, {"reason": reason, **values})
+                self._event(db, file_id, "state", None, state, reason)
+                _log_change(_name(root, path), None, state, reason)
+            else:
+                self._change(db, _row(found), state, {"root": root, **sig, **values}, reason)
+                file_id = found[0]
+        return self.get(file_id)
+
+    def move(
+        self, file_id: int, state: FileState, reason: str | None = None, **values: Any
+    ) -> FileRow:
+        """Move a file to `state`, setting `values`; logged and kept as an event."""
+        with self._transaction() as db:
+            found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
+            if found is None:
+                raise StoreError(f"no file #{file_id} in the store")
+            self._change(db, _row(found), state, values, reason)
+        return self.get(file_id)
+
+    def update(self, file_id: int, **values: Any) -> None:
+        """Set values without a change of state (a signature refresh, a poll schedule)."""
+        with self._transaction() as db:
+            self._set(db, file_id, values)
+
+    def asset_status(self, file_id: int, old: str | None, new: str, detail: str | None) -> None:
+        with self._transaction() as db:
+            self._set(db, file_id, {"asset_status": new})
+            self._event(db, file_id, "asset", old, new, detail)
+
+    def add_chunks(self, file_id: int, chunks: Iterable[tuple[int, str]]) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO chunks (file_id, chunk_index, etag) VALUES (?, ?, ?)",
+                [(file_id, index, etag) for index, etag in chunks],
+            )
+
+    def forget_upload(self, file_id: int) -> None:
+        """Drop a multipart session and its chunks (expired, or the file changed)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
+            self._set(db, file_id, {"upload_id": None, "chunk_size": None, "total_chunks": None})
+
+    def remove(self, file_id: int) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+
+    def retry(self, file_ids: Iterable[int]) -> list[FileRow]:
+        """Put failed or skipped files back in the queue, now."""
+        moved = []
+        for file_id in file_ids:
+            row = self.get(file_id)
+            if row.state in (FileState.FAILED, FileState.SKIPPED):
+                values = {
+                    "next_attempt_at": None,
+                    "attempts": 0,
+                    "asset_id": None,
+                    "asset_status": None,
+                    "upload_token": None,
+                }
+                moved.append(self.move(file_id, FileState.QUEUED, "retry asked for", **values))
+        return moved
+
+    def _change(
+        self,
+        db: sqlite3.Connection,
+        row: FileRow,
+        state: FileState,
+        values: dict[str, Any],
+        reason: str | None,
+    ) -> None:
+        self._set(db, row.id, {"state": state, "reason": reason, **values})
+        if state != row.state:
+            self._event(db, row.id, "state", row.state, state, reason)
+            _log_change(row.name, row.state, state, reason)
+
+    def _set(self, db: sqlite3.Connection, file_id: int, values: dict[str, Any]) -> None:
+        values = {**values, "updated_at": self.clock()}
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        db.execute(f"UPDATE files SET {assignments} WHERE id = ?", (*values.values(), file_id))
+
+    def _event(
+        self,
+        db: sqlite3.Connection,
+        file_id: int,
+        kind: str,
+        old: str | None,
+        new: str,
+        detail: str | None,
+    ) -> None:
+        db.execute(
+            "INSERT INTO events (file_id, at, kind, old, new, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (file_id, self.clock(), kind, old, new, detail),
+        )
+
+
+def _name(root: bytes, path: bytes) -> bytes:
+    prefix = root.rstrip(b"/") + b"/"
+    return path[len(prefix) :] if root and path.startswith(prefix) else path
+
+
+def _log_change(name: bytes, old: str | None, new: str, reason: str | None) -> None:
+    level = logging.WARNING if new in (FileState.FAILED, FileState.SKIPPED) else logging.INFO
+    suffix = f" ({reason})" if reason else ""
+    log.log(level, "%s: %s → %s%s", shown(name), old or "new", new, suffix)
