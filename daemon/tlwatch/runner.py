@@ -36,7 +36,9 @@ from tlwatch.watcher import Folder, Watcher
 log = logging.getLogger(__name__)
 
 SCAN = b""  # the inbox item that asks for a full rescan
+WAKE = b"\0"  # the inbox item that only wakes the intake thread (to stop)
 KEY_RECHECK_SECONDS = 60.0
+SNAPSHOT_SECONDS = 10.0  # how often an idle daemon counts its files (for STATUS=)
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,8 @@ class Runner:
         interval = self._config.daemon.rescan_interval_seconds
         next_scan = time.monotonic() + interval * random.uniform(0.9, 1.1)
         next_key_check = 0.0
-        while not self.stop.wait(0.5):
+        next_snapshot = 0.0
+        while not self.stop.wait(0.5 if self.once else 1.0):
             now = time.monotonic()
             if now >= next_scan:
                 next_scan = now + interval * random.uniform(0.9, 1.1)
@@ -225,11 +228,13 @@ class Runner:
             if self.paused and now >= next_key_check:
                 next_key_check = now + 1.0
                 key = self._check_key(client, key)
-            snapshot = self.snapshot(store)
-            if self.on_tick:
-                self.on_tick(snapshot)
-            if self.once and self._finished(snapshot):
-                return
+            if self.once or self.on_tick or now >= next_snapshot:  # idle is idle: not every tick
+                next_snapshot = now + SNAPSHOT_SECONDS
+                snapshot = self.snapshot(store)
+                if self.on_tick:
+                    self.on_tick(snapshot)
+                if self.once and self._finished(snapshot):
+                    return
             if self._reload_asked:
                 self._reload_asked = False
                 self._reload(watcher)
@@ -299,7 +304,7 @@ class Runner:
         settler = Settler(regular_signature, time.monotonic)
         while not self.stop.is_set():
             due = settler.next_due()
-            timeout = 1.0 if due is None else min(max(due - time.monotonic(), 0.0), 1.0)
+            timeout = None if due is None else max(due - time.monotonic(), 0.0)
             try:
                 item = self.inbox.get(timeout=timeout)
             except queue.Empty:
@@ -317,6 +322,8 @@ class Runner:
             self.settling = len(settler)
 
     def _take_item(self, item: bytes, store: Store, intake: Intake, settler: Settler) -> None:
+        if self.stop.is_set() or item == WAKE:
+            return
         if item == SCAN:
             self._scan(store, settler)
         elif intake.wanted(item):
@@ -372,8 +379,8 @@ class Runner:
     def _poll_loop(self, poller: Poller) -> None:
         while not self.stop.is_set():
             due = None if self.paused else poller.poll()
-            wait = 5.0 if due is None else min(max(due - time.time(), 0.05), 5.0)
-            self.poll_wake.wait(wait)
+            wait = 60.0 if due is None else min(max(due - time.time(), 0.05), 60.0)
+            self.poll_wake.wait(wait)  # woken at once by each upload
             self.poll_wake.clear()
 
     # ---- shutdown --------------------------------------------------------------------------
@@ -381,6 +388,7 @@ class Runner:
         log.info("stopping: no longer watching folders")
         self.stop.set()
         watcher.close()
+        self.inbox.put(WAKE)
         self._notify_workers()
         self.poll_wake.set()
         deadline = time.monotonic() + self._config.daemon.shutdown_timeout_seconds

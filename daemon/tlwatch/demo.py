@@ -1,0 +1,110 @@
+"""`make demo`: the sandbox, the daemon on a demo folder, real sample media dropped in, every
+transition shown until each file is `ready`, then everything stopped cleanly.
+
+Runs from a checkout (the samples are the test fixtures). Nothing leaves this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SAMPLES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
+MEDIA = ["clip.mp4", "clip.mov", "clip.webm", "tone.wav", "tone.mp3", "photo.jpg", "photo.png"]
+DECOY = "not-really.mp4"
+DEMO_KEY = "tlk_sandbox_demo_key_not_secret"
+
+
+def say(text: str) -> None:
+    print(f"\033[1m==> {text}\033[0m" if sys.stdout.isatty() else f"==> {text}", flush=True)
+
+
+def tlwatch(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tlwatch", *args]
+
+
+def main() -> int:
+    if not SAMPLES.is_dir():
+        print(
+            f"demo: sample media not found in {SAMPLES} (run it from a checkout)", file=sys.stderr
+        )
+        return 1
+    with tempfile.TemporaryDirectory(prefix="tlwatch-demo-") as scratch:
+        return run(Path(scratch))
+
+
+def run(root: Path) -> int:
+    say("starting the local sandbox (a stand-in for the Twelve Labs API)")
+    sandbox = subprocess.Popen(
+        tlwatch(
+            "sandbox",
+            "--port",
+            "0",
+            "--processing-seconds",
+            "3",
+            "--data-dir",
+            str(root / "sandbox"),
+        ),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert sandbox.stdout is not None
+    base_url = sandbox.stdout.readline().strip()
+    watch = root / "camera-dump"
+    watch.mkdir()
+    config = root / "config.toml"
+    config.write_text(
+        f'[api]\nbase_url = "{base_url}"\n[state]\npath = "state.db"\n'
+        f'[[watch]]\npath = "{watch}"\nsettle_seconds = 1\n'
+        'user_metadata = { source = "tlwatch demo" }\n'
+    )
+    env = {**os.environ, "TWELVELABS_API_KEY": DEMO_KEY}
+    say(f"running the daemon on {watch}")
+    daemon = subprocess.Popen(tlwatch("run", "-c", str(config)), env=env)
+    try:
+        time.sleep(1.0)  # let it start watching; the demo's pace, not a correctness wait
+        say(f"copying {len(MEDIA)} media files and a decoy (a text file named {DECOY}) in")
+        for name in [*MEDIA, DECOY]:
+            shutil.copy(SAMPLES / name, watch / name)
+        ok = wait_until_ready(config, env, deadline=time.monotonic() + 120)
+    finally:
+        say("stopping the daemon and the sandbox")
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=60)
+        sandbox.send_signal(signal.SIGTERM)
+        sandbox.wait(timeout=30)
+    status = subprocess.run(
+        tlwatch("status", "-c", str(config)), env=env, text=True, capture_output=True, check=False
+    )
+    say("final state (tlwatch status):")
+    print(status.stdout, end="")
+    say("every media file is ready; the decoy was ignored" if ok else "not everything got ready")
+    return 0 if ok else 1
+
+
+def wait_until_ready(config: Path, env: dict[str, str], deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        result = subprocess.run(
+            tlwatch("list", "--json", "-c", str(config)),
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode == 0:
+            rows = {Path(r["path"]).name: r["state"] for r in json.loads(result.stdout)}
+            if all(rows.get(n) == "ready" for n in MEDIA) and rows.get(DECOY) == "ignored":
+                return True
+        time.sleep(0.5)
+    return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
