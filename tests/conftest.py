@@ -131,10 +131,12 @@ class Daemon:
     def log_path(self) -> Path:
         return self.root / "daemon.log"
 
-    def configure(self, *, api: str = "", watch: str = "", settle: float = 0.3) -> None:
+    def configure(
+        self, *, api: str = "", watch: str = "", settle: float = 0.3, timeout: float = 5
+    ) -> None:
         self.config.write_text(
             f'[api]\nbase_url = "{self.sandbox.base_url}"\napi_key_file = "api_key"\n'
-            f"timeout_seconds = 5\n{api}\n"
+            f"timeout_seconds = {timeout}\n{api}\n"
             f'[state]\npath = "state/state.db"\n'
             f"[daemon]\nretry_base_seconds = 0.05\nretry_max_seconds = 1\n"
             f"shutdown_timeout_seconds = 5\n"

@@ -192,10 +192,12 @@ class Client:
         backoff: Backoff = DEFAULT_BACKOFF,
         sleep: Callable[[float], object] = time.sleep,
         cancel: threading.Event | None = None,
+        progress: Callable[[], None] = lambda: None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._key = api_key
         self._cancel = cancel or threading.Event()  # set: abandon uploads in flight (shutdown)
+        self._progress = progress  # called as bytes go out: a sign of life for the watchdog
         self.base_url = base_url.rstrip("/")
         self.max_attempts = max_attempts
         self.backoff = backoff
@@ -246,7 +248,7 @@ class Client:
         fields = _create_fields("direct", name, user_metadata, enable_hls, enable_thumbnail)
         with open(path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
-            body = _FormBody(fields, file, size, name, self._cancel)
+            body = _FormBody(fields, file, size, name, self._cancel, self._progress)
             response = self._call(
                 "POST", "assets", idempotent=False, content=body.stream(), headers=body.headers
             )
@@ -264,7 +266,7 @@ class Client:
         """Ask the platform to fetch a public URL as a new asset. Never retried."""
         fields = _create_fields("url", filename, user_metadata, enable_hls, enable_thumbnail)
         fields.append(("url", url))
-        body = _FormBody(fields, None, 0, "", self._cancel)
+        body = _FormBody(fields, None, 0, "", self._cancel, self._progress)
         response = self._call(
             "POST", "assets", idempotent=False, content=body.stream(), headers=body.headers
         )
@@ -341,7 +343,12 @@ class Client:
         Not retried here: a presigned URL is single-use (see `upload_chunks`)."""
         sized = {**(headers or {}), "content-length": str(len(data))}
         response = self._call(
-            "PUT", url.url, content=_pieces(data), headers=sized, api=False, attempts=1
+            "PUT",
+            url.url,
+            content=_pieces(data, self._progress),
+            headers=sized,
+            api=False,
+            attempts=1,
         )
         return str(response.headers.get("etag", "")).strip('"')
 
@@ -583,8 +590,9 @@ class _FormBody:
         size: int,
         filename: str,
         cancel: threading.Event,
+        progress: Callable[[], None],
     ) -> None:
-        self.cancel = cancel
+        self.cancel, self.progress = cancel, progress
         self.boundary = secrets.token_hex(16)
         self.file, self.size = file, size
         head = b"".join(self._part(name, value.encode()) for name, value in fields)
@@ -618,6 +626,7 @@ class _FormBody:
         while self.file is not None and left > 0:
             if self.cancel.is_set():
                 raise Cancelled("upload abandoned: shutting down")
+            self.progress()
             piece = self.file.read(min(PIECE, left))
             if not piece:
                 raise SourceChanged("the file shrank while it was being uploaded")
@@ -626,13 +635,14 @@ class _FormBody:
         yield self.tail
 
 
-def _pieces(data: bytes | memoryview) -> Iterator[memoryview]:
+def _pieces(data: bytes | memoryview, progress: Callable[[], None]) -> Iterator[memoryview]:
     """Given a chunk, yield it as 1 MiB views. A generator, not the bytes themselves: httpx keeps
     a request's `content` alive in a reference cycle until the next garbage collection, and
     httpcore copies what is left of a buffer after each partial send (quadratic for one big piece).
     """
     view = memoryview(data)
     for start in range(0, len(view), PIECE):
+        progress()
         yield view[start : start + PIECE]
 
 

@@ -62,9 +62,19 @@ class _Redacting(logging.Formatter):
         return f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {message}"
 
 
+def _is_journal(stream: TextIO) -> bool:
+    """True when `stream` is the journal's socket ($JOURNAL_STREAM names its device:inode)."""
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return expected == f"{info.st_dev}:{info.st_ino}"
+
+
 def setup(level: str = "info", format: str = "text", *, stream: TextIO | None = None) -> None:
     """Send every tlwatch log line to stderr as configured; quiet the HTTP libraries."""
-    journal = bool(os.environ.get("JOURNAL_STREAM")) and format == "text"
+    journal = _is_journal(stream or sys.stderr) and format == "text"
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(_Redacting(journal, format == "json"))
     root = logging.getLogger()

@@ -28,6 +28,7 @@ from tlwatch.models import FileState, regular_signature
 from tlwatch.poller import Poller
 from tlwatch.retry import Backoff
 from tlwatch.scan import NETWORK_FILESYSTEMS, filesystem_type, walk
+from tlwatch.sdnotify import Notifier
 from tlwatch.settle import Settler
 from tlwatch.state import Store
 from tlwatch.uploader import SHA_KEY, Hooks, Uploader
@@ -39,6 +40,23 @@ SCAN = b""  # the inbox item that asks for a full rescan
 WAKE = b"\0"  # the inbox item that only wakes the intake thread (to stop)
 KEY_RECHECK_SECONDS = 60.0
 SNAPSHOT_SECONDS = 10.0  # how often an idle daemon counts its files (for STATUS=)
+BEAT_SECONDS = 30.0  # the longest an idle thread sleeps between signs of life
+
+
+class Heartbeats:
+    """Each thread's last sign of progress (a loop turn, bytes sent), for the watchdog."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last: dict[str, float] = {}
+
+    def beat(self) -> None:
+        self._last[threading.current_thread().name] = self._clock()
+
+    def stalled(self, limit: Callable[[str], float]) -> list[str]:
+        """The threads silent for longer than `limit(name)` seconds."""
+        now = self._clock()
+        return sorted(name for name, last in list(self._last.items()) if now - last > limit(name))
 
 
 @dataclass(frozen=True)
@@ -93,6 +111,10 @@ class Runner:
         self._reload_asked = False
         self._last_probe = 0.0
         self._threads: list[threading.Thread] = []
+        self.notifier = Notifier()
+        self.beats = Heartbeats()
+        self._next_ping = 0.0
+        self._stuck: list[str] = []
 
     def config(self) -> Config:
         return self._config
@@ -110,8 +132,9 @@ class Runner:
                 key,
                 base_url=self._config.api.base_url,
                 timeout=self._config.api.timeout_seconds,
-                sleep=self.stop.wait,
+                sleep=self._wait_alive,
                 cancel=self.cancel,
+                progress=self.beats.beat,
                 backoff=backoff,
             ) as client:
                 self._serve(store, client, key)
@@ -138,6 +161,7 @@ class Runner:
             watcher.watch(self._folders())
             log.info("watching %d folder(s); state in %s", len(self._config.watch), store.path)
         self.inbox.put(SCAN)
+        self.notifier.ready(self.snapshot(store).line())
         try:
             self._main_loop(store, client, key, watcher)
         finally:
@@ -217,8 +241,12 @@ class Runner:
         next_scan = time.monotonic() + interval * random.uniform(0.9, 1.1)
         next_key_check = 0.0
         next_snapshot = 0.0
-        while not self.stop.wait(0.5 if self.once else 1.0):
+        tick = 0.5 if self.once else 1.0
+        if self.notifier.watchdog_seconds:
+            tick = min(tick, self.notifier.watchdog_seconds / 4)
+        while not self.stop.wait(tick):
             now = time.monotonic()
+            self._watchdog(now)
             if now >= next_scan:
                 next_scan = now + interval * random.uniform(0.9, 1.1)
                 self.inbox.put(SCAN)
@@ -231,13 +259,16 @@ class Runner:
             if self.once or self.on_tick or now >= next_snapshot:  # idle is idle: not every tick
                 next_snapshot = now + SNAPSHOT_SECONDS
                 snapshot = self.snapshot(store)
+                self.notifier.status(snapshot.line())
                 if self.on_tick:
                     self.on_tick(snapshot)
                 if self.once and self._finished(snapshot):
                     return
             if self._reload_asked:
                 self._reload_asked = False
+                self.notifier.reloading()
                 self._reload(watcher)
+                self.notifier.ready(self.snapshot(store).line())
 
     def _finished(self, snapshot: Snapshot) -> bool:
         busy = ("queued", "uploading", "uploaded") if self.wait_ready else ("queued", "uploading")
@@ -254,9 +285,40 @@ class Runner:
         log.warning("%s: rescanning every watched folder", what)
         self.inbox.put(SCAN)
 
+    def _watchdog(self, now: float) -> None:
+        """Ping systemd's watchdog at half its interval, while every thread is alive and making
+        progress. A stuck thread stops the pings, so systemd restarts the daemon."""
+        interval = self.notifier.watchdog_seconds
+        if interval is None or now < self._next_ping:
+            return
+        timeout = self._config.api.timeout_seconds
+        stuck = [t.name for t in self._threads if not t.is_alive()]
+        stuck += self.beats.stalled(lambda name: 2 * timeout + (10 if "upload" in name else 40))
+        if stuck:
+            if stuck != self._stuck:
+                log.error(
+                    "no progress from %s: no more watchdog pings (systemd restarts us)",
+                    ", ".join(stuck),
+                )
+                self.notifier.status(f"stuck: {', '.join(stuck)}")
+            self._stuck = stuck
+            return
+        self.notifier.watchdog()
+        self._next_ping = now + interval / 2
+
+    def _wait_alive(self, seconds: float) -> bool:
+        """The client's retry sleep: stop-aware, beating every few seconds. True: stopping."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.beats.beat()
+            if self.stop.wait(min(left, 5.0)):
+                return True
+        return False
+
     def _key_rejected(self) -> None:
         if self.paused is None:
             self.paused = "API key rejected"
+            self.notifier.status("paused: API key rejected")
             log.error(
                 "the API key was rejected (HTTP 401): every upload is paused until the key "
                 "(from %s) is fixed; nothing is marked failed",
@@ -304,7 +366,7 @@ class Runner:
         settler = Settler(regular_signature, time.monotonic)
         while not self.stop.is_set():
             due = settler.next_due()
-            timeout = None if due is None else max(due - time.monotonic(), 0.0)
+            timeout = BEAT_SECONDS if due is None else min(max(due - time.monotonic(), 0), 30.0)
             try:
                 item = self.inbox.get(timeout=timeout)
             except queue.Empty:
@@ -320,6 +382,7 @@ class Runner:
                 if item is not None:
                     self.inbox.task_done()
             self.settling = len(settler)
+            self.beats.beat()
 
     def _take_item(self, item: bytes, store: Store, intake: Intake, settler: Settler) -> None:
         if self.stop.is_set() or item == WAKE:
@@ -358,7 +421,10 @@ class Runner:
 
     def _upload_loop(self, store: Store, uploader: Uploader) -> None:
         while not self.stop.is_set():
+            self.beats.beat()
             row = None if self.paused else store.claim_next()
+            if row is not None and os.environ.get("TLWATCH_TEST_STALL_UPLOADS"):
+                threading.Event().wait()  # test hook: a worker that hangs, for the watchdog test
             if row is not None:
                 try:
                     uploader.upload(row)
@@ -378,13 +444,15 @@ class Runner:
 
     def _poll_loop(self, poller: Poller) -> None:
         while not self.stop.is_set():
+            self.beats.beat()
             due = None if self.paused else poller.poll()
-            wait = 60.0 if due is None else min(max(due - time.time(), 0.05), 60.0)
+            wait = BEAT_SECONDS if due is None else min(max(due - time.time(), 0.05), BEAT_SECONDS)
             self.poll_wake.wait(wait)  # woken at once by each upload
             self.poll_wake.clear()
 
     # ---- shutdown --------------------------------------------------------------------------
     def _shutdown(self, watcher: Watcher, client: Client) -> None:
+        self.notifier.stopping()
         log.info("stopping: no longer watching folders")
         self.stop.set()
         watcher.close()
