@@ -435,3 +435,48 @@ def test_the_example_config_loads(tmp_path: Path) -> None:
     assert config.watch[0].user_metadata == {"camera": "A", "project": "example"}
     assert config.api.direct_upload_limit == 200_000_000
     assert clean_env()  # the helper works without TWELVELABS_* in the environment
+
+
+def test_kill_9_mid_multipart_then_restart_resumes_from_the_reported_chunks(
+    daemon: Daemon,
+) -> None:
+    daemon.configure(api="direct_upload_limit = 100000")
+    big = daemon.root / "big.mp4"
+    big.write_bytes((FIXTURES / "clip.mp4").read_bytes() + os.urandom(64 * 1024 * 30))  # 31 chunks
+    daemon.sandbox.fault(endpoint="chunk_put", delay=0.3, times=40)
+    daemon.start()
+    shutil.copy(big, daemon.watch / "big.mp4")
+    wait_for(
+        lambda: daemon.sandbox.requests().get("multipart_report", {}).get("200", 0) >= 1, timeout=30
+    )
+    assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+    daemon.sandbox.admin("DELETE", "/_sandbox/faults")
+    daemon.start()
+    daemon.wait_states({"big.mp4": "ready"}, timeout=60)
+    assert "resuming multipart upload" in daemon.log()
+    assets = daemon.sandbox.assets()
+    assert [a["sha256"] for a in assets] == [sha256_file(big)]
+    puts = sum(daemon.sandbox.requests()["chunk_put"].values())
+    assert puts < 31 + 10  # the reported chunks were not sent again
+    assert daemon.sandbox.requests()["multipart_create"] == {"201": 1}
+    assert daemon.stop() == 0
+
+
+def test_a_second_interrupt_forces_an_immediate_exit(daemon: Daemon) -> None:
+    daemon.sandbox.fault(endpoint="create", delay=20.0)
+    daemon.configure()
+    daemon.config.write_text(
+        daemon.config.read_text().replace(
+            "shutdown_timeout_seconds = 5", "shutdown_timeout_seconds = 60"
+        )
+    )
+    daemon.start()
+    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "a.mp4")
+    wait_for(lambda: daemon.states().get(b"a.mp4") == "uploading")
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGINT)
+    wait_for(lambda: "stopping" in daemon.log())
+    started = time.monotonic()
+    assert daemon.stop(signal.SIGINT) == 130
+    assert time.monotonic() - started < 5
+    assert "second interrupt" in daemon.log()

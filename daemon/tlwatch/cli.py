@@ -386,6 +386,7 @@ def _status(args: argparse.Namespace) -> int:
 
     with _open_store(args) as store:
         rows = store.all()
+        chunks = {r.id: len(store.chunks(r.id)) for r in rows if r.upload_id}
     folders: dict[str, Counter[str]] = {}
     for row in rows:
         folders.setdefault(os.fsdecode(row.root) or "(one-off)", Counter())[row.state.value] += 1
@@ -413,7 +414,10 @@ def _status(args: argparse.Namespace) -> int:
     if not folders:
         print("nothing recorded yet")
     for row in flight:
-        print(f"  in flight: {row.shown} {row.state} {row.asset_id or ''} {row.asset_status or ''}")
+        detail = row.asset_status or ""
+        if row.state == FileState.UPLOADING and row.total_chunks:
+            detail = f"{chunks.get(row.id, 0)}/{row.total_chunks} chunks"
+        print(f"  in flight: {row.shown} {row.state} {row.asset_id or ''} {detail}")
     for row in failures:
         print(f"  {row.state}: {row.shown}: {row.reason}")
     return EXIT_OK

@@ -71,20 +71,12 @@ class Intake:
         root = os.fsencode(watch.path)
         try:
             sniffed = sniff(path)
-            if sniffed.kind is None:
-                reason = f"not media ({sniffed.mime})"
-                return self.store.record(
-                    path,
-                    root,
-                    signature,
-                    FileState.IGNORED,
-                    reason,
-                    mime=sniffed.mime,
-                    kind=None,
-                    sha256=None,
+            if sniffed.kind is None or sniffed.kind not in watch.kinds:
+                reason = (
+                    f"not media ({sniffed.mime})"
+                    if sniffed.kind is None
+                    else f"{sniffed.kind} files are not wanted in this folder"
                 )
-            if sniffed.kind not in watch.kinds:
-                reason = f"{sniffed.kind} files are not wanted in this folder"
                 return self.store.record(
                     path,
                     root,

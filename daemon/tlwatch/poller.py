@@ -63,7 +63,8 @@ class Poller:
             self.key_rejected()
             return False
         except NotFound:
-            self.store.move(row.id, FileState.FAILED, f"asset {row.asset_id} no longer exists")
+            gone = f"asset {row.asset_id} no longer exists"
+            self.store.move(row.id, FileState.FAILED, gone, expect=FileState.UPLOADED)
             return True
         except TransientError as error:
             log.info("%s: cannot check asset %s yet: %s", row.shown, row.asset_id, error)
@@ -90,10 +91,11 @@ class Poller:
             self._ready(row)
         elif asset.status == "failed":
             reason = f"processing failed: {asset.error or 'no reason given'}"
-            self.store.move(row.id, FileState.FAILED, reason)
+            self.store.move(row.id, FileState.FAILED, reason, expect=FileState.UPLOADED)
 
     def _ready(self, row: FileRow) -> None:
-        self.store.move(row.id, FileState.READY)
+        if self.store.move(row.id, FileState.READY, expect=FileState.UPLOADED).state != "ready":
+            return  # the file changed meanwhile and is on its way again
         watch = self.config().watch_for(row.path)
         if watch is None or watch.after_upload == "keep":
             return

@@ -356,7 +356,23 @@ class Runner:
         except ConfigError as error:
             log.error("the new configuration is invalid; keeping the old one:\n%s", error)
             return
-        self._config = fresh
+        old, self._config = self._config, fresh
+        later = [
+            name
+            for name, before, after in (
+                ("[api] base_url", old.api.base_url, fresh.api.base_url),
+                ("[api] timeout_seconds", old.api.timeout_seconds, fresh.api.timeout_seconds),
+                (
+                    "[api] max_concurrent_uploads",
+                    old.api.max_concurrent_uploads,
+                    fresh.api.max_concurrent_uploads,
+                ),
+                ("[state] path", old.state.path, fresh.state.path),
+            )
+            if before != after
+        ]
+        if later:
+            log.warning("%s changed: that takes effect at the next restart", ", ".join(later))
         watcher.watch(self._folders())
         log.info("configuration reloaded: watching %d folder(s)", len(fresh.watch))
         self.inbox.put(SCAN)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,13 +85,6 @@ def walk(watch: WatchConfig, roots: list[bytes]) -> Iterator[bytes]:
                 continue
             if skip_reason(watch, entry.path) is None and not outside_roots(entry.path, roots):
                 yield entry.path
-
-
-def is_regular(path: bytes) -> bool:
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
 
 
 def filesystem_type(path: Path) -> str:

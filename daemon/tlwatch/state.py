@@ -339,14 +339,22 @@ class Store:
         return self.get(file_id)
 
     def move(
-        self, file_id: int, state: FileState, reason: str | None = None, **values: Any
+        self,
+        file_id: int,
+        state: FileState,
+        reason: str | None = None,
+        *,
+        expect: FileState | None = None,
+        **values: Any,
     ) -> FileRow:
-        """Move a file to `state`, setting `values`; logged and kept as an event."""
+        """Move a file to `state`, setting `values`; logged and kept as an event. With `expect`,
+        only if the file is still in that state (another thread may have moved it on)."""
         with self._transaction() as db:
             found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
             if found is None:
                 raise StoreError(f"no file #{file_id} in the store")
-            self._change(db, _row(found), state, values, reason)
+            if expect is None or found[9] == expect:
+                self._change(db, _row(found), state, values, reason)
         return self.get(file_id)
 
     def update(self, file_id: int, **values: Any) -> None:
@@ -382,14 +390,20 @@ class Store:
         for file_id in file_ids:
             row = self.get(file_id)
             if row.state in (FileState.FAILED, FileState.SKIPPED):
-                values = {
-                    "next_attempt_at": None,
-                    "attempts": 0,
-                    "asset_id": None,
-                    "asset_status": None,
-                    "upload_token": None,
-                }
-                moved.append(self.move(file_id, FileState.QUEUED, "retry asked for", **values))
+                again = self.move(
+                    file_id,
+                    FileState.QUEUED,
+                    "retry asked for",
+                    next_attempt_at=None,
+                    attempts=0,
+                    asset_id=None,
+                    asset_status=None,
+                    upload_token=None,
+                    upload_id=None,
+                    chunk_size=None,
+                    total_chunks=None,
+                )
+                moved.append(again)
         return moved
 
     def _change(
