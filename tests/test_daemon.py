@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -480,3 +482,67 @@ def test_a_second_interrupt_forces_an_immediate_exit(daemon: Daemon) -> None:
     assert daemon.stop(signal.SIGINT) == 130
     assert time.monotonic() - started < 5
     assert "second interrupt" in daemon.log()
+
+
+def test_a_folder_that_appears_later_is_watched_and_scanned(daemon: Daemon) -> None:
+    shutil.rmtree(daemon.watch)  # the default 30-minute rescan is not what finds it
+    daemon.start()
+    wait_for(lambda: "not a folder (yet)" in daemon.log())
+    daemon.watch.mkdir()  # a card mounted
+    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "card.mp4")
+    daemon.wait_states({"card.mp4": "ready"})
+    shutil.copy(FIXTURES / "tone.wav", daemon.watch / "later.wav")  # seen by the watcher now
+    daemon.wait_states({"later.wav": "ready"})
+    assert daemon.log().count("not a folder (yet)") == 1
+    assert daemon.stop() == 0
+
+
+def test_check_passes_for_a_good_setup_and_names_what_is_wrong(daemon: Daemon) -> None:
+    good = daemon.command("check")
+    assert good.returncode == 0, good.stdout + good.stderr
+    for name in ("configuration", "api key", "libmagic", "inotify", "folder", "state store"):
+        assert f"ok   {name}" in good.stdout
+    (daemon.root / "api_key").write_text("wrong\n")
+    shutil.rmtree(daemon.watch)
+    bad = daemon.command("check")
+    assert bad.returncode == 1
+    assert "FAIL api key" in bad.stdout and "rejected" in bad.stdout
+    assert "missing or not a folder" in bad.stdout
+
+
+def test_init_writes_a_config_that_loads(tmp_path: Path) -> None:
+    config = tmp_path / "conf" / "config.toml"
+    result = subprocess.run(
+        [sys.executable, "-m", "tlwatch", "init", "-c", str(config), "--watch", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=clean_env(),
+    )
+    assert result.returncode == 0, result.stderr
+    from tlwatch.config import load
+
+    loaded = load(config)
+    assert loaded.watch[0].path == tmp_path
+    assert loaded.api.api_key_file == config.parent / "api_key"
+    again = subprocess.run(
+        [sys.executable, "-m", "tlwatch", "init", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=clean_env(),
+    )
+    assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_every_command_has_help() -> None:
+    commands = ["run", "scan", "upload", "status", "list", "retry", "init", "check", "sandbox"]
+    for command in [[], *([c] for c in commands)]:
+        result = subprocess.run(
+            [sys.executable, "-m", "tlwatch", *command, "--help"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, command
+        assert "usage: tlwatch" in result.stdout

@@ -19,7 +19,7 @@ from tlwatch.settle import Settler
 from tlwatch.state import Store
 from tlwatch.uploader import Hooks, Uploader
 
-from conftest import FIXTURES, Sandbox
+from conftest import FIXTURES, Sandbox, wait_for
 
 
 # ---- configuration -------------------------------------------------------------------------
@@ -262,3 +262,24 @@ def test_uploader_skips_images_over_32_mb_without_sending(tmp_path: Path, sandbo
     assert done.state == FileState.SKIPPED
     assert "32 MB" in (done.reason or "")
     assert sandbox.requests() == {}
+
+
+def test_an_inotify_overflow_asks_for_a_rescan(tmp_path: Path) -> None:
+    import logging
+
+    from tlwatch.watcher import Folder, Watcher
+
+    troubles: list[str] = []
+    paths: list[bytes] = []
+    watcher = Watcher(paths.append, troubles.append)
+    try:
+        watcher.watch([Folder(tmp_path, recursive=True, poll=False)])
+        logging.getLogger("watchdog.observers.inotify_c").warning(
+            "Inotify queue overflowed; filesystem events were lost"
+        )
+        assert troubles == ["the inotify queue overflowed"]
+        (tmp_path / "a.mp4").write_bytes(b"x")
+        wait_for(lambda: os.fsencode(tmp_path / "a.mp4") in paths)
+        assert watcher.healthy()
+    finally:
+        watcher.close()

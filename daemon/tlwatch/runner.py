@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 from tlwatch import logs
@@ -114,6 +115,7 @@ class Runner:
         self.notifier = Notifier()
         self.beats = Heartbeats()
         self._next_ping = 0.0
+        self._missing: set[Path] = set()
         self._stuck: list[str] = []
 
     def config(self) -> Config:
@@ -197,19 +199,19 @@ class Runner:
         return assets
 
     def _folders(self) -> list[Folder]:
+        """The folders to watch now; a missing one is named once until it appears."""
         folders = []
         for watch in self._config.watch:
+            if not watch.path.is_dir():
+                if watch.path not in self._missing:
+                    log.warning("%s: not a folder (yet); watched once it appears", watch.path)
+                self._missing.add(watch.path)
+                continue
+            self._missing.discard(watch.path)
             poll = watch.poll
             if poll is None:
                 poll = filesystem_type(watch.path) in NETWORK_FILESYSTEMS
-                if poll:
-                    log.info("%s is on a network file system: polling it", watch.path)
-            if watch.path.is_dir():
-                folders.append(Folder(watch.path, watch.recursive, poll))
-            else:
-                log.warning(
-                    "%s: not a folder (yet); it will be scanned when it appears", watch.path
-                )
+            folders.append(Folder(watch.path, watch.recursive, poll))
         return folders
 
     def _start(self, name: str, target: Callable[[], None]) -> None:
@@ -249,6 +251,10 @@ class Runner:
             self._watchdog(now)
             if now >= next_scan:
                 next_scan = now + interval * random.uniform(0.9, 1.1)
+                self.inbox.put(SCAN)
+            if not self.once and any(path.is_dir() for path in self._missing):
+                log.info("a watched folder appeared: watching and scanning it")
+                watcher.watch(self._folders())  # a card mounted, a share connected
                 self.inbox.put(SCAN)
             if not self.once and not watcher.healthy():
                 self._trouble("a watcher thread stopped")

@@ -83,6 +83,8 @@ class Watcher:
                 self._add(folder)
 
     def _add(self, folder: Folder) -> None:
+        if folder.poll:
+            log.info("%s: polling it (no inotify events from network file systems)", folder.path)
         poll = folder.poll
         try:
             handle = self._observer(poll).schedule(
