@@ -156,16 +156,18 @@ class Daemon:
         )
 
     def start(self, *extra: str, env: dict[str, str] | None = None) -> None:
+        """Start `tlwatch run`; return once this run says it is watching."""
+        before = len(self.log())
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
+        process = self.process = subprocess.Popen(
             [sys.executable, "-m", "tlwatch", "run", "-c", str(self.config), *extra],
             stdout=log,
             stderr=log,
             env=env or clean_env(),
         )
         log.close()
-        wait_for(lambda: "watching" in self.log() or self.process.poll() is not None)  # type: ignore[union-attr]
-        assert self.process.poll() is None, self.log()
+        wait_for(lambda: "watching" in self.log()[before:] or process.poll() is not None)
+        assert process.poll() is None, self.log()
 
     def stop(self, signum: int = signal.SIGTERM) -> int:
         assert self.process is not None

@@ -546,3 +546,34 @@ def test_every_command_has_help() -> None:
         )
         assert result.returncode == 0, command
         assert "usage: tlwatch" in result.stdout
+
+
+def test_a_lost_multipart_session_answer_starts_a_new_session_once(daemon: Daemon) -> None:
+    daemon.configure(api="direct_upload_limit = 1000")
+    daemon.sandbox.fault(endpoint="multipart_create", drop="after")
+    daemon.start()
+    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "big.mp4")
+    daemon.wait_states({"big.mp4": "ready"})
+    complete = [a for a in daemon.sandbox.assets() if a["complete"]]
+    assert [a["sha256"] for a in complete] == [sha256_file(FIXTURES / "clip.mp4")]
+    assert daemon.sandbox.requests()["multipart_create"] == {"dropped-after": 1, "201": 1}
+    assert "adopting" not in daemon.log()  # the orphaned session's asset is never adopted
+    assert daemon.stop() == 0
+
+
+def test_a_corrupt_store_is_rebuilt_from_a_scan_and_the_servers_assets(daemon: Daemon) -> None:
+    for name in ("clip.mp4", "tone.wav"):
+        shutil.copy(FIXTURES / name, daemon.watch / name)
+    daemon.start()
+    daemon.wait_states({"clip.mp4": "ready", "tone.wav": "ready"})
+    assert daemon.stop() == 0
+    daemon.store_path.write_bytes(b"\0garbage" * 1000)
+    for suffix in ("-wal", "-shm"):
+        Path(str(daemon.store_path) + suffix).unlink(missing_ok=True)
+    daemon.start()
+    daemon.wait_states({"clip.mp4": "ready", "tone.wav": "ready"}, timeout=10)
+    assert "was damaged" in daemon.log()
+    assert "rebuilding the store: 2 asset(s)" in daemon.log()
+    assert daemon.sandbox.requests()["create"] == {"201": 2}  # nothing sent again
+    assert any(".corrupt-" in p.name for p in daemon.store_path.parent.iterdir())
+    assert daemon.stop() == 0

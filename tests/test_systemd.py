@@ -79,7 +79,7 @@ def test_ready_watchdog_status_reload_and_stopping(daemon: Daemon, notify: Notif
     wait_for(lambda: notify.lines().count("WATCHDOG=1") >= 3)  # every 0.5 s for a 1 s watchdog
     assert any(line.startswith("STATUS=") for line in notify.lines())
     pings = [t for t, line in notify.messages if line == "WATCHDOG=1"]
-    assert all(b - a < 0.9 for a, b in itertools.pairwise(pings))
+    assert all(b - a < 1.0 for a, b in itertools.pairwise(pings))  # inside WATCHDOG_USEC
     ready = notify.index("READY=1")
 
     second = daemon.root / "second"

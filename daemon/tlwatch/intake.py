@@ -47,9 +47,11 @@ class Intake:
         config: Callable[[], Config],
         *,
         queued: Callable[[], None] = lambda: None,
+        adopted: Callable[[], None] = lambda: None,
         remote: Mapping[str, Asset] | None = None,
     ) -> None:
-        self.store, self.config, self.queued = store, config, queued
+        self.store, self.config = store, config
+        self.queued, self.adopted = queued, adopted  # wake the upload workers / the poller
         self.remote = dict(remote or {})  # sha256 -> asset, when rebuilding a lost store
 
     def wanted(self, path: bytes) -> bool:
@@ -127,7 +129,7 @@ class Intake:
             )
         remote = self.remote.get(digest)
         if remote is not None:
-            return self.store.record(
+            adopted = self.store.record(
                 path,
                 root,
                 signature,
@@ -135,6 +137,8 @@ class Intake:
                 f"found on the server as asset {remote.id}",
                 **{**values, "asset_id": remote.id, "asset_status": remote.status},
             )
+            self.adopted()
+            return adopted
         recorded = self.store.record(path, root, signature, FileState.QUEUED, None, **values)
         self.queued()
         return recorded

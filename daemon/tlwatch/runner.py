@@ -148,7 +148,13 @@ class Runner:
         self._install_signals()
         self._recover(store)
         remote = self._remote_assets(client) if store.rebuilt else {}
-        intake = Intake(store, self.config, queued=self._notify_workers, remote=remote)
+        intake = Intake(
+            store,
+            self.config,
+            queued=self._notify_workers,
+            adopted=self.poll_wake.set,
+            remote=remote,
+        )
         hooks = Hooks(
             key_rejected=self._key_rejected, uploaded=self.poll_wake.set, changed=self.inbox.put
         )
@@ -188,7 +194,9 @@ class Runner:
             assets = {
                 str(a.user_metadata[SHA_KEY]): a
                 for a in client.list_assets()
-                if a.user_metadata and a.user_metadata.get(SHA_KEY)
+                if a.user_metadata
+                and a.user_metadata.get(SHA_KEY)
+                and (a.method != "multipart" or a.status == "ready")  # not an orphaned session
             }
         except ApiError as error:
             log.warning("cannot list the server's assets to rebuild the store: %s", error)

@@ -257,10 +257,12 @@ class Uploader:
         return session, status.completed_chunks
 
     def _find(self, row: FileRow, token: str) -> Asset | None:
-        """The asset an earlier attempt with `token` created, if the API has it."""
+        """The asset an earlier direct upload with `token` created, if the API has it. (A
+        multipart asset found here lost its session's answer: it can never be completed.)"""
         name = api_filename(os.path.basename(row.path))
         for asset in self.client.list_assets(filename=name):
-            if asset.user_metadata and asset.user_metadata.get(TOKEN_KEY) == token:
+            metadata = asset.user_metadata or {}
+            if metadata.get(TOKEN_KEY) == token and asset.method != "multipart":
                 return asset
         return None
 
