@@ -577,3 +577,33 @@ def test_a_corrupt_store_is_rebuilt_from_a_scan_and_the_servers_assets(daemon: D
     assert daemon.sandbox.requests()["create"] == {"201": 2}  # nothing sent again
     assert any(".corrupt-" in p.name for p in daemon.store_path.parent.iterdir())
     assert daemon.stop() == 0
+
+
+def test_scan_shows_progress_on_a_terminal(daemon: Daemon) -> None:
+    import pty
+
+    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "a.mp4")
+    leader, follower = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "tlwatch", "scan", "-c", str(daemon.config)],
+        stdout=follower,
+        stderr=subprocess.DEVNULL,
+        env=clean_env(),
+    ) as process:
+        os.close(follower)
+        output = b""
+        while chunk := _read_pty(leader):
+            output += chunk
+        assert process.wait(timeout=60) == 0
+    os.close(leader)
+    text = output.decode()
+    assert "\r\x1b[K" in text  # the progress line redraws itself
+    assert "1 queued" in text or "1 uploading" in text or "1 processing" in text
+    assert "done: 1 uploaded" in text or "done: 1 ready" in text
+
+
+def _read_pty(descriptor: int) -> bytes:
+    try:
+        return os.read(descriptor, 65536)
+    except OSError:  # EIO: the other side closed
+        return b""

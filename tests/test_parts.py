@@ -283,3 +283,17 @@ def test_an_inotify_overflow_asks_for_a_rescan(tmp_path: Path) -> None:
         assert watcher.healthy()
     finally:
         watcher.close()
+
+
+def test_every_config_key_is_documented_in_the_example_and_the_readme() -> None:
+    from dataclasses import fields
+
+    from tlwatch.config import ApiConfig, DaemonConfig, LoggingConfig, StateConfig
+
+    top = Path(__file__).parents[1]
+    example = (top / "config.example.toml").read_text()
+    readme = (top / "README.md").read_text()
+    for section in (ApiConfig, StateConfig, LoggingConfig, DaemonConfig, WatchConfig):
+        for field in fields(section):
+            assert f"{field.name} =" in example or f"# {field.name} =" in example, field.name
+            assert field.name in readme, field.name
