@@ -46,7 +46,7 @@ from tlwatch.retry import Backoff, server_wait
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.twelvelabs.io/v1.3"
-PIECE = 1 << 20  # bytes read from disk at a time for a direct upload
+PIECE = 256 * 1024  # bytes read from disk and handed to the socket at a time
 REPORT_BATCH = 50  # the API's maximum chunks per report
 FINAL_STATUSES = frozenset({"ready", "failed"})
 DEFAULT_BACKOFF = Backoff(base=0.5, cap=30.0, server_cap=120.0)
