@@ -187,6 +187,7 @@ def test_rate_limits_and_server_errors_delay_but_everything_arrives_once(daemon:
     daemon.sandbox.fault(endpoint="create", status=429, empty_body=True, times=2)
     daemon.sandbox.fault(endpoint="create", status=503, times=2)
     daemon.sandbox.fault(endpoint="retrieve", status=502, times=3)
+    daemon.sandbox.fault(endpoint="list", status=502, times=3)
     daemon.start()
     names = ["clip.mp4", "tone.wav", "photo.jpg", "tone.mp3"]
     for name in names:
@@ -196,6 +197,7 @@ def test_rate_limits_and_server_errors_delay_but_everything_arrives_once(daemon:
     assert all(by_sha[sha256_file(FIXTURES / n)] == 1 for n in names)
     assert sum(by_sha.values()) == 4
     assert daemon.sandbox.requests()["create"]["429"] == 5
+    assert "rate limited by the API: no new upload for" in daemon.log()
     assert daemon.stop() == 0
 
 
@@ -607,3 +609,18 @@ def _read_pty(descriptor: int) -> bytes:
         return os.read(descriptor, 65536)
     except OSError:  # EIO: the other side closed
         return b""
+
+
+def test_many_pending_assets_are_followed_fifty_to_a_request(daemon: Daemon) -> None:
+    daemon.sandbox.settings(processing_seconds=3.0)
+    daemon.configure(api="max_concurrent_uploads = 4")
+    names = [f"clip-{i:03d}.mp4" for i in range(60)]
+    for index, name in enumerate(names):
+        (daemon.watch / name).write_bytes((FIXTURES / "clip.mp4").read_bytes() + bytes([index]))
+    daemon.start()
+    daemon.wait_states(dict.fromkeys(names, "ready"), timeout=60)
+    counts = daemon.sandbox.requests()
+    assert counts["list"]["200"] >= 2
+    # Checking each of 60 assets alone at least twice would take 120 retrieves.
+    assert counts.get("retrieve", {}).get("200", 0) < 60
+    assert daemon.stop() == 0

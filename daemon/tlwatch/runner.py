@@ -115,6 +115,7 @@ class Runner:
         self.notifier = Notifier()
         self.beats = Heartbeats()
         self._next_ping = 0.0
+        self.hold_until = 0.0  # epoch seconds: rate limited, start no upload before
         self._missing: set[Path] = set()
         self._stuck: list[str] = []
 
@@ -156,7 +157,10 @@ class Runner:
             remote=remote,
         )
         hooks = Hooks(
-            key_rejected=self._key_rejected, uploaded=self.poll_wake.set, changed=self.inbox.put
+            key_rejected=self._key_rejected,
+            uploaded=self.poll_wake.set,
+            changed=self.inbox.put,
+            hold=self._hold,
         )
         uploader = Uploader(store, client, self.config, hooks)
         poller = Poller(store, client, self.config, key_rejected=self._key_rejected)
@@ -329,6 +333,15 @@ class Runner:
                 return True
         return False
 
+    def _hold(self, until: float) -> None:
+        """Rate limited: no upload starts before `until` (epoch seconds), in any worker."""
+        if until > self.hold_until:
+            if self.hold_until < time.time():
+                log.warning(
+                    "rate limited by the API: no new upload for %.0f s", until - time.time()
+                )
+            self.hold_until = until
+
     def _key_rejected(self) -> None:
         if self.paused is None:
             self.paused = "API key rejected"
@@ -452,7 +465,8 @@ class Runner:
     def _upload_loop(self, store: Store, uploader: Uploader) -> None:
         while not self.stop.is_set():
             self.beats.beat()
-            row = None if self.paused else store.claim_next()
+            held = self.hold_until - time.time()
+            row = None if self.paused or held > 0 else store.claim_next()
             if row is not None and os.environ.get("TLWATCH_TEST_STALL_UPLOADS"):
                 threading.Event().wait()  # test hook: a worker that hangs, for the watchdog test
             if row is not None:
@@ -469,6 +483,7 @@ class Runner:
                 continue
             due = store.next_due()
             wait = 5.0 if due is None or self.paused else min(max(due - time.time(), 0.05), 5.0)
+            wait = min(max(held, 0.05), 5.0) if held > 0 else wait
             with self.work:
                 self.work.wait(wait)
 

@@ -20,10 +20,10 @@ from tlwatch.errors import (
     ApiError,
     AuthError,
     Cancelled,
-    Conflict,
     FeatureNotEnabled,
     NotFound,
     OutcomeUnknown,
+    RateLimited,
     RequestRejected,
     SourceChanged,
     TransientError,
@@ -49,6 +49,7 @@ class Hooks:
     key_rejected: Callable[[], None] = lambda: None  # pause every upload
     uploaded: Callable[[], None] = lambda: None  # wake the poller
     changed: Callable[[bytes], None] = lambda path: None  # settle and sniff this path again
+    hold: Callable[[float], None] = lambda until: None  # rate limited: start no upload before
 
 
 class Uploader:
@@ -68,42 +69,43 @@ class Uploader:
         """Upload a claimed file; whatever happens, leave it in a state that says what's next."""
         try:
             return self._upload(row)
-        except AuthError:
-            self.hooks.key_rejected()
-            return self._requeue(row, "paused: the API key was rejected", count_attempt=False)
+        except ApiError as error:
+            return self._refused(row, error)
         except Cancelled:
             return self._requeue(row, "interrupted by shutdown", count_attempt=False)
         except SourceChanged as error:
             self.hooks.changed(row.path)
             later = self.clock() + 3600.0
             return self.store.move(row.id, FileState.QUEUED, str(error), next_attempt_at=later)
-        except FeatureNotEnabled:
-            return self.store.move(
-                row.id,
-                FileState.SKIPPED,
-                "multipart uploads are not enabled "
-                "for this account, and the file is over the direct limit",
-            )
-        except NotFound:
-            self.store.forget_upload(row.id)
-            return self._requeue(row, "the upload session is gone; starting a new one")
-        except OutcomeUnknown as error:
-            # The server may still be storing it: look it up only once that request would have
-            # timed out anyway; then adopt it, or send again.
-            grace = max(error.retry_after or 0.0, self.config().api.timeout_seconds)
-            return self._requeue(row, str(error), wait=grace)
-        except TransientError as error:
-            return self._requeue(row, str(error), wait=error.retry_after)
-        except _Skip as error:
-            return self.store.move(row.id, FileState.SKIPPED, str(error))
-        except (RequestRejected, Conflict) as error:
-            return self.store.move(row.id, FileState.FAILED, f"refused by the API: {error}")
-        except ApiError as error:
-            return self.store.move(row.id, FileState.FAILED, str(error))
         except FileNotFoundError:
             return self.store.move(row.id, FileState.SKIPPED, "gone before it could be uploaded")
         except OSError as error:
             return self._requeue(row, f"cannot read the file: {error.strerror}")
+
+    def _refused(self, row: FileRow, error: ApiError) -> FileRow:
+        """Given what the API said no with, return the file in the state that follows."""
+        if isinstance(error, AuthError):
+            self.hooks.key_rejected()
+            return self._requeue(row, "paused: the API key was rejected", count_attempt=False)
+        if isinstance(error, OutcomeUnknown):
+            # The server may still be storing it: look it up only once that request would have
+            # timed out anyway; then adopt it, or send again.
+            grace = max(error.retry_after or 0.0, self.config().api.timeout_seconds)
+            return self._requeue(row, str(error), wait=grace)
+        if isinstance(error, TransientError):
+            later = self._requeue(row, str(error), wait=error.retry_after)
+            if isinstance(error, RateLimited):
+                self.hooks.hold(later.next_attempt_at or self.clock())  # slow every worker down
+            return later
+        if isinstance(error, NotFound):
+            self.store.forget_upload(row.id)
+            return self._requeue(row, "the upload session is gone; starting a new one")
+        if isinstance(error, FeatureNotEnabled):
+            reason = "multipart uploads are not enabled for this account, and the file is over "
+            return self.store.move(row.id, FileState.SKIPPED, reason + "the direct limit")
+        if isinstance(error, _Skip):
+            return self.store.move(row.id, FileState.SKIPPED, str(error))
+        return self.store.move(row.id, FileState.FAILED, f"refused by the API: {error}")
 
     def _requeue(
         self, row: FileRow, reason: str, *, wait: float | None = None, count_attempt: bool = True
