@@ -624,3 +624,12 @@ def test_many_pending_assets_are_followed_fifty_to_a_request(daemon: Daemon) -> 
     # Checking each of 60 assets alone at least twice would take 120 retrieves.
     assert counts.get("retrieve", {}).get("200", 0) < 60
     assert daemon.stop() == 0
+
+
+def test_json_logs_are_one_object_per_line(daemon: Daemon) -> None:
+    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "line\nbreak.mp4")
+    result = daemon.command("scan", "--log-format", "json")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert {"time", "level", "logger", "message"} <= set(records[0])
+    assert any(r["message"] == r"'line\nbreak.mp4': new → queued" for r in records)

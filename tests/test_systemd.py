@@ -239,3 +239,22 @@ def test_the_system_unit_says_what_the_issue_asks() -> None:
         assert directive in text
     assert "Environment=" not in text  # the key never goes through the environment
     assert "u tlwatch" in (SERVICE / "tlwatch.sysusers").read_text()
+
+
+def test_a_reload_that_drops_a_folder_stops_watching_it(daemon: Daemon) -> None:
+    other = daemon.root / "other"
+    other.mkdir()
+    original = daemon.config.read_text()
+    daemon.config.write_text(original + '[[watch]]\npath = "other"\nsettle_seconds = 0.3\n')
+    daemon.start()
+    shutil.copy(FIXTURES / "clip.mp4", other / "before.mp4")
+    daemon.wait_states({"before.mp4": "ready"})
+    daemon.config.write_text(original)
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded: watching 1 folder(s)" in daemon.log())
+    shutil.copy(FIXTURES / "tone.wav", other / "after.wav")
+    shutil.copy(FIXTURES / "photo.jpg", daemon.watch / "marker.jpg")
+    daemon.wait_states({"marker.jpg": "ready"})  # by then, after.wav would have been seen
+    assert b"after.wav" not in daemon.states()
+    assert daemon.stop() == 0
