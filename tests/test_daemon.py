@@ -633,3 +633,12 @@ def test_json_logs_are_one_object_per_line(daemon: Daemon) -> None:
     records = [json.loads(line) for line in result.stderr.splitlines()]
     assert {"time", "level", "logger", "message"} <= set(records[0])
     assert any(r["message"] == r"'line\nbreak.mp4': new → queued" for r in records)
+
+
+def test_scan_with_a_rejected_key_stops_with_an_error(daemon: Daemon) -> None:
+    (daemon.root / "api_key").write_text("wrong\n")
+    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "a.mp4")
+    result = daemon.command("scan")
+    assert result.returncode == 1
+    assert "API key is rejected" in result.stderr
+    assert daemon.states() == {b"a.mp4": "queued"}

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 SCAN = b""  # the inbox item that asks for a full rescan
 WAKE = b"\0"  # the inbox item that only wakes the intake thread (to stop)
+EXIT_FAILURE = 1
 KEY_RECHECK_SECONDS = 60.0
 SNAPSHOT_SECONDS = 10.0  # how often an idle daemon counts its files (for STATUS=)
 BEAT_SECONDS = 30.0  # the longest an idle thread sleeps between signs of life
@@ -116,6 +117,7 @@ class Runner:
         self.beats = Heartbeats()
         self._next_ping = 0.0
         self.hold_until = 0.0  # epoch seconds: rate limited, start no upload before
+        self.exit_code = 0
         self._missing: set[Path] = set()
         self._stuck: list[str] = []
 
@@ -124,7 +126,8 @@ class Runner:
 
     # ---- start-up --------------------------------------------------------------------------
     def run(self) -> int:
-        """Run until stopped (or, with `once`, until everything pending is done). Returns 0."""
+        """Run until stopped (or, with `once`, until everything pending is done); return the
+        exit code (1 when a one-pass scan had to stop because the key was rejected)."""
         store = Store(self._config.state.path)
         try:
             key = read_api_key(self._config)
@@ -143,7 +146,7 @@ class Runner:
                 self._serve(store, client, key)
         finally:
             store.close()
-        return 0
+        return self.exit_code
 
     def _serve(self, store: Store, client: Client, key: str) -> None:
         self._install_signals()
@@ -271,6 +274,10 @@ class Runner:
             if not self.once and not watcher.healthy():
                 self._trouble("a watcher thread stopped")
                 watcher.restart()
+            if self.paused and self.once:
+                log.error("stopping the scan: the API key is rejected (nothing was marked failed)")
+                self.exit_code = EXIT_FAILURE
+                return
             if self.paused and now >= next_key_check:
                 next_key_check = now + 1.0
                 key = self._check_key(client, key)
