@@ -642,3 +642,26 @@ def test_scan_with_a_rejected_key_stops_with_an_error(daemon: Daemon) -> None:
     assert result.returncode == 1
     assert "API key is rejected" in result.stderr
     assert daemon.states() == {b"a.mp4": "queued"}
+
+
+def test_the_retry_schedule_survives_a_restart(daemon: Daemon) -> None:
+    daemon.sandbox.fault(endpoint="create", status=429, retry_after="120")
+    daemon.start()
+    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "limited.mp4")
+    wait_for(
+        lambda: (
+            daemon.rows()
+            and daemon.rows()[0].attempts == 1
+            and daemon.rows()[0].state.value == "queued"
+        )
+    )
+    scheduled = daemon.rows()[0].next_attempt_at
+    assert scheduled is not None and scheduled > time.time() + 100
+    assert daemon.stop() == 0
+    daemon.start()
+    shutil.copy(FIXTURES / "tone.wav", daemon.watch / "marker.wav")
+    daemon.wait_states({"marker.wav": "ready"})  # the workers are busy, yet:
+    row = next(r for r in daemon.rows() if r.path.endswith(b"limited.mp4"))
+    assert (row.state.value, row.next_attempt_at) == ("queued", scheduled)
+    assert daemon.sandbox.requests()["create"] == {"429": 1, "201": 1}
+    assert daemon.stop() == 0
