@@ -7,7 +7,9 @@ the watcher reports an overflow or an error.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,26 +32,32 @@ TEMPORARY = (
 
 def skip_reason(watch: WatchConfig, path: bytes) -> str | None:
     """Given a path under `watch`, return why it is not a candidate, or None if it is."""
-    root = os.fsencode(watch.path)
-    relative = os.path.relpath(path, root)
+    root = os.fsencode(watch.path).rstrip(b"/") + b"/"
+    relative = path[len(root) :] if path.startswith(root) else os.path.relpath(path, root)
     parts = relative.split(b"/")
     if any(part.startswith(b".") for part in parts):
         return "hidden"
     if not watch.recursive and len(parts) > 1:
         return "in a subfolder of a non-recursive watch"
-    name = os.fsdecode(parts[-1])
-    text = os.fsdecode(relative)
-    if any(fnmatch.fnmatchcase(name, pattern) for pattern in TEMPORARY):
+    name, text = os.fsdecode(parts[-1]), os.fsdecode(relative)
+    if _TEMPORARY.match(name):
         return "a temporary name"
-    if any(_matches(text, name, pattern) for pattern in watch.exclude):
+    excluded = _globs(watch.exclude)
+    if excluded.match(name) or excluded.match(text):
         return "excluded"
-    if watch.include and not any(_matches(text, name, pattern) for pattern in watch.include):
+    included = _globs(watch.include)
+    if watch.include and not (included.match(name) or included.match(text)):
         return "not included"
     return None
 
 
-def _matches(relative: str, name: str, pattern: str) -> bool:
-    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(relative, pattern)
+@functools.cache
+def _globs(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """Given glob patterns, return one regex matching any of them (none: matching nothing)."""
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns) or "(?!)")
+
+
+_TEMPORARY = _globs(TEMPORARY)
 
 
 def outside_roots(path: bytes, roots: list[bytes]) -> bool:
@@ -83,7 +91,8 @@ def walk(watch: WatchConfig, roots: list[bytes]) -> Iterator[bytes]:
                     continue
             except OSError:
                 continue
-            if skip_reason(watch, entry.path) is None and not outside_roots(entry.path, roots):
+            leads_out = entry.is_symlink() and outside_roots(entry.path, roots)
+            if skip_reason(watch, entry.path) is None and not leads_out:
                 yield entry.path
 
 
