@@ -35,6 +35,8 @@ sandbox: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/direct_upload.py
 	$(BIN)/python bench/multipart_memory.py
+	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/idle_cpu.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache daemon/*.egg-info
