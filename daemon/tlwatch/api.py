@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import os
-import re
 import secrets
 import socket
 import threading
@@ -41,6 +40,7 @@ from tlwatch.errors import (
     TransientError,
     TransportError,
 )
+from tlwatch.logs import redact_url
 from tlwatch.retry import Backoff, server_wait
 
 log = logging.getLogger(__name__)
@@ -51,16 +51,10 @@ REPORT_BATCH = 50  # the API's maximum chunks per report
 FINAL_STATUSES = frozenset({"ready", "failed"})
 DEFAULT_BACKOFF = Backoff(base=0.5, cap=30.0, server_cap=120.0)
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-_QUERY = re.compile(r"(https?://[^\s?\"'<>]+)\?[^\s\"'<>]*")
 
 # httpx logs every request's full URL at INFO; presigned URLs carry their signature in the query.
 for _name in ("httpx", "httpcore"):
     logging.getLogger(_name).setLevel(logging.WARNING)
-
-
-def redact_url(text: str) -> str:
-    """Given text, return it with every URL's query string (a presigned signature) cut."""
-    return _QUERY.sub(r"\1?…", text)
 
 
 def api_filename(name: str | bytes) -> str:

@@ -281,11 +281,11 @@ def _upload(args: argparse.Namespace) -> int:
         Client(key, base_url=config.api.base_url, timeout=config.api.timeout_seconds) as client,
     ):
         if args.url:
-            return _upload_url(store, client, args.url, args.wait)
+            return _upload_url(store, client, config, args.url, args.wait)
         return _upload_files(store, client, config, args.files, args.wait)
 
 
-def _upload_url(store: Any, client: Any, url: str, wait: bool) -> int:
+def _upload_url(store: Any, client: Any, config: Any, url: str, wait: bool) -> int:
     from tlwatch.models import FileState, Signature
 
     asset = client.create_from_url(url)
@@ -300,11 +300,11 @@ def _upload_url(store: Any, client: Any, url: str, wait: bool) -> int:
         kind=None,
     )
     print(f"{url}\t{asset.id}\t{asset.status}")
-    return _wait_ready(store, client, [row.id]) if wait else EXIT_OK
+    return _wait_ready(store, client, config, [row.id]) if wait else EXIT_OK
 
 
 def _upload_files(store: Any, client: Any, config: Any, files: list[bytes], wait: bool) -> int:
-    from tlwatch.intake import sha256_of
+    from tlwatch.intake import FRESH, sha256_of
     from tlwatch.models import FileState, regular_signature, shown
     from tlwatch.sniff import sniff
     from tlwatch.uploader import Hooks, Uploader
@@ -330,10 +330,7 @@ def _upload_files(store: Any, client: Any, config: Any, files: list[bytes], wait
             mime=sniffed.mime,
             kind=sniffed.kind,
             sha256=sha256_of(path),
-            asset_id=None,
-            asset_status=None,
-            upload_token=None,
-            upload_id=None,
+            **FRESH,
         )
         claimed = store.claim(row.id)
         result = uploader.upload(claimed) if claimed else store.get(row.id)
@@ -343,17 +340,17 @@ def _upload_files(store: Any, client: Any, config: Any, files: list[bytes], wait
         print(f"{os.fsdecode(raw)}\t{result.asset_id}\t{result.asset_status}")
         done.append(result.id)
     if wait and done:
-        code = max(code, _wait_ready(store, client, done))
+        code = max(code, _wait_ready(store, client, config, done))
     return code
 
 
-def _wait_ready(store: Any, client: Any, ids: list[int]) -> int:
+def _wait_ready(store: Any, client: Any, config: Any, ids: list[int]) -> int:
     import time
 
     from tlwatch.models import FileState
     from tlwatch.poller import Poller
 
-    poller = Poller(store, client, lambda: _no_watches(store))
+    poller = Poller(store, client, lambda: config)
     while any(store.get(i).state == FileState.UPLOADED for i in ids):
         due = poller.poll()
         time.sleep(min(max((due or 0) - time.time(), 0.2), 5.0))
@@ -361,13 +358,6 @@ def _wait_ready(store: Any, client: Any, ids: list[int]) -> int:
     for row in rows:
         print(f"{os.fsdecode(row.name)}\t{row.asset_id}\t{row.state}")
     return EXIT_OK if all(r.state == FileState.READY for r in rows) else EXIT_FAILURE
-
-
-def _no_watches(store: Any) -> Any:
-    from tlwatch.config import Config, StateConfig, parse
-
-    base = parse({}, source=None)
-    return Config(None, base.api, StateConfig(store.path), base.logging, base.daemon, ())
 
 
 def _open_store(args: argparse.Namespace) -> Any:

@@ -27,13 +27,18 @@ def add_secret(secret: str) -> None:
             _secrets.add(secret)
 
 
+def redact_url(text: str) -> str:
+    """Given text, return it with every URL's query string (a presigned signature) cut."""
+    return _QUERY.sub(r"\1?…", text)
+
+
 def redact(text: str) -> str:
     """Given text, return it with every known secret and every URL query string cut out."""
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)
     for secret in secrets:
         text = text.replace(secret, "<redacted>")
-    return _QUERY.sub(r"\1?…", text)
+    return redact_url(text)
 
 
 class _Redacting(logging.Formatter):

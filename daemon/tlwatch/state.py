@@ -303,7 +303,7 @@ class Store:
         """Take this queued file for uploading (a one-off `tlwatch upload`)."""
         with self._transaction() as db:
             found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
-            if found is None or found[9] != FileState.QUEUED:
+            if found is None or _row(found).state != FileState.QUEUED:
                 return None
             row = _row(found)
             self._change(db, row, FileState.UPLOADING, {"attempts": row.attempts + 1}, None)
@@ -353,7 +353,7 @@ class Store:
             found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
             if found is None:
                 raise StoreError(f"no file #{file_id} in the store")
-            if expect is None or found[9] == expect:
+            if expect is None or _row(found).state == expect:
                 self._change(db, _row(found), state, values, reason)
         return self.get(file_id)
 
