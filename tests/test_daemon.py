@@ -16,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tlwatch.sandbox import DEMO_API_KEY
 
 from conftest import FIXTURES, Daemon, clean_env, sha256_file, wait_for
@@ -664,4 +666,20 @@ def test_the_retry_schedule_survives_a_restart(daemon: Daemon) -> None:
     row = next(r for r in daemon.rows() if r.path.endswith(b"limited.mp4"))
     assert (row.state.value, row.next_attempt_at) == ("queued", scheduled)
     assert daemon.sandbox.requests()["create"] == {"429": 1, "201": 1}
+    assert daemon.stop() == 0
+
+
+def test_an_unreadable_file_is_named_once_and_taken_when_readable(daemon: Daemon) -> None:
+    if os.geteuid() == 0:
+        # root reads any file whatever its mode: run the daemon as an ordinary user if we can
+        pytest.skip("permissions do not stop root from reading; this needs a non-root run")
+    locked = daemon.watch / "locked.mp4"
+    shutil.copy(FIXTURES / "clip.mp4", locked)
+    locked.chmod(0)
+    daemon.start()
+    wait_for(lambda: "'locked.mp4': cannot read it" in daemon.log())
+    locked.chmod(0o644)
+    os.utime(locked)  # an event for the watcher
+    daemon.wait_states({"locked.mp4": "ready"})
+    assert daemon.log().count("cannot read it") == 1
     assert daemon.stop() == 0

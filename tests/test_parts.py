@@ -297,3 +297,21 @@ def test_every_config_key_is_documented_in_the_example_and_the_readme() -> None:
         for field in fields(section):
             assert f"{field.name} =" in example or f"# {field.name} =" in example, field.name
             assert field.name in readme, field.name
+
+
+def test_a_file_that_cannot_be_read_is_named_once_per_version(
+    tmp_path: Path, sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = make_config(tmp_path, sandbox)
+    (tmp_path / "w").mkdir()
+    path = os.fsencode(tmp_path / "w" / "vanished.mp4")  # named by an event, gone when read
+    with Store(config.state.path) as store:
+        intake = Intake(store, lambda: config)
+        for _ in range(3):
+            assert intake.take(path, Signature(10, 1, 2)) is None
+        assert intake.take(path, Signature(11, 1, 2)) is None  # a new version is named again
+        assert store.all() == []
+    warnings = [
+        r for r in caplog.records if "cannot read it" in r.getMessage() and r.levelname == "WARNING"
+    ]
+    assert len(warnings) == 2

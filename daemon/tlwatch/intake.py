@@ -53,6 +53,7 @@ class Intake:
         self.store, self.config = store, config
         self.queued, self.adopted = queued, adopted  # wake the upload workers / the poller
         self.remote = dict(remote or {})  # sha256 -> asset, when rebuilding a lost store
+        self._unreadable: set[tuple[bytes, Signature]] = set()
 
     def wanted(self, path: bytes) -> bool:
         """Cheap name checks, before settling: inside a watch, not hidden/temporary/excluded."""
@@ -91,9 +92,11 @@ class Intake:
                 )
             digest = sha256_of(path)
         except OSError as error:
-            log.info(
-                "%s: cannot read it (%s); it will be looked at again", shown(path), error.strerror
-            )
+            # Not recorded: once it is readable (a chmod leaves size and mtime alone) the next
+            # event or scan takes it. Said once per version of the file, not at every rescan.
+            level = logging.DEBUG if (path, signature) in self._unreadable else logging.WARNING
+            self._unreadable.add((path, signature))
+            log.log(level, "%s: cannot read it (%s); skipped for now", shown(path), error.strerror)
             return None
         return self._media(path, root, signature, row, sniffed.mime, sniffed.kind, digest)
 
