@@ -53,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
         name: str, handler: Command, summary: str, details: str = ""
     ) -> argparse.ArgumentParser:
         sub = commands.add_parser(
-            name, parents=[common], help=summary, description=(summary + ". " + details).strip()
+            name,
+            parents=[common],
+            help=summary,
+            description=(summary[:1].upper() + summary[1:] + ". " + details).strip(),
         )
         sub.set_defaults(handler=handler)
         return sub
