@@ -18,7 +18,7 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 log = logging.getLogger(__name__)
-POLL_SECONDS = 5.0
+POLL_SECONDS = 30.0  # a network share is walked this often: gentle on the server
 
 
 @dataclass(frozen=True)
