@@ -683,3 +683,15 @@ def test_an_unreadable_file_is_named_once_and_taken_when_readable(daemon: Daemon
     daemon.wait_states({"locked.mp4": "ready"})
     assert daemon.log().count("cannot read it") == 1
     assert daemon.stop() == 0
+
+
+def test_a_polled_folder_is_uploaded_without_inotify(daemon: Daemon) -> None:
+    daemon.configure(watch="poll = true")
+    daemon.config.write_text(
+        daemon.config.read_text().replace("[daemon]", "[daemon]\npoll_interval_seconds = 0.5")
+    )
+    daemon.start()
+    wait_for(lambda: "polling it" in daemon.log())
+    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "on-a-share.mp4")
+    daemon.wait_states({"on-a-share.mp4": "ready"})
+    assert daemon.stop() == 0

@@ -315,3 +315,11 @@ def test_a_file_that_cannot_be_read_is_named_once_per_version(
         r for r in caplog.records if "cannot read it" in r.getMessage() and r.levelname == "WARNING"
     ]
     assert len(warnings) == 2
+
+
+def test_network_file_systems_are_told_apart() -> None:
+    from tlwatch.scan import NETWORK_FILESYSTEMS, filesystem_type
+
+    assert filesystem_type(Path("/proc/self")) == "proc"
+    assert "nfs4" in NETWORK_FILESYSTEMS and "cifs" in NETWORK_FILESYSTEMS
+    assert filesystem_type(Path(__file__)) not in NETWORK_FILESYSTEMS

@@ -51,6 +51,7 @@ class DaemonConfig:
     shutdown_timeout_seconds: float = 30.0
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 300.0
+    poll_interval_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,9 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
             "retry_base_seconds", 2.0, _number(0.01), "a number of seconds >= 0.01"
         ),
         retry_max_seconds=daemon.get("retry_max_seconds", 300.0, _number(1.0), "a number >= 1"),
+        poll_interval_seconds=daemon.get(
+            "poll_interval_seconds", 30.0, _number(0.5), "a number of seconds >= 0.5"
+        ),
     )
     daemon.finish()
     watches = _watches(data.get("watch", []), base, problems, where)

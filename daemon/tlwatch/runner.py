@@ -167,7 +167,8 @@ class Runner:
         )
         uploader = Uploader(store, client, self.config, hooks)
         poller = Poller(store, client, self.config, key_rejected=self._key_rejected)
-        watcher = Watcher(self.inbox.put, self._trouble)
+        poll_seconds = self._config.daemon.poll_interval_seconds
+        watcher = Watcher(self.inbox.put, self._trouble, poll_seconds=poll_seconds)
         self._start("intake", lambda: self._intake_loop(store, intake))
         for number in range(self._config.api.max_concurrent_uploads):
             self._start(f"upload-{number + 1}", lambda: self._upload_loop(store, uploader))

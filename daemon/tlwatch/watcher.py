@@ -18,7 +18,7 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 log = logging.getLogger(__name__)
-POLL_SECONDS = 30.0  # a network share is walked this often: gentle on the server
+POLL_SECONDS = 30.0  # a polled folder is walked this often: gentle on a network share
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,14 @@ class _OverflowSpy(logging.Filter):
 class Watcher:
     """Watches folders with inotify (or by polling), naming every touched path to `on_path`."""
 
-    def __init__(self, on_path: Callable[[bytes], None], on_trouble: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        on_path: Callable[[bytes], None],
+        on_trouble: Callable[[str], None],
+        *,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:
+        self._poll_seconds = poll_seconds
         self._handler = _Handler(on_path)
         self._on_trouble = on_trouble
         self._spy = _OverflowSpy(on_trouble)
@@ -66,7 +73,7 @@ class Watcher:
 
     def _observer(self, poll: bool) -> BaseObserver:
         if poll not in self._observers:
-            observer = PollingObserver(timeout=POLL_SECONDS) if poll else Observer()
+            observer = PollingObserver(timeout=self._poll_seconds) if poll else Observer()
             observer.name = "watch-poll" if poll else "watch-inotify"
             observer.daemon = True
             observer.start()
