@@ -323,3 +323,17 @@ def test_network_file_systems_are_told_apart() -> None:
     assert filesystem_type(Path("/proc/self")) == "proc"
     assert "nfs4" in NETWORK_FILESYSTEMS and "cifs" in NETWORK_FILESYSTEMS
     assert filesystem_type(Path(__file__)) not in NETWORK_FILESYSTEMS
+
+
+def test_hashing_reports_progress_and_matches_hashlib(tmp_path: Path) -> None:
+    import hashlib
+
+    from tlwatch.intake import sha256_of
+
+    data = os.urandom((1 << 20) * 3 + 17)
+    (tmp_path / "f").write_bytes(data)
+    beats: list[None] = []
+    assert sha256_of(os.fsencode(tmp_path / "f"), lambda: beats.append(None)) == (
+        hashlib.sha256(data).hexdigest()
+    )
+    assert len(beats) == 4

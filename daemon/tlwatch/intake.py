@@ -35,9 +35,16 @@ FRESH = {
 }
 
 
-def sha256_of(path: bytes) -> str:
-    with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
+def sha256_of(path: bytes, progress: Callable[[], None] = lambda: None) -> str:
+    """Given a path, return the SHA-256 of its content, read 1 MiB at a time; `progress` hears
+    each piece (hashing 10 GB off a slow share must not look like a hang to the watchdog)."""
+    digest = hashlib.sha256()
+    buffer = memoryview(bytearray(1 << 20))
+    with open(path, "rb", buffering=0) as file:
+        while count := file.readinto(buffer):
+            digest.update(buffer[:count])
+            progress()
+    return digest.hexdigest()
 
 
 class Intake:
@@ -48,10 +55,12 @@ class Intake:
         *,
         queued: Callable[[], None] = lambda: None,
         adopted: Callable[[], None] = lambda: None,
+        progress: Callable[[], None] = lambda: None,
         remote: Mapping[str, Asset] | None = None,
     ) -> None:
         self.store, self.config = store, config
         self.queued, self.adopted = queued, adopted  # wake the upload workers / the poller
+        self.progress = progress  # a sign of life while a big file is hashed
         self.remote = dict(remote or {})  # sha256 -> asset, when rebuilding a lost store
         self._unreadable: set[tuple[bytes, Signature]] = set()
 
@@ -90,7 +99,7 @@ class Intake:
                     kind=sniffed.kind,
                     sha256=None,
                 )
-            digest = sha256_of(path)
+            digest = sha256_of(path, self.progress)
         except OSError as error:
             # Not recorded: once it is readable (a chmod leaves size and mtime alone) the next
             # event or scan takes it. Said once per version of the file, not at every rescan.

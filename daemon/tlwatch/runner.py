@@ -157,6 +157,7 @@ class Runner:
             self.config,
             queued=self._notify_workers,
             adopted=self.poll_wake.set,
+            progress=self.beats.beat,
             remote=remote,
         )
         hooks = Hooks(
@@ -452,6 +453,8 @@ class Runner:
             known = store.known(os.fsencode(watch.path))
             for path in walk(watch, roots):
                 seen += 1
+                if seen % 1000 == 0:
+                    self.beats.beat()  # a big tree on a slow share is work, not a hang
                 if known.get(path) != regular_signature(path):
                     changed += 1
                     settler.add(path, watch.settle_seconds)
