@@ -36,10 +36,11 @@ class Poller:
         config: Callable[[], Config],
         *,
         key_rejected: Callable[[], None] = lambda: None,
+        progress: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store, self.client, self.config = store, client, config
-        self.key_rejected, self.clock = key_rejected, clock
+        self.key_rejected, self.progress, self.clock = key_rejected, progress, clock
         self._schedule: dict[int, tuple[float, float]] = {}  # file id -> (due, interval)
 
     def poll(self) -> float | None:
@@ -53,6 +54,7 @@ class Poller:
             interval = self._schedule[row.id][1]
             self._schedule[row.id] = (now + interval, min(interval * 1.5, MAX_INTERVAL))
         for start in range(0, len(due), BATCH):
+            self.progress()  # a sign of life for the watchdog, batch by batch
             if not self._check_batch(due[start : start + BATCH]):
                 break
         return min((when for when, _ in self._schedule.values()), default=None)

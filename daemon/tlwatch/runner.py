@@ -167,7 +167,9 @@ class Runner:
             hold=self._hold,
         )
         uploader = Uploader(store, client, self.config, hooks)
-        poller = Poller(store, client, self.config, key_rejected=self._key_rejected)
+        poller = Poller(
+            store, client, self.config, key_rejected=self._key_rejected, progress=self.beats.beat
+        )
         poll_seconds = self._config.daemon.poll_interval_seconds
         watcher = Watcher(self.inbox.put, self._trouble, poll_seconds=poll_seconds)
         self._start("intake", lambda: self._intake_loop(store, intake))
