@@ -282,15 +282,8 @@ class Client:
         params += [("asset_ids", i) for i in asset_ids] + [("asset_types", t) for t in asset_types]
         if filename is not None:
             params.append(("filename", filename))
-        page = 1
-        while True:
-            body = self._call("GET", "assets", params=[*params, ("page", page)]).json()
-            data = body.get("data") or []
-            yield from (Asset.from_json(item) for item in data)
-            total_pages = (body.get("page_info") or {}).get("total_page") or page
-            if not data or page >= total_pages:
-                return
-            page += 1
+        for body in self._pages("assets", "data", params):
+            yield from (Asset.from_json(item) for item in body.get("data") or [])
 
     def delete(self, asset_id: str, *, force: bool = False) -> None:
         params = {"force": "true"} if force else None
@@ -364,16 +357,11 @@ class Client:
     def upload_status(self, upload_id: str) -> UploadStatus:
         """The session's status and every chunk it counts as completed (all pages)."""
         done: set[int] = set()
-        page = 1
-        while True:
-            params = {"page": page, "page_limit": 50}
-            body = self._call("GET", f"assets/multipart-uploads/{upload_id}", params=params).json()
+        body: dict[str, Any] = {}
+        path = f"assets/multipart-uploads/{upload_id}"
+        for body in self._pages(path, "uploaded_chunks", [("page_limit", 50)]):
             chunks = body.get("uploaded_chunks") or []
             done |= {int(c["index"]) for c in chunks if c.get("status") == "completed"}
-            total_pages = (body.get("page_info") or {}).get("total_page") or page
-            if not chunks or page >= total_pages:
-                break
-            page += 1
         return UploadStatus(
             upload_id=upload_id,
             status=str(body.get("status", "unknown")),
@@ -384,14 +372,21 @@ class Client:
 
     def incomplete_uploads(self) -> list[dict[str, Any]]:
         """The account's multipart sessions that are still open (all pages)."""
-        sessions: list[dict[str, Any]] = []
+        pages = self._pages("assets/multipart-uploads", "data", [("page_limit", 50)])
+        return [session for body in pages for session in body.get("data") or []]
+
+    def _pages(
+        self, path: str, items: str, params: Sequence[tuple[str, str | int]]
+    ) -> Iterator[dict[str, Any]]:
+        """Yield each page's body from page 1 until `items` comes back empty or the last page
+        (`page_info.total_page`) has been read; a server that pages on past the end is fine."""
         page = 1
         while True:
-            params = {"page": page, "page_limit": 50}
-            body = self._call("GET", "assets/multipart-uploads", params=params).json()
-            sessions += body.get("data") or []
-            if not body.get("data") or page >= (body.get("page_info") or {}).get("total_page", 1):
-                return sessions
+            body: dict[str, Any] = self._call("GET", path, params=[*params, ("page", page)]).json()
+            yield body
+            last = (body.get("page_info") or {}).get("total_page") or page
+            if not body.get(items) or page >= last:
+                return
             page += 1
 
     def upload_chunks(

@@ -21,11 +21,6 @@ class FileState(enum.StrEnum):
     FAILED = "failed"  # refused by the API or failed processing; `tlwatch retry` re-queues
 
 
-FINAL_STATES = frozenset(
-    {FileState.READY, FileState.IGNORED, FileState.DUPLICATE, FileState.SKIPPED, FileState.FAILED}
-)
-
-
 class Kind(enum.StrEnum):
     VIDEO = "video"
     AUDIO = "audio"

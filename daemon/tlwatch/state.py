@@ -380,10 +380,6 @@ class Store:
             db.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
             self._set(db, file_id, {"upload_id": None, "chunk_size": None, "total_chunks": None})
 
-    def remove(self, file_id: int) -> None:
-        with self._transaction() as db:
-            db.execute("DELETE FROM files WHERE id = ?", (file_id,))
-
     def retry(self, file_ids: Iterable[int]) -> list[FileRow]:
         """Put failed or skipped files back in the queue, now."""
         moved = []
