@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -99,11 +100,49 @@ def no_leaked_threads() -> Iterator[None]:
     before = set(threading.enumerate())
     yield
 
-    def settled() -> bool:
-        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        return not [t for t in extra if not t.daemon or t.name == "sandbox"]
+    def extra() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t not in before and t.is_alive()]
 
-    wait_for(settled, timeout=5)
+    try:
+        wait_for(lambda: not extra(), timeout=5)
+    except AssertionError:
+        raise AssertionError(f"threads left running: {[t.name for t in extra()]}") from None
+
+
+class NotifySocket:
+    """A stand-in for systemd's notification socket: collects every datagram."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address  # as NOTIFY_SOCKET shows it ("@name" for the abstract namespace)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._collect, name="notify-test")
+        self._thread.start()
+
+    def _collect(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            for line in data.decode().splitlines():
+                self.messages.append((time.monotonic(), line))
+
+    def lines(self) -> list[str]:
+        return [line for _, line in self.messages]
+
+    def index(self, line: str, after: int = -1) -> int:
+        """The position of the first `line` after position `after` (-1 when absent)."""
+        found = [i for i, x in enumerate(self.lines()) if x == line and i > after]
+        return found[0] if found else -1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
 
 
 # ---- the real `tlwatch` command in a subprocess --------------------------------------------
@@ -227,3 +266,20 @@ def daemon(tmp_path: Path, sandbox: Sandbox) -> Iterator[Daemon]:
     if runner.process is not None and runner.process.poll() is None:
         runner.process.kill()
         runner.process.wait()
+
+
+def make_config(
+    tmp_path: Path, base_url: str, *, api: dict[str, Any] | None = None, **watch: object
+) -> Any:
+    """A Config for in-process tests: the store in tmp_path/s.db, one watched folder tmp_path/w."""
+    from tlwatch.config import parse
+
+    return parse(
+        {
+            "api": {"base_url": base_url, "timeout_seconds": 5, **(api or {})},
+            "state": {"path": "s.db"},
+            "daemon": {"retry_base_seconds": 0.05, "retry_max_seconds": 1},
+            "watch": [{"path": "w", **watch}],
+        },
+        source=tmp_path / "c.toml",
+    )

@@ -284,3 +284,50 @@ def test_rejected_create_carries_the_api_code(
 def test_metadata_echoed_as_a_json_string_is_parsed() -> None:
     asset = Asset.from_json({"_id": "a", "status": "ready", "user_metadata": '{"x": 1}'})
     assert asset.user_metadata == {"x": 1}
+
+
+def test_abort_unblocks_a_read_from_a_server_that_never_answers() -> None:
+    import socket
+    import threading
+
+    from tlwatch.errors import ApiError
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[socket.socket] = []
+    acceptor = threading.Thread(target=lambda: accepted.append(listener.accept()[0]))
+    acceptor.start()
+    errors: list[BaseException] = []
+    with Client("k", base_url=f"http://127.0.0.1:{port}/v1.3", timeout=60, max_attempts=1) as api:
+
+        def ask() -> None:
+            try:
+                api.retrieve("a1")
+            except ApiError as error:
+                errors.append(error)
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        acceptor.join(timeout=10)
+        wait_for(lambda: accepted)
+        api.abort()
+        asker.join(timeout=10)  # without the abort it would wait out the 60 s timeout
+        alive = asker.is_alive()
+    for sock in (*accepted, listener):
+        sock.close()
+    asker.join()
+    assert not alive
+    assert len(errors) == 1
+
+
+def test_the_client_fails_loudly_when_httpx_hides_its_network_backend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class NoPool(httpx.HTTPTransport):
+        def __init__(self) -> None:
+            super().__init__()
+            del self._pool
+
+    monkeypatch.setattr(httpx, "HTTPTransport", NoPool)
+    with pytest.raises(RuntimeError, match="_network_backend is gone"):
+        Client("k", base_url="http://127.0.0.1:9/v1.3")

@@ -36,14 +36,25 @@ def test_the_sandbox_imports_nothing_from_the_daemon() -> None:
                 assert name.startswith("tlwatch.sandbox"), f"{path.name} imports {name}"
 
 
+STDLIB = {"__future__", "email", "random", "time", "collections", "dataclasses"}
+
+
 def test_leaf_modules_import_only_the_standard_library() -> None:
     for leaf in ("errors.py", "retry.py"):
         for name in imports_of(PACKAGE / leaf):
-            assert name.split(".")[0] in {
-                "__future__",
-                "email",
-                "random",
-                "time",
-                "collections",
-                "dataclasses",
-            }, f"{leaf} imports {name}"
+            assert name.split(".")[0] in STDLIB, f"{leaf} imports {name}"
+    for name in imports_of(PACKAGE / "control.py"):  # the run state: shared by every layer
+        assert name.split(".")[0] in {*STDLIB, "logging", "queue", "threading"}, name
+
+
+def test_the_adapters_never_import_each_other() -> None:
+    adapters = {"sniff", "settle", "watcher", "state", "api"}
+    for adapter in adapters:
+        for name in imports_of(PACKAGE / f"{adapter}.py"):
+            assert name.removeprefix("tlwatch.") not in adapters, f"{adapter}.py imports {name}"
+
+
+def test_workers_never_import_the_runner_or_the_command_line() -> None:
+    for worker in ("intake", "uploader", "poller", "folders", "keycheck", "health", "ticks"):
+        for name in imports_of(PACKAGE / f"{worker}.py"):
+            assert name not in {"tlwatch.runner", "tlwatch.cli"}, f"{worker}.py imports {name}"

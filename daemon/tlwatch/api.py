@@ -25,6 +25,7 @@ import httpcore
 import httpx
 
 from tlwatch import __version__
+from tlwatch.config import DEFAULT_BASE_URL, DaemonConfig
 from tlwatch.errors import (
     ApiError,
     AuthError,
@@ -45,11 +46,10 @@ from tlwatch.retry import Backoff, server_wait
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://api.twelvelabs.io/v1.3"
 PIECE = 256 * 1024  # bytes read from disk and handed to the socket at a time
 REPORT_BATCH = 50  # the API's maximum chunks per report
 FINAL_STATUSES = frozenset({"ready", "failed"})
-DEFAULT_BACKOFF = Backoff(base=0.5, cap=30.0, server_cap=120.0)
+DEFAULT_BACKOFF = DaemonConfig().request_backoff
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 # httpx logs every request's full URL at INFO; presigned URLs carry their signature in the query.
@@ -502,10 +502,17 @@ class _Sockets(httpcore.SyncBackend):
         self._open: weakref.WeakSet[socket.socket] = weakref.WeakSet()
 
     def transport(self) -> httpx.HTTPTransport:
+        """An httpx transport whose connections come from this backend. httpx has no public
+        hook for it: if the private attribute is gone (a new httpx), fail here, loudly, rather
+        than let shutdown silently wait out every request's timeout."""
         transport = httpx.HTTPTransport()
-        pool = getattr(transport, "_pool", None)  # httpx has no public hook for the backend
-        if hasattr(pool, "_network_backend"):
-            pool._network_backend = self  # type: ignore[union-attr]
+        pool = getattr(transport, "_pool", None)
+        if not hasattr(pool, "_network_backend"):
+            raise RuntimeError(
+                f"httpx {httpx.__version__}: HTTPTransport._pool._network_backend is gone; "
+                "tlwatch cannot cut requests short at shutdown (pin httpx<0.29 or update tlwatch)"
+            )
+        pool._network_backend = self  # type: ignore[union-attr]
         return transport
 
     def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:

@@ -11,9 +11,16 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlwatch import __version__
+
+if TYPE_CHECKING:  # the real types for mypy; imported lazily at run time to keep --help fast
+    from tlwatch.api import Client
+    from tlwatch.config import Config
+    from tlwatch.health import Snapshot
+    from tlwatch.models import FileState
+    from tlwatch.state import FileRow, Store
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -126,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _states() -> list[Any]:
+def _states() -> list[FileState]:
     from tlwatch.models import FileState
 
     return list(FileState)
@@ -206,7 +213,7 @@ def _fail(message: str, code: int = EXIT_FAILURE) -> int:
     return code
 
 
-def _config(args: argparse.Namespace) -> Any:
+def _config(args: argparse.Namespace) -> Config:
     from tlwatch import config, logs
 
     path = args.config or config.default_config_path()
@@ -248,7 +255,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from tlwatch.runner import Runner, Snapshot
+    from tlwatch.runner import Runner
+    from tlwatch.ticks import Pass
 
     config = _config(args)
     tty = sys.stdout.isatty()
@@ -256,7 +264,8 @@ def _scan(args: argparse.Namespace) -> int:
     def progress(snapshot: Snapshot) -> None:
         print(f"\r\033[K{snapshot.line()}", end="", flush=True)
 
-    runner = Runner(config, once=True, wait_ready=args.wait, on_tick=progress if tty else None)
+    mode = Pass(once=True, wait_ready=args.wait, on_tick=progress if tty else None)
+    runner = Runner(config, mode=mode)
     code = runner.run()
     if tty:
         print()
@@ -281,79 +290,66 @@ def _upload(args: argparse.Namespace) -> int:
     logs.add_secret(key)
     with (
         Store(config.state.path) as store,
-        Client(key, base_url=config.api.base_url, timeout=config.api.timeout_seconds) as client,
+        Client(
+            key,
+            base_url=config.api.base_url,
+            timeout=config.api.timeout_seconds,
+            backoff=config.daemon.request_backoff,
+        ) as client,
     ):
         if args.url:
             return _upload_url(store, client, config, args.url, args.wait)
         return _upload_files(store, client, config, args.files, args.wait)
 
 
-def _upload_url(store: Any, client: Any, config: Any, url: str, wait: bool) -> int:
-    from tlwatch.models import FileState, Signature
+def _upload_url(store: Store, client: Client, config: Config, url: str, wait: bool) -> int:
+    from tlwatch.models import Signature
 
     asset = client.create_from_url(url)
-    row = store.record(
-        url.encode(),
-        b"",
-        Signature(0, 0, 0),
-        FileState.UPLOADED,
-        None,
-        asset_id=asset.id,
-        asset_status=asset.status,
-        kind=None,
-    )
+    row = store.adopt(url.encode(), b"", Signature(0, 0, 0), None, asset.id, asset.status, None)
     print(f"{url}\t{asset.id}\t{asset.status}")
     return _wait_ready(store, client, config, [row.id]) if wait else EXIT_OK
 
 
-def _upload_files(store: Any, client: Any, config: Any, files: list[bytes], wait: bool) -> int:
-    from tlwatch.intake import FRESH, sha256_of
+def _upload_files(
+    store: Store, client: Client, config: Config, files: list[bytes], wait: bool
+) -> int:
+    from tlwatch.control import RunState
+    from tlwatch.intake import Intake
     from tlwatch.models import FileState, regular_signature, shown
-    from tlwatch.sniff import sniff
-    from tlwatch.uploader import Hooks, Uploader
+    from tlwatch.uploader import Uploader
 
-    uploader = Uploader(store, client, lambda: config, Hooks())
+    intake = Intake(store, lambda: config)
+    uploader = Uploader(store, client, lambda: config, RunState())
     code, done = EXIT_OK, []
     for raw in files:
         path = os.path.abspath(raw)
         signature = regular_signature(path)
-        if signature is None:
-            code = _fail(f"{shown(raw)}: not a regular file")
+        row = intake.take(path, signature, force=True) if signature else None
+        if row is None:
+            code = _fail(f"{shown(raw)}: not a readable regular file")
             continue
-        sniffed = sniff(path)
-        if sniffed.kind is None:
-            code = _fail(f"{shown(raw)}: not media ({sniffed.mime}); not uploaded")
-            continue
-        row = store.record(
-            path,
-            os.path.dirname(path),
-            signature,
-            FileState.QUEUED,
-            "one-off",
-            mime=sniffed.mime,
-            kind=sniffed.kind,
-            sha256=sha256_of(path),
-            **FRESH,
-        )
         claimed = store.claim(row.id)
-        result = uploader.upload(claimed) if claimed else store.get(row.id)
-        if result.state != FileState.UPLOADED:
-            code = _fail(f"{shown(raw)}: {result.state}: {result.reason}")
+        result = uploader.upload(claimed) if claimed else row
+        if result.state not in (FileState.UPLOADED, FileState.READY, FileState.DUPLICATE):
+            code = _fail(f"{shown(raw)}: {result.state}: {result.reason}; not uploaded")
             continue
-        print(f"{os.fsdecode(raw)}\t{result.asset_id}\t{result.asset_status}")
+        status = result.state if result.state == FileState.DUPLICATE else result.asset_status
+        print(f"{os.fsdecode(raw)}\t{result.asset_id}\t{status}")
         done.append(result.id)
     if wait and done:
         code = max(code, _wait_ready(store, client, config, done))
     return code
 
 
-def _wait_ready(store: Any, client: Any, config: Any, ids: list[int]) -> int:
+def _wait_ready(store: Store, client: Client, config: Config, ids: list[int]) -> int:
     import time
 
+    from tlwatch.control import RunState
     from tlwatch.models import FileState
     from tlwatch.poller import Poller
 
-    poller = Poller(store, client, lambda: config)
+    poller = Poller(store, client, lambda: config, RunState())
     while any(store.get(i).state == FileState.UPLOADED for i in ids):
         due = poller.poll()
         time.sleep(min(max((due or 0) - time.time(), 0.2), 5.0))
@@ -363,7 +359,7 @@ def _wait_ready(store: Any, client: Any, config: Any, ids: list[int]) -> int:
     return EXIT_OK if all(r.state == FileState.READY for r in rows) else EXIT_FAILURE
 
 
-def _open_store(args: argparse.Namespace) -> Any:
+def _open_store(args: argparse.Namespace) -> Store:
     from tlwatch.state import Store
 
     config = _config(args)
@@ -416,7 +412,7 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _row_json(row: Any) -> dict[str, Any]:
+def _row_json(row: FileRow) -> dict[str, Any]:
     return {
         "path": os.fsdecode(row.path).encode("utf-8", "backslashreplace").decode(),
         "state": row.state.value,
@@ -467,7 +463,7 @@ def _retry(args: argparse.Namespace) -> int:
 def _init(args: argparse.Namespace) -> int:
     import tomli_w
 
-    from tlwatch.config import default_config_path
+    from tlwatch.config import DEFAULT_BASE_URL, default_config_path
 
     path = args.config or default_config_path()
     if path.exists() and not args.force:
@@ -475,7 +471,7 @@ def _init(args: argparse.Namespace) -> int:
     folders = args.watch or [Path.home() / "Videos"]
     starter = {
         "api": {
-            "base_url": "https://api.twelvelabs.io/v1.3",
+            "base_url": DEFAULT_BASE_URL,
             "api_key_file": str(path.parent / "api_key"),
         },
         "watch": [

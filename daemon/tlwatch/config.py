@@ -4,6 +4,7 @@ file and its key path (`config.toml: watch[1].settle_seconds: must be a number >
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from tlwatch.errors import ConfigError
-from tlwatch.models import Kind
+from tlwatch.models import Kind, is_under
+from tlwatch.retry import Backoff
 
 DEFAULT_BASE_URL = "https://api.twelvelabs.io/v1.3"
 KEY_ENV = "TWELVELABS_API_KEY"
@@ -53,6 +55,17 @@ class DaemonConfig:
     retry_max_seconds: float = 300.0
     poll_interval_seconds: float = 30.0
 
+    @property
+    def upload_backoff(self) -> Backoff:
+        """Between attempts at one upload: the configured schedule; a server's wait up to 1 h."""
+        return Backoff(self.retry_base_seconds, self.retry_max_seconds, 3600.0)
+
+    @property
+    def request_backoff(self) -> Backoff:
+        """Between retries of one idempotent request, inside the client: kept short (30 s),
+        and a server's wait over 2 min is left to the caller's schedule."""
+        return Backoff(self.retry_base_seconds, min(self.retry_max_seconds, 30.0), 120.0)
+
 
 @dataclass(frozen=True)
 class WatchConfig:
@@ -79,12 +92,22 @@ class Config:
 
     def watch_for(self, path: bytes) -> WatchConfig | None:
         """Given an absolute path, return the watched folder it belongs to (the deepest one)."""
-        owners = [w for w in self.watch if _inside(path, os.fsencode(w.path))]
+        owners = [w for w in self.watch if is_under(path, os.fsencode(w.path))]
         return max(owners, key=lambda w: len(os.fsencode(w.path)), default=None)
 
 
-def _inside(path: bytes, root: bytes) -> bool:
-    return path == root or path.startswith(root.rstrip(b"/") + b"/")
+RESTART_ONLY: tuple[tuple[str, Callable[[Config], object]], ...] = (
+    ("[api] base_url", lambda c: c.api.base_url),
+    ("[api] timeout_seconds", lambda c: c.api.timeout_seconds),
+    ("[api] max_concurrent_uploads", lambda c: c.api.max_concurrent_uploads),
+    ("[state] path", lambda c: c.state.path),
+)
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """Given the running and a reloaded configuration, name the changed keys that a reload
+    cannot apply (they take effect at the next restart)."""
+    return [name for name, value in RESTART_ONLY if value(old) != value(new)]
 
 
 def default_config_path() -> Path:
@@ -117,6 +140,7 @@ class _Reader:
         self.problems.append(f"{self.where}{key}: {message}")
 
     def get(self, key: str, default: Any, check: Callable[[Any], Any], wants: str) -> Any:
+        """The value at `key`, checked; `default` when absent or wrong (the problem noted)."""
         self.seen.add(key)
         if key not in self.table:
             return default
@@ -127,12 +151,31 @@ class _Reader:
             self.problem(key, f"must be {wants}, got {_show(value)}")
             return default
 
+    def fields(self, cls: type[Any], specs: Mapping[str, Spec], **given: Any) -> Any:
+        """Build the dataclass `cls` from `given` and each key in `specs` (its check, what it
+        wants), read with the dataclass's own default: every default is written once."""
+        values = {
+            name: self.get(name, _default(cls, name), check, wants)
+            for name, (check, wants) in specs.items()
+        }
+        return cls(**given, **values)
+
     def finish(self) -> None:
         for key in self.table:
             if key not in self.seen:
                 close = difflib.get_close_matches(key, sorted(self.seen), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 self.problem(key, f"unknown key{hint}")
+
+
+Spec = tuple[Callable[[Any], Any], str]  # a key's check, and what it wants (for the message)
+
+
+def _default(cls: type[Any], name: str) -> Any:
+    field_ = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if field_.default_factory is not dataclasses.MISSING:
+        return field_.default_factory()
+    return field_.default
 
 
 def _show(value: Any) -> str:
@@ -250,35 +293,13 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
     top.finish()
     api = _api(_section(data, "api", problems, where), base, private)
     state = _section(data, "state", problems, where)
-    state_path = state.get("path", default_state_path(), _path_under(base), "a path")
+    state_path = state.get("path", None, _path_under(base), "a path") or default_state_path()
     state.finish()
     logging_ = _section(data, "logging", problems, where)
-    log_config = LoggingConfig(
-        level=logging_.get(
-            "level",
-            "info",
-            _choice("debug", "info", "warning", "error"),
-            'one of "debug", "info", "warning", "error"',
-        ),
-        format=logging_.get("format", "text", _choice("text", "json"), '"text" or "json"'),
-    )
+    log_config = logging_.fields(LoggingConfig, LOGGING_KEYS)
     logging_.finish()
     daemon = _section(data, "daemon", problems, where)
-    daemon_config = DaemonConfig(
-        rescan_interval_seconds=daemon.get(
-            "rescan_interval_seconds", 1800.0, _number(1.0), "a number of seconds >= 1"
-        ),
-        shutdown_timeout_seconds=daemon.get(
-            "shutdown_timeout_seconds", 30.0, _number(0.0), "a number of seconds >= 0"
-        ),
-        retry_base_seconds=daemon.get(
-            "retry_base_seconds", 2.0, _number(0.01), "a number of seconds >= 0.01"
-        ),
-        retry_max_seconds=daemon.get("retry_max_seconds", 300.0, _number(1.0), "a number >= 1"),
-        poll_interval_seconds=daemon.get(
-            "poll_interval_seconds", 30.0, _number(0.5), "a number of seconds >= 0.5"
-        ),
-    )
+    daemon_config = daemon.fields(DaemonConfig, DAEMON_KEYS)
     daemon.finish()
     watches = _watches(data.get("watch", []), base, problems, where)
     if problems:
@@ -295,20 +316,8 @@ def _api(reader: _Reader, base: Path, private: bool) -> ApiConfig:
             "chmod 600 it, or use api_key_file or TWELVELABS_API_KEY",
         )
         key = None
-    config = ApiConfig(
-        base_url=reader.get("base_url", DEFAULT_BASE_URL, _url, "an http(s) URL"),
-        api_key_file=reader.get("api_key_file", None, _path_under(base), "a path"),
-        api_key=key,
-        timeout_seconds=reader.get("timeout_seconds", 60.0, _number(1.0), "a number >= 1"),
-        max_concurrent_uploads=reader.get(
-            "max_concurrent_uploads", 2, _integer(1), "an integer >= 1"
-        ),
-        direct_upload_limit=reader.get(
-            "direct_upload_limit", 200_000_000, _integer(1), "a number of bytes >= 1"
-        ),
-        enable_hls=reader.get("enable_hls", None, _boolean, "true or false"),
-        enable_thumbnail=reader.get("enable_thumbnail", None, _boolean, "true or false"),
-    )
+    specs = {**API_KEYS, "api_key_file": (_path_under(base), "a path")}
+    config: ApiConfig = reader.fields(ApiConfig, specs, api_key=key)
     reader.finish()
     return config
 
@@ -318,6 +327,31 @@ def _url(value: Any) -> str:
     if not text.startswith(("http://", "https://")):
         raise ValueError
     return text.rstrip("/")
+
+
+SECONDS = "a number of seconds"
+API_KEYS: dict[str, Spec] = {
+    "base_url": (_url, "an http(s) URL"),
+    "timeout_seconds": (_number(1.0), "a number >= 1"),
+    "max_concurrent_uploads": (_integer(1), "an integer >= 1"),
+    "direct_upload_limit": (_integer(1), "a number of bytes >= 1"),
+    "enable_hls": (_boolean, "true or false"),
+    "enable_thumbnail": (_boolean, "true or false"),
+}
+LOGGING_KEYS: dict[str, Spec] = {
+    "level": (
+        _choice("debug", "info", "warning", "error"),
+        'one of "debug", "info", "warning", "error"',
+    ),
+    "format": (_choice("text", "json"), '"text" or "json"'),
+}
+DAEMON_KEYS: dict[str, Spec] = {
+    "rescan_interval_seconds": (_number(1.0), f"{SECONDS} >= 1"),
+    "shutdown_timeout_seconds": (_number(0.0), f"{SECONDS} >= 0"),
+    "retry_base_seconds": (_number(0.01), f"{SECONDS} >= 0.01"),
+    "retry_max_seconds": (_number(1.0), "a number >= 1"),
+    "poll_interval_seconds": (_number(0.5), f"{SECONDS} >= 0.5"),
+}
 
 
 def _watches(raw: Any, base: Path, problems: list[str], where: str) -> tuple[WatchConfig, ...]:
@@ -338,28 +372,23 @@ def _watch(reader: _Reader, base: Path) -> WatchConfig | None:
     path = reader.get("path", None, _path_under(base), "a folder path")
     if path is None and "path" not in reader.table:
         reader.problem("path", "is required")
-    after = reader.get("after_upload", "keep", _choice(*AFTER_UPLOAD), '"keep", "move" or "delete"')
-    move_to = reader.get("move_to", None, _path_under(base), "a folder path")
-    if after == "move" and move_to is None:
+    specs = {**WATCH_KEYS, "move_to": (_path_under(base), "a folder path")}
+    watch: WatchConfig = reader.fields(WatchConfig, specs, path=path or Path("/"))
+    if watch.after_upload == "move" and watch.move_to is None:
         reader.problem("move_to", 'is required when after_upload = "move"')
-    watch = WatchConfig(
-        path=path or Path("/"),
-        recursive=reader.get("recursive", True, _boolean, "true or false"),
-        include=reader.get("include", (), _globs, "a list of glob patterns"),
-        exclude=reader.get("exclude", (), _globs, "a list of glob patterns"),
-        kinds=reader.get("kinds", frozenset(Kind), _kinds, 'a list of "video", "audio", "image"'),
-        settle_seconds=reader.get("settle_seconds", 5.0, _number(0.0), "a number >= 0"),
-        poll=reader.get("poll", None, _boolean, "true or false"),
-        after_upload=after,
-        move_to=move_to,
-        user_metadata=reader.get(
-            "user_metadata",
-            {},
-            _metadata,
-            "a table of strings, numbers, booleans or lists of strings",
-        ),
-    )
     return watch if path is not None else None
+
+
+WATCH_KEYS: dict[str, Spec] = {
+    "recursive": (_boolean, "true or false"),
+    "include": (_globs, "a list of glob patterns"),
+    "exclude": (_globs, "a list of glob patterns"),
+    "kinds": (_kinds, 'a list of "video", "audio", "image"'),
+    "settle_seconds": (_number(0.0), "a number >= 0"),
+    "poll": (_boolean, "true or false"),
+    "after_upload": (_choice(*AFTER_UPLOAD), '"keep", "move" or "delete"'),
+    "user_metadata": (_metadata, "a table of strings, numbers, booleans or lists of strings"),
+}
 
 
 # ---- the API key ---------------------------------------------------------------------------

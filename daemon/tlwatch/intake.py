@@ -1,5 +1,6 @@
-"""A complete file's way into the store: filter by name, sniff, fingerprint, dedupe, record.
+"""A complete file's way into the store: filter by name, settle, sniff, fingerprint, dedupe, record.
 
+`IntakeWorker` is the intake thread (inbox, settling, rescans); `Intake` judges one settled file.
 Unchanged files (same path, size, mtime and inode as recorded) cost one stat and no read.
 """
 
@@ -8,12 +9,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
+import time
 from collections.abc import Callable, Mapping
 
 from tlwatch.api import Asset
 from tlwatch.config import Config
-from tlwatch.models import FileState, Signature, shown
-from tlwatch.scan import outside_roots, skip_reason
+from tlwatch.control import SCAN, WAKE, RunState
+from tlwatch.models import FileState, Kind, Media, Signature, regular_signature, shown
+from tlwatch.scan import outside_roots, skip_reason, walk
+from tlwatch.settle import Settler
 from tlwatch.sniff import sniff
 from tlwatch.state import FileRow, Store
 
@@ -21,18 +26,7 @@ log = logging.getLogger(__name__)
 
 # States whose content is (or will be) an asset: a later copy of it is a duplicate.
 HOLDS_CONTENT = (FileState.QUEUED, FileState.UPLOADING, FileState.UPLOADED, FileState.READY)
-FRESH = {
-    "asset_id": None,
-    "asset_status": None,
-    "upload_token": None,
-    "attempts": 0,
-    "next_attempt_at": None,
-    "upload_id": None,
-    "chunk_size": None,
-    "total_chunks": None,
-    "duplicate_of": None,
-    "uploaded_at": None,
-}
+SETTLE_CHECK_MAX = 30.0  # the longest the intake waits before looking at settling files again
 
 
 def sha256_of(path: bytes, progress: Callable[[], None] = lambda: None) -> str:
@@ -48,6 +42,8 @@ def sha256_of(path: bytes, progress: Callable[[], None] = lambda: None) -> str:
 
 
 class Intake:
+    """Judges one settled file: ignored, duplicate, adopted from the server, or queued."""
+
     def __init__(
         self,
         store: Store,
@@ -72,34 +68,30 @@ class Intake:
             return False
         return not outside_roots(path, [os.fsencode(w.path) for w in config.watch])
 
-    def take(self, path: bytes, signature: Signature) -> FileRow | None:
-        """Given a settled file, record what it is; return its row (None if not ours)."""
+    def take(self, path: bytes, signature: Signature, *, force: bool = False) -> FileRow | None:
+        """Given a settled file, record what it is; return its row (None if not ours, or not
+        readable now). `force`: a file named by hand (`tlwatch upload`), wherever it is: no
+        folder filters, every media kind, recorded under its own folder."""
         watch = self.config().watch_for(path)
-        if watch is None or not self.wanted(path):
+        if force:
+            root, kinds = os.path.dirname(path), frozenset(Kind)
+        elif watch is not None and self.wanted(path):
+            root, kinds = os.fsencode(watch.path), watch.kinds
+        else:
             return None
         row = self.store.by_path(path)
         if row is not None and (row.signature == signature or row.state == FileState.UPLOADING):
             return row  # unchanged (or its upload is in flight and will notice any change)
-        root = os.fsencode(watch.path)
         try:
             sniffed = sniff(path)
-            if sniffed.kind is None or sniffed.kind not in watch.kinds:
+            if sniffed.kind is None or sniffed.kind not in kinds:
                 reason = (
                     f"not media ({sniffed.mime})"
                     if sniffed.kind is None
                     else f"{sniffed.kind} files are not wanted in this folder"
                 )
-                return self.store.record(
-                    path,
-                    root,
-                    signature,
-                    FileState.IGNORED,
-                    reason,
-                    mime=sniffed.mime,
-                    kind=sniffed.kind,
-                    sha256=None,
-                )
-            digest = sha256_of(path, self.progress)
+                return self.store.ignore(path, root, signature, sniffed.mime, sniffed.kind, reason)
+            media = Media(sniffed.mime, sniffed.kind, sha256_of(path, self.progress))
         except OSError as error:
             # Not recorded: once it is readable (a chmod leaves size and mtime alone) the next
             # event or scan takes it. Said once per version of the file, not at every rescan.
@@ -107,50 +99,98 @@ class Intake:
             self._unreadable.add((path, signature))
             log.log(level, "%s: cannot read it (%s); skipped for now", shown(path), error.strerror)
             return None
-        return self._media(path, root, signature, row, sniffed.mime, sniffed.kind, digest)
+        return self._media(path, root, signature, row, media)
 
     def _media(
-        self,
-        path: bytes,
-        root: bytes,
-        signature: Signature,
-        row: FileRow | None,
-        mime: str,
-        kind: str,
-        digest: str,
+        self, path: bytes, root: bytes, signature: Signature, row: FileRow | None, media: Media
     ) -> FileRow:
         if (
             row is not None
-            and row.sha256 == digest
+            and row.sha256 == media.sha256
             and row.state in (*HOLDS_CONTENT, FileState.DUPLICATE)
         ):
-            self.store.update(
-                row.id, size=signature.size, mtime_ns=signature.mtime_ns, inode=signature.inode
-            )  # touched, not changed
+            self.store.touch(row.id, signature)  # touched, not changed
             return row
-        values = {**FRESH, "mime": mime, "kind": kind, "sha256": digest}
-        twin = self.store.by_sha256(digest, exclude=row.id if row else None)
+        twin = self.store.by_sha256(media.sha256, exclude=row.id if row else None)
         if twin is not None:
-            return self.store.record(
-                path,
-                root,
-                signature,
-                FileState.DUPLICATE,
-                f"same content as {twin.shown}",
-                **{**values, "duplicate_of": twin.id, "asset_id": twin.asset_id},
-            )
-        remote = self.remote.get(digest)
+            return self.store.duplicate(path, root, signature, media, twin)
+        remote = self.remote.get(media.sha256)
         if remote is not None:
-            adopted = self.store.record(
-                path,
-                root,
-                signature,
-                FileState.UPLOADED,
-                f"found on the server as asset {remote.id}",
-                **{**values, "asset_id": remote.id, "asset_status": remote.status},
+            found = f"found on the server as asset {remote.id}"
+            adopted = self.store.adopt(
+                path, root, signature, media, remote.id, remote.status, found
             )
             self.adopted()
             return adopted
-        recorded = self.store.record(path, root, signature, FileState.QUEUED, None, **values)
+        recorded = self.store.enqueue(path, root, signature, media)
         self.queued()
         return recorded
+
+
+class IntakeWorker:
+    """The intake thread: takes paths from the inbox (or a rescan), holds each until it settles,
+    then hands it to the `Intake`. One turn per inbox item or settle deadline."""
+
+    def __init__(
+        self,
+        intake: Intake,
+        run: RunState,
+        *,
+        settler: Settler | None = None,
+    ) -> None:
+        self.intake, self.run = intake, run
+        self.settler = settler or Settler(regular_signature, time.monotonic)
+        self.settling = 0  # files waiting to settle, for the status line
+
+    def idle(self) -> bool:
+        """Nothing in the inbox, nothing settling: every file seen so far is recorded."""
+        return self.run.inbox.unfinished_tasks == 0 and self.settling == 0
+
+    def turn(self) -> None:
+        due = self.settler.next_due()
+        wait = SETTLE_CHECK_MAX if due is None else due - time.monotonic()
+        try:
+            item: bytes | None = self.run.inbox.get(timeout=min(max(wait, 0.0), SETTLE_CHECK_MAX))
+        except queue.Empty:
+            item = None
+        try:
+            if item is not None and item != WAKE and not self.run.stop.is_set():
+                self._name(item)
+            for path, signature in self.settler.ripe():
+                self.intake.take(path, signature)
+        finally:
+            if item is not None:
+                self.run.inbox.task_done()
+            self.settling = len(self.settler)
+
+    def _name(self, item: bytes) -> None:
+        if item == SCAN:
+            self.scan()
+        elif self.intake.wanted(item):
+            watch = self.intake.config().watch_for(item)
+            self.settler.add(item, watch.settle_seconds if watch else 0.0)
+
+    def scan(self) -> None:
+        """Walk every watched folder; whatever is new or changed since recorded starts settling."""
+        started = time.monotonic()
+        config = self.intake.config()
+        roots = [os.fsencode(w.path) for w in config.watch]
+        seen = changed = 0
+        for watch in config.watch:
+            known = self.intake.store.known(os.fsencode(watch.path))
+            for path in walk(watch, roots):
+                seen += 1
+                if seen % 1000 == 0:
+                    self.run.beats.beat()  # a big tree on a slow share is work, not a hang
+                if known.get(path) != regular_signature(path):
+                    changed += 1
+                    self.settler.add(path, watch.settle_seconds)
+            if self.run.stop.is_set():
+                return
+        self.settling = len(self.settler)
+        log.info(
+            "scanned %d file(s) in %.1f s: %d new or changed",
+            seen,
+            time.monotonic() - started,
+            changed,
+        )

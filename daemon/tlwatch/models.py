@@ -40,6 +40,15 @@ class Signature:
         return cls(result.st_size, result.st_mtime_ns, result.st_ino)
 
 
+@dataclass(frozen=True)
+class Media:
+    """What a file's content is: its MIME type and kind (from libmagic) and its SHA-256."""
+
+    mime: str
+    kind: str
+    sha256: str
+
+
 def regular_signature(path: bytes) -> Signature | None:
     """Given a path, return its signature if it is a regular file (symlinks followed), else None."""
     try:
@@ -47,6 +56,19 @@ def regular_signature(path: bytes) -> Signature | None:
     except OSError:
         return None
     return Signature.of(result) if stat.S_ISREG(result.st_mode) else None
+
+
+def is_under(path: bytes, root: bytes) -> bool:
+    """True if `path` is `root` itself or lies inside it (no `..` games: both are absolute)."""
+    root = root.rstrip(b"/")
+    return path == root or path.startswith(root + b"/")
+
+
+def relative_to(path: bytes, root: bytes) -> bytes:
+    """Given a path and a root, return the path below the root (the whole path if outside)."""
+    if not root or path == root or not is_under(path, root):
+        return path
+    return path[len(root.rstrip(b"/")) + 1 :]
 
 
 def shown(path: bytes | str) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tlwatch.api import Asset, Client
 from tlwatch.config import Config
+from tlwatch.control import PAUSE_KEY, RunState
 from tlwatch.errors import ApiError, AuthError, NotFound, TransientError
 from tlwatch.models import FileState, regular_signature, shown
 from tlwatch.state import FileRow, Store
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 FIRST_INTERVAL = 1.0
 MAX_INTERVAL = 30.0
+IDLE_WAIT = 30.0  # the longest the poller waits between turns when nothing is due
 BATCH = 50  # assets per list request (the API's largest page)
 
 
@@ -34,14 +36,23 @@ class Poller:
         store: Store,
         client: Client,
         config: Callable[[], Config],
+        run: RunState,
         *,
-        key_rejected: Callable[[], None] = lambda: None,
-        progress: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store, self.client, self.config = store, client, config
-        self.key_rejected, self.progress, self.clock = key_rejected, progress, clock
+        self.store, self.client, self.config, self.run = store, client, config, run
+        self.clock = clock
         self._schedule: dict[int, tuple[float, float]] = {}  # file id -> (due, interval)
+
+    def turn(self) -> None:
+        """One turn of the poller thread: check what is due, then wait until the next one is
+        (or an upload wakes it)."""
+        due = None if self.run.paused() else self.poll()
+        wait = IDLE_WAIT if due is None else min(max(due - self.clock(), 0.05), IDLE_WAIT)
+        self.run.wait_for_poll(wait)
+
+    def key_rejected(self) -> None:
+        self.run.pause(PAUSE_KEY, "API key rejected")
 
     def poll(self) -> float | None:
         """Check every asset that is due, up to 50 per request; return when the next one is due
@@ -54,7 +65,7 @@ class Poller:
             interval = self._schedule[row.id][1]
             self._schedule[row.id] = (now + interval, min(interval * 1.5, MAX_INTERVAL))
         for start in range(0, len(due), BATCH):
-            self.progress()  # a sign of life for the watchdog, batch by batch
+            self.run.beats.beat()  # a sign of life for the watchdog, batch by batch
             if not self._check_batch(due[start : start + BATCH]):
                 break
         return min((when for when, _ in self._schedule.values()), default=None)
@@ -91,7 +102,7 @@ class Poller:
             return False
         except NotFound:
             gone = f"asset {row.asset_id} no longer exists"
-            self.store.move(row.id, FileState.FAILED, gone, expect=FileState.UPLOADED)
+            self.store.fail(row.id, gone, expect=FileState.UPLOADED)
             return True
         except TransientError as error:
             log.info("%s: cannot check asset %s yet: %s", row.shown, row.asset_id, error)
@@ -118,10 +129,10 @@ class Poller:
             self._ready(row)
         elif asset.status == "failed":
             reason = f"processing failed: {asset.error or 'no reason given'}"
-            self.store.move(row.id, FileState.FAILED, reason, expect=FileState.UPLOADED)
+            self.store.fail(row.id, reason, expect=FileState.UPLOADED)
 
     def _ready(self, row: FileRow) -> None:
-        if self.store.move(row.id, FileState.READY, expect=FileState.UPLOADED).state != "ready":
+        if not self.store.mark_ready(row.id):
             return  # the file changed meanwhile and is on its way again
         watch = self.config().watch_for(row.path)
         if watch is None or watch.after_upload == "keep":
@@ -132,7 +143,7 @@ class Poller:
         try:
             if watch.after_upload == "delete":
                 os.unlink(row.path)
-                self.store.update(row.id, reason="deleted after upload, as configured")
+                self.store.note(row.id, "deleted after upload, as configured")
                 log.info("%s: deleted after upload, as configured", row.shown)
             elif watch.move_to is not None:
                 self._move(row, watch.move_to)
@@ -145,5 +156,5 @@ class Poller:
         target = os.path.join(os.fsencode(folder), row.name)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.move(os.fsdecode(row.path), os.fsdecode(target))
-        self.store.update(row.id, path=target, root=os.fsencode(folder))
+        self.store.relocate(row.id, target, os.fsencode(folder))
         log.info("%s: moved to %s after upload, as configured", row.shown, shown(target))

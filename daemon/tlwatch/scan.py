@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tlwatch.config import WatchConfig
+from tlwatch.models import is_under, relative_to
 
 # Names writers use while a file is incomplete, and files the OS or tools leave behind.
 TEMPORARY = (
@@ -32,8 +33,8 @@ TEMPORARY = (
 
 def skip_reason(watch: WatchConfig, path: bytes) -> str | None:
     """Given a path under `watch`, return why it is not a candidate, or None if it is."""
-    root = os.fsencode(watch.path).rstrip(b"/") + b"/"
-    relative = path[len(root) :] if path.startswith(root) else os.path.relpath(path, root)
+    root = os.fsencode(watch.path)
+    relative = relative_to(path, root) if is_under(path, root) else os.path.relpath(path, root)
     parts = relative.split(b"/")
     if any(part.startswith(b".") for part in parts):
         return "hidden"
@@ -66,7 +67,7 @@ def outside_roots(path: bytes, roots: list[bytes]) -> bool:
         return False
     target = os.path.realpath(path)
     real_roots = [os.path.realpath(root) for root in roots]
-    return not any(target == r or target.startswith(r.rstrip(b"/") + b"/") for r in real_roots)
+    return not any(is_under(target, root) for root in real_roots)
 
 
 def walk(watch: WatchConfig, roots: list[bytes]) -> Iterator[bytes]:
@@ -103,14 +104,13 @@ def filesystem_type(path: Path) -> str:
         mounts = Path("/proc/self/mounts").read_text().splitlines()
     except OSError:
         return kind
-    target = os.path.realpath(path)
+    target = os.fsencode(os.path.realpath(path))
     for line in mounts:
         fields = line.split()
         if len(fields) < 3:
             continue
         mount = fields[1].replace("\\040", " ")
-        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
-        if inside and len(mount) > len(best):
+        if is_under(target, os.fsencode(mount)) and len(mount) > len(best):
             best, kind = mount, fields[2]
     return kind
 

@@ -14,14 +14,14 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from tlwatch.errors import StoreError, StoreLocked
-from tlwatch.models import FileState, Signature, shown
+from tlwatch.models import FileState, Media, Signature, relative_to, shown
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,7 @@ class FileRow:
     @property
     def name(self) -> bytes:
         """The path relative to its watched folder (the whole path for one-off uploads)."""
-        if self.root and self.path.startswith(self.root.rstrip(b"/") + b"/"):
-            return self.path[len(self.root.rstrip(b"/")) + 1 :]
-        return self.path
+        return relative_to(self.path, self.root)
 
     @property
     def shown(self) -> str:
@@ -128,7 +126,9 @@ def _row(values: tuple[Any, ...]) -> FileRow:
 class Store:
     """The store. Thread-safe (one connection behind a lock); a context manager."""
 
-    def __init__(self, path: Path, *, exclusive: bool = True, clock: Any = time.time) -> None:
+    def __init__(
+        self, path: Path, *, exclusive: bool = True, clock: Callable[[], float] = time.time
+    ) -> None:
         self.path = path
         self.clock = clock
         self.rebuilt = False  # True when a corrupt store was moved aside at open
@@ -282,16 +282,65 @@ class Store:
         )
         return [tuple(r) for r in rows]
 
-    # ---- writing ---------------------------------------------------------------------------
+    # ---- writing: a file's new version, as the intake judged it --------------------------------
+    def enqueue(
+        self,
+        path: bytes,
+        root: bytes,
+        signature: Signature,
+        media: Media,
+        reason: str | None = None,
+    ) -> FileRow:
+        """A complete media file to upload: queued, with fresh upload fields."""
+        values = {**_FRESH_UPLOAD, **_media(media), "duplicate_of": None}
+        return self._record(path, root, signature, FileState.QUEUED, reason, values)
+
+    def ignore(
+        self, path: bytes, root: bytes, signature: Signature, mime: str, kind: str | None, why: str
+    ) -> FileRow:
+        """Not media, or not a kind this folder wants: looked at again only when it changes."""
+        values = {**_FRESH_UPLOAD, "mime": mime, "kind": kind, "sha256": None, "duplicate_of": None}
+        return self._record(path, root, signature, FileState.IGNORED, why, values)
+
+    def duplicate(
+        self, path: bytes, root: bytes, signature: Signature, media: Media, twin: FileRow
+    ) -> FileRow:
+        """Same content as `twin`, which holds (or will hold) the asset: no upload."""
+        values = {**_FRESH_UPLOAD, **_media(media), "duplicate_of": twin.id}
+        values["asset_id"] = twin.asset_id
+        reason = f"same content as {twin.shown}"
+        return self._record(path, root, signature, FileState.DUPLICATE, reason, values)
+
+    def adopt(
+        self,
+        path: bytes,
+        root: bytes,
+        signature: Signature,
+        media: Media | None,
+        asset_id: str,
+        asset_status: str,
+        reason: str | None,
+    ) -> FileRow:
+        """An asset the server already holds for this file (a rebuilt store, a URL upload)."""
+        values = {**_FRESH_UPLOAD, "duplicate_of": None, "asset_id": asset_id}
+        values |= {"asset_status": asset_status, "uploaded_at": self.clock()}
+        values |= _media(media) if media else {"kind": None}
+        return self._record(path, root, signature, FileState.UPLOADED, reason, values)
+
+    def touch(self, file_id: int, signature: Signature) -> None:
+        """The same content under a new signature (touched, copied back): nothing to do."""
+        with self._transaction() as db:
+            self._set(db, file_id, _signature(signature))
+
+    # ---- writing: uploads ----------------------------------------------------------------------
     def claim_next(self) -> FileRow | None:
         """Take the first queued file that is due: it becomes `uploading`, attempts + 1."""
-        now = self.clock()
         with self._transaction() as db:
             found = db.execute(
                 f"SELECT {_COLUMNS} FROM files WHERE state = ? "
                 "AND COALESCE(next_attempt_at, 0) <= ? ORDER BY next_attempt_at IS NOT NULL, id "
                 "LIMIT 1",
-                (FileState.QUEUED, now),
+                (FileState.QUEUED, self.clock()),
             ).fetchone()
             if found is None:
                 return None
@@ -300,7 +349,7 @@ class Store:
         return self.get(row.id)
 
     def claim(self, file_id: int) -> FileRow | None:
-        """Take this queued file for uploading (a one-off `tlwatch upload`)."""
+        """Take this queued file for uploading now (a one-off `tlwatch upload`)."""
         with self._transaction() as db:
             found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
             if found is None or _row(found).state != FileState.QUEUED:
@@ -309,43 +358,136 @@ class Store:
             self._change(db, row, FileState.UPLOADING, {"attempts": row.attempts + 1}, None)
         return self.get(file_id)
 
-    def record(
+    def set_token(self, file_id: int, token: str) -> None:
+        """The intent: this upload token is committed before the request that carries it."""
+        with self._transaction() as db:
+            self._set(db, file_id, {"upload_token": token})
+
+    def start_session(
+        self, file_id: int, upload_id: str, asset_id: str, chunk_size: int, total_chunks: int
+    ) -> None:
+        """A multipart session opened for this file: kept so a restart resumes it."""
+        session = {"upload_id": upload_id, "asset_id": asset_id, "chunk_size": chunk_size}
+        with self._transaction() as db:
+            self._set(db, file_id, {**session, "total_chunks": total_chunks})
+
+    def add_chunks(self, file_id: int, chunks: Iterable[tuple[int, str]]) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO chunks (file_id, chunk_index, etag) VALUES (?, ?, ?)",
+                [(file_id, index, etag) for index, etag in chunks],
+            )
+
+    def forget_session(self, file_id: int) -> None:
+        """Drop a multipart session and its chunks (expired, or the file changed)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
+            self._set(db, file_id, dict.fromkeys(_SESSION))
+
+    def requeue(
+        self, file_id: int, reason: str, *, at: float | None, attempts: int | None = None
+    ) -> FileRow:
+        """Back in the queue, to be tried at `at` (epoch seconds; None: at once)."""
+        values: dict[str, Any] = {"next_attempt_at": at}
+        if attempts is not None:
+            values["attempts"] = attempts
+        return self._move(file_id, FileState.QUEUED, reason, values)
+
+    def mark_uploaded(self, file_id: int, asset_id: str, asset_status: str) -> FileRow:
+        """The API holds an asset for this file: its id, in the transaction that says so."""
+        values: dict[str, Any] = {"asset_id": asset_id, "asset_status": asset_status}
+        values |= {"uploaded_at": self.clock(), "next_attempt_at": None}
+        return self._move(file_id, FileState.UPLOADED, None, values)
+
+    def skip(self, file_id: int, reason: str) -> FileRow:
+        """This file can never be uploaded as it is."""
+        return self._move(file_id, FileState.SKIPPED, reason, {})
+
+    def fail(self, file_id: int, reason: str, *, expect: FileState | None = None) -> FileRow:
+        """Refused by the API, or failed processing; with `expect`, only from that state."""
+        return self._move(file_id, FileState.FAILED, reason, {}, expect=expect)
+
+    # ---- writing: after the upload ---------------------------------------------------------
+    def asset_status(self, file_id: int, old: str | None, new: str, detail: str | None) -> None:
+        with self._transaction() as db:
+            self._set(db, file_id, {"asset_status": new})
+            self._event(db, file_id, "asset", old, new, detail)
+
+    def mark_ready(self, file_id: int) -> bool:
+        """The asset is ready; False when the file had moved on (changed, on its way again)."""
+        row = self._move(file_id, FileState.READY, None, {}, expect=FileState.UPLOADED)
+        return row.state == FileState.READY
+
+    def note(self, file_id: int, reason: str) -> None:
+        """A word about the file without a change of state (deleted after upload)."""
+        with self._transaction() as db:
+            self._set(db, file_id, {"reason": reason})
+
+    def relocate(self, file_id: int, path: bytes, root: bytes) -> None:
+        """The file was moved (after upload, as configured): it lives here now."""
+        with self._transaction() as db:
+            self._set(db, file_id, {"path": path, "root": root})
+
+    def retry(self, file_ids: Iterable[int]) -> list[FileRow]:
+        """Put failed or skipped files back in the queue, now, with fresh upload fields."""
+        moved = []
+        for file_id in file_ids:
+            if self.get(file_id).state in (FileState.FAILED, FileState.SKIPPED):
+                moved.append(
+                    self._move(file_id, FileState.QUEUED, "retry asked for", _FRESH_UPLOAD)
+                )
+        return moved
+
+    def recover(self, grace: float) -> None:
+        """Uploads cut off by a crash go back to the queue. Not at once: a request we sent may
+        still be finishing on the server, so its look-up waits out `grace` seconds."""
+        for row in self.in_state(FileState.UPLOADING):
+            values = {
+                "attempts": max(row.attempts - 1, 0),
+                "next_attempt_at": max(self.clock(), row.updated_at + grace),
+            }
+            reason = "interrupted; will look for it on the server before sending it again"
+            self._move(row.id, FileState.QUEUED, reason, values)
+
+    # ---- the two primitives every write above goes through ----------------------------------
+    def _record(
         self,
         path: bytes,
         root: bytes,
         signature: Signature,
         state: FileState,
-        reason: str | None = None,
-        **values: Any,
+        reason: str | None,
+        values: dict[str, Any],
     ) -> FileRow:
-        """Insert the file, or move its row to `state` with new values (a new version of it)."""
+        """Insert the file, or move its row to `state` with `values` (a new version of it)."""
         now = self.clock()
-        sig = {"size": signature.size, "mtime_ns": signature.mtime_ns, "inode": signature.inode}
         with self._transaction() as db:
             found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE path = ?", (path,)).fetchone()
             if found is None:
+                _check_legal(None, state)
                 cursor = db.execute(
                     "INSERT INTO files (root, path, size, mtime_ns, inode, state, created_at, "
                     "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (root, path, *sig.values(), state, now, now),
+                    (root, path, *_signature(signature).values(), state, now, now),
                 )
                 file_id = int(cursor.lastrowid or 0)
                 self._set(db, file_id, {"reason": reason, **values})
                 self._event(db, file_id, "state", None, state, reason)
-                _log_change(_name(root, path), None, state, reason)
+                _log_change(relative_to(path, root), None, state, reason)
             else:
-                self._change(db, _row(found), state, {"root": root, **sig, **values}, reason)
+                fresh = {"root": root, **_signature(signature), **values}
+                self._change(db, _row(found), state, fresh, reason)
                 file_id = found[0]
         return self.get(file_id)
 
-    def move(
+    def _move(
         self,
         file_id: int,
         state: FileState,
-        reason: str | None = None,
+        reason: str | None,
+        values: dict[str, Any],
         *,
         expect: FileState | None = None,
-        **values: Any,
     ) -> FileRow:
         """Move a file to `state`, setting `values`; logged and kept as an event. With `expect`,
         only if the file is still in that state (another thread may have moved it on)."""
@@ -357,51 +499,6 @@ class Store:
                 self._change(db, _row(found), state, values, reason)
         return self.get(file_id)
 
-    def update(self, file_id: int, **values: Any) -> None:
-        """Set values without a change of state (a signature refresh, a poll schedule)."""
-        with self._transaction() as db:
-            self._set(db, file_id, values)
-
-    def asset_status(self, file_id: int, old: str | None, new: str, detail: str | None) -> None:
-        with self._transaction() as db:
-            self._set(db, file_id, {"asset_status": new})
-            self._event(db, file_id, "asset", old, new, detail)
-
-    def add_chunks(self, file_id: int, chunks: Iterable[tuple[int, str]]) -> None:
-        with self._transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO chunks (file_id, chunk_index, etag) VALUES (?, ?, ?)",
-                [(file_id, index, etag) for index, etag in chunks],
-            )
-
-    def forget_upload(self, file_id: int) -> None:
-        """Drop a multipart session and its chunks (expired, or the file changed)."""
-        with self._transaction() as db:
-            db.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
-            self._set(db, file_id, {"upload_id": None, "chunk_size": None, "total_chunks": None})
-
-    def retry(self, file_ids: Iterable[int]) -> list[FileRow]:
-        """Put failed or skipped files back in the queue, now."""
-        moved = []
-        for file_id in file_ids:
-            row = self.get(file_id)
-            if row.state in (FileState.FAILED, FileState.SKIPPED):
-                again = self.move(
-                    file_id,
-                    FileState.QUEUED,
-                    "retry asked for",
-                    next_attempt_at=None,
-                    attempts=0,
-                    asset_id=None,
-                    asset_status=None,
-                    upload_token=None,
-                    upload_id=None,
-                    chunk_size=None,
-                    total_chunks=None,
-                )
-                moved.append(again)
-        return moved
-
     def _change(
         self,
         db: sqlite3.Connection,
@@ -410,6 +507,7 @@ class Store:
         values: dict[str, Any],
         reason: str | None,
     ) -> None:
+        _check_legal(row.state, state)
         self._set(db, row.id, {"state": state, "reason": reason, **values})
         if state != row.state:
             self._event(db, row.id, "state", row.state, state, reason)
@@ -435,9 +533,53 @@ class Store:
         )
 
 
-def _name(root: bytes, path: bytes) -> bytes:
-    prefix = root.rstrip(b"/") + b"/"
-    return path[len(prefix) :] if root and path.startswith(prefix) else path
+# A new version of a file (what the intake decides) may replace any state but `uploading`,
+# whose upload in flight notices the change itself. The rest are the journey's own steps.
+_NEW_VERSION = (
+    FileState.QUEUED,
+    FileState.IGNORED,
+    FileState.DUPLICATE,
+    FileState.UPLOADED,
+)
+LEGAL: frozenset[tuple[FileState | None, FileState]] = frozenset(
+    {(old, new) for old in (None, *FileState) if old != FileState.UPLOADING for new in _NEW_VERSION}
+    | {
+        (FileState.QUEUED, FileState.UPLOADING),
+        (FileState.UPLOADING, FileState.QUEUED),
+        (FileState.UPLOADING, FileState.UPLOADED),
+        (FileState.UPLOADING, FileState.FAILED),
+        (FileState.UPLOADING, FileState.SKIPPED),
+        (FileState.UPLOADED, FileState.READY),
+        (FileState.UPLOADED, FileState.FAILED),
+        (FileState.FAILED, FileState.QUEUED),
+        (FileState.SKIPPED, FileState.QUEUED),
+    }
+)
+
+
+def _check_legal(old: FileState | None, new: FileState) -> None:
+    if (old, new) not in LEGAL:
+        raise StoreError(f"illegal transition {old or 'new'} → {new}")
+
+
+_SESSION = ("upload_id", "chunk_size", "total_chunks")
+_FRESH_UPLOAD: dict[str, Any] = {
+    "asset_id": None,
+    "asset_status": None,
+    "upload_token": None,
+    "attempts": 0,
+    "next_attempt_at": None,
+    "uploaded_at": None,
+    **dict.fromkeys(_SESSION),
+}
+
+
+def _media(media: Media) -> dict[str, Any]:
+    return {"mime": media.mime, "kind": media.kind, "sha256": media.sha256}
+
+
+def _signature(signature: Signature) -> dict[str, int]:
+    return {"size": signature.size, "mtime_ns": signature.mtime_ns, "inode": signature.inode}
 
 
 def _log_change(name: bytes, old: str | None, new: str, reason: str | None) -> None:

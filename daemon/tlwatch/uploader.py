@@ -1,7 +1,9 @@
 """One file -> one asset, exactly once: intent first, look up before resending, resume multipart.
 
-A claimed file (`uploading`) leaves `upload` as `uploaded` (asset id recorded in the same
-transaction), back in `queued` with a time to try again, or `failed` / `skipped` with the reason.
+`Uploader.turn` is one turn of an upload worker thread: claim the next due file (unless paused or
+rate limited) and upload it, or wait for work. A claimed file (`uploading`) leaves `upload` as
+`uploaded` (asset id recorded in the same transaction), back in `queued` with a time to try again,
+or `failed` / `skipped` with the reason.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from tlwatch.api import Asset, Client, MultipartSession, api_filename
 from tlwatch.config import ApiConfig, Config
+from tlwatch.control import PAUSE_KEY, RunState
 from tlwatch.errors import (
     ApiError,
     AuthError,
@@ -28,8 +30,7 @@ from tlwatch.errors import (
     SourceChanged,
     TransientError,
 )
-from tlwatch.models import FileState, Kind, regular_signature
-from tlwatch.retry import Backoff
+from tlwatch.models import Kind, regular_signature
 from tlwatch.state import FileRow, Store
 
 log = logging.getLogger(__name__)
@@ -39,17 +40,36 @@ SHA_KEY = "tlwatch_sha256"
 PATH_KEY = "tlwatch_path"
 IMAGE_LIMIT = 32_000_000
 MULTIPART_LIMIT = 10_000_000_000
-SERVER_WAIT_CAP = 3600.0  # a Retry-After longer than an hour is taken as an hour
 
 
-@dataclass
-class Hooks:
-    """What the uploader tells the rest of the daemon."""
+CHANGED_WAIT = 3600.0  # a file that changed waits for the intake to queue its new version
+IDLE_WAIT = 5.0  # the longest an idle worker waits before looking at the queue again
 
-    key_rejected: Callable[[], None] = lambda: None  # pause every upload
-    uploaded: Callable[[], None] = lambda: None  # wake the poller
-    changed: Callable[[bytes], None] = lambda path: None  # settle and sniff this path again
-    hold: Callable[[float], None] = lambda until: None  # rate limited: start no upload before
+
+def size_verdict(kind: str | None, size: int) -> str | None:
+    """Given a file's kind and size, return why the API can never take it, or None. Pure."""
+    if kind == Kind.IMAGE and size > IMAGE_LIMIT:
+        return "images over 32 MB cannot be uploaded"
+    if size > MULTIPART_LIMIT:
+        return "over 10 GB, the largest upload the API takes"
+    return None
+
+
+def remote_assets(client: Client) -> dict[str, Asset]:
+    """The server's assets sent by tlwatch, by content hash: what a rebuilt store adopts."""
+    try:
+        assets = {
+            str(a.user_metadata[SHA_KEY]): a
+            for a in client.list_assets()
+            if a.user_metadata
+            and a.user_metadata.get(SHA_KEY)
+            and (a.method != "multipart" or a.status == "ready")  # not an orphaned session
+        }
+    except ApiError as error:
+        log.warning("cannot list the server's assets to rebuild the store: %s", error)
+        return {}
+    log.info("rebuilding the store: %d asset(s) on the server were sent by tlwatch", len(assets))
+    return assets
 
 
 class Uploader:
@@ -58,12 +78,35 @@ class Uploader:
         store: Store,
         client: Client,
         config: Callable[[], Config],
-        hooks: Hooks,
+        run: RunState,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store, self.client, self.config, self.hooks = store, client, config, hooks
+        self.store, self.client, self.config, self.run = store, client, config, run
         self.clock = clock
+
+    def turn(self) -> None:
+        """One turn of an upload worker: upload the next due file, or wait for one."""
+        held = self.run.held()
+        row = None if self.run.paused() or held > 0 else self.store.claim_next()
+        if row is None:
+            self.run.wait_for_work(self._idle_wait(held))
+            return
+        try:
+            self.upload(row)
+        except Exception:
+            reason = "interrupted by shutdown" if self.run.cancel.is_set() else "unexpected error"
+            later = self.clock() + self.config().api.timeout_seconds
+            self.store.requeue(row.id, reason, at=later)
+            raise
+
+    def _idle_wait(self, held: float) -> float:
+        if held > 0:
+            return min(max(held, 0.05), IDLE_WAIT)
+        due = self.store.next_due()
+        if due is None or self.run.paused():
+            return IDLE_WAIT
+        return min(max(due - self.clock(), 0.05), IDLE_WAIT)
 
     def upload(self, row: FileRow) -> FileRow:
         """Upload a claimed file; whatever happens, leave it in a state that says what's next."""
@@ -74,18 +117,18 @@ class Uploader:
         except Cancelled:
             return self._requeue(row, "interrupted by shutdown", count_attempt=False)
         except SourceChanged as error:
-            self.hooks.changed(row.path)
-            later = self.clock() + 3600.0
-            return self.store.move(row.id, FileState.QUEUED, str(error), next_attempt_at=later)
+            requeued = self.store.requeue(row.id, str(error), at=self.clock() + CHANGED_WAIT)
+            self.run.look_at(row.path)  # committed first: the intake sees the file as queued
+            return requeued
         except FileNotFoundError:
-            return self.store.move(row.id, FileState.SKIPPED, "gone before it could be uploaded")
+            return self.store.skip(row.id, "gone before it could be uploaded")
         except OSError as error:
             return self._requeue(row, f"cannot read the file: {error.strerror}")
 
     def _refused(self, row: FileRow, error: ApiError) -> FileRow:
         """Given what the API said no with, return the file in the state that follows."""
         if isinstance(error, AuthError):
-            self.hooks.key_rejected()
+            self.run.pause(PAUSE_KEY, "API key rejected")
             return self._requeue(row, "paused: the API key was rejected", count_attempt=False)
         if isinstance(error, OutcomeUnknown):
             # The server may still be storing it: look it up only once that request would have
@@ -95,35 +138,33 @@ class Uploader:
         if isinstance(error, TransientError):
             later = self._requeue(row, str(error), wait=error.retry_after)
             if isinstance(error, RateLimited):
-                self.hooks.hold(later.next_attempt_at or self.clock())  # slow every worker down
+                self._hold(later.next_attempt_at or self.clock())  # slow every worker down
             return later
         if isinstance(error, NotFound):
-            self.store.forget_upload(row.id)
+            self.store.forget_session(row.id)
             return self._requeue(row, "the upload session is gone; starting a new one")
         if isinstance(error, FeatureNotEnabled):
             reason = "multipart uploads are not enabled for this account, and the file is over "
-            return self.store.move(row.id, FileState.SKIPPED, reason + "the direct limit")
-        if isinstance(error, _Skip):
-            return self.store.move(row.id, FileState.SKIPPED, str(error))
-        return self.store.move(row.id, FileState.FAILED, f"refused by the API: {error}")
+            return self.store.skip(row.id, reason + "the direct limit")
+        return self.store.fail(row.id, f"refused by the API: {error}")
+
+    def _hold(self, until: float) -> None:
+        if self.run.hold(until):
+            log.warning("rate limited by the API: no new upload for %.0f s", until - self.clock())
 
     def _requeue(
         self, row: FileRow, reason: str, *, wait: float | None = None, count_attempt: bool = True
     ) -> FileRow:
         attempts = row.attempts if count_attempt else max(row.attempts - 1, 0)
-        daemon = self.config().daemon
-        backoff = Backoff(daemon.retry_base_seconds, daemon.retry_max_seconds, SERVER_WAIT_CAP)
+        backoff = self.config().daemon.upload_backoff
         delay = backoff.delay(max(attempts, 1), server_wait=wait) if count_attempt else 0.0
-        return self.store.move(
-            row.id,
-            FileState.QUEUED,
-            reason,
-            attempts=attempts,
-            next_attempt_at=self.clock() + delay,
-        )
+        return self.store.requeue(row.id, reason, at=self.clock() + delay, attempts=attempts)
 
     # ---- the happy path --------------------------------------------------------------------
     def _upload(self, row: FileRow) -> FileRow:
+        verdict = size_verdict(row.kind, row.size)
+        if verdict is not None:
+            return self.store.skip(row.id, verdict)
         if regular_signature(row.path) != row.signature:
             if not os.path.exists(row.path):
                 raise FileNotFoundError(row.path)
@@ -137,7 +178,7 @@ class Uploader:
                 return self._done(row, found.id, found.status)
         token = row.upload_token or secrets.token_hex(16)
         if token != row.upload_token:
-            self.store.update(row.id, upload_token=token)  # the intent, committed before sending
+            self.store.set_token(row.id, token)  # the intent, committed before sending
         asset_id, status = self._send(row, token)
         done = self._done(row, asset_id, status)
         if regular_signature(row.path) != row.signature:
@@ -146,25 +187,13 @@ class Uploader:
         return done
 
     def _done(self, row: FileRow, asset_id: str, status: str) -> FileRow:
-        done = self.store.move(
-            row.id,
-            FileState.UPLOADED,
-            None,
-            asset_id=asset_id,
-            asset_status=status,
-            uploaded_at=self.clock(),
-            next_attempt_at=None,
-        )
-        self.hooks.uploaded()
+        done = self.store.mark_uploaded(row.id, asset_id, status)
+        self.run.wake_poller()
         return done
 
     def _send(self, row: FileRow, token: str) -> tuple[str, str]:
         api = self.config().api
         kind = Kind(row.kind or "video")
-        if kind is Kind.IMAGE and row.size > IMAGE_LIMIT:
-            raise _skip("images over 32 MB cannot be uploaded")
-        if row.size > MULTIPART_LIMIT:
-            raise _skip("over 10 GB, the largest upload the API takes")
         metadata = self._metadata(row, token)
         if row.size <= api.direct_upload_limit and not row.upload_id:
             try:
@@ -203,12 +232,12 @@ class Uploader:
                 enable_hls=api.enable_hls,
                 enable_thumbnail=api.enable_thumbnail,
             )
-            self.store.update(
+            self.store.start_session(
                 row.id,
-                upload_id=session.upload_id,
-                asset_id=session.asset_id,
-                chunk_size=session.chunk_size,
-                total_chunks=session.total_chunks,
+                session.upload_id,
+                session.asset_id,
+                session.chunk_size,
+                session.total_chunks,
             )
             log.info(
                 "%s: multipart upload %s started for asset %s (%d chunks)",
@@ -244,7 +273,7 @@ class Uploader:
                 row.upload_id,
                 status.status if status else "gone",
             )
-            self.store.forget_upload(row.id)
+            self.store.forget_session(row.id)
             return None, frozenset()
         session = MultipartSession(row.upload_id, row.asset_id, row.chunk_size, row.total_chunks)
         if status.status == "completed":
@@ -273,11 +302,3 @@ class Uploader:
             self.client.delete(asset_id, force=True)
         except ApiError as error:
             log.warning("could not delete stale asset %s: %s", asset_id, error)
-
-
-class _Skip(RequestRejected):
-    """This file can never be uploaded as it is."""
-
-
-def _skip(reason: str) -> _Skip:
-    return _Skip(reason)

@@ -242,8 +242,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
         query = parse_qs(url.query, keep_blank_values=True)
         request = Request(self.command, url.path, params, query, self.headers, body)
         fault = None if endpoint == "admin" else self.service.take_fault(endpoint)
-        if fault is not None and fault.delay:
-            time.sleep(fault.delay)
+        if fault is not None and fault.delay and self.server.closing.wait(fault.delay):  # type: ignore[attr-defined]
+            self._drop(endpoint, "dropped-closing")  # the sandbox is stopping: no one waits
+            return
         if fault is not None and fault.drop == "before":
             self._drop(endpoint, "dropped-before")
             return
@@ -339,6 +340,11 @@ class SandboxServer(ThreadingHTTPServer):
         handler = type("BoundSandboxHandler", (SandboxHandler,), {"service": service})
         super().__init__(address, handler)
         self.service = service
+        self.closing = threading.Event()  # set at shutdown: slow (faulted) requests end at once
+
+    def shutdown(self) -> None:
+        self.closing.set()
+        super().shutdown()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hangs up mid-request is normal here (tests cut connections on purpose)."""

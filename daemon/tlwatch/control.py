@@ -1,0 +1,164 @@
+"""What the daemon's threads share while it runs, in one object; the guard every loop runs under.
+
+`RunState` holds the stop and cancel events, the reasons work is paused, the rate-limit hold, the
+inbox of paths for the intake, the wake-ups of the upload workers and the poller, and each thread's
+heartbeat. Workers wait on it; nobody sleeps in a loop. `run_loop` turns a worker's one-turn
+function into a thread body that survives anything: an unexpected exception is logged once (its
+traceback at DEBUG), and the loop goes on after a short pause.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+SCAN = b""  # the inbox item that asks for a full rescan
+WAKE = b"\0"  # the inbox item that only wakes the intake thread (to stop)
+PAUSE_KEY = "key"  # a pause cause: the API key was rejected
+ERROR_PAUSE = 1.0  # seconds a loop rests after an unexpected error
+
+
+class Heartbeats:
+    """Each thread's last sign of progress (a loop turn, bytes sent), for the watchdog. A thread
+    counts as stalled once silent for longer than the limit it was registered with."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._limits: dict[str, float] = {}
+
+    def expect(self, name: str, within: float) -> None:
+        """The thread `name` must beat at least every `within` seconds."""
+        self._limits[name] = within
+        self._last[name] = self._clock()
+
+    def beat(self) -> None:
+        self._last[threading.current_thread().name] = self._clock()
+
+    def stalled(self) -> list[str]:
+        """The registered threads silent for longer than their limit."""
+        now = self._clock()
+        return sorted(
+            name
+            for name, within in list(self._limits.items())
+            if now - self._last.get(name, now) > within
+        )
+
+
+class RunState:
+    """The run's shared, thread-safe state. Methods only: no attribute is set from outside."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.stop = threading.Event()  # stop taking new work
+        self.cancel = threading.Event()  # abandon uploads in flight
+        self.beats = Heartbeats()
+        self.inbox: queue.Queue[bytes] = queue.Queue()  # paths for the intake (SCAN, WAKE)
+        self._lock = threading.Lock()
+        self._pauses: dict[str, str] = {}  # why nothing is uploaded, by cause
+        self._hold_until = 0.0  # epoch seconds: rate limited, start no upload before
+        self._work = threading.Condition()
+        self._poll = threading.Event()
+
+    # ---- pauses and holds ------------------------------------------------------------------
+    def pause(self, cause: str, reason: str) -> bool:
+        """Hold all uploads for `cause` (e.g. "key"); True when this cause is new."""
+        with self._lock:
+            new = cause not in self._pauses
+            self._pauses[cause] = reason
+        return new
+
+    def resume(self, cause: str) -> bool:
+        """Lift the pause for `cause`; True when it was in force. Wakes every worker."""
+        with self._lock:
+            lifted = self._pauses.pop(cause, None) is not None
+        if lifted:
+            self.wake_workers()
+            self.wake_poller()
+        return lifted
+
+    def paused(self, cause: str | None = None) -> str | None:
+        """Why work is paused (for `cause`, or for any), or None."""
+        with self._lock:
+            if cause is not None:
+                return self._pauses.get(cause)
+            return "; ".join(self._pauses.values()) or None
+
+    def hold(self, until: float) -> bool:
+        """Rate limited: no upload starts before `until` (epoch seconds). True when this starts a
+        new hold (none was in force)."""
+        with self._lock:
+            fresh = self._hold_until < self.clock()
+            self._hold_until = max(self._hold_until, until)
+        return fresh
+
+    def held(self) -> float:
+        """Seconds left in the rate-limit hold (0 when none)."""
+        return max(self._hold_until - self.clock(), 0.0)
+
+    # ---- wake-ups --------------------------------------------------------------------------
+    def look_at(self, path: bytes) -> None:
+        """Ask the intake to settle and sniff this path (again)."""
+        self.inbox.put(path)
+
+    def rescan(self) -> None:
+        self.inbox.put(SCAN)
+
+    def wake_workers(self) -> None:
+        with self._work:
+            self._work.notify_all()
+
+    def wait_for_work(self, seconds: float) -> None:
+        with self._work:
+            self._work.wait(seconds)
+
+    def wake_poller(self) -> None:
+        self._poll.set()
+
+    def wait_for_poll(self, seconds: float) -> None:
+        self._poll.wait(seconds)
+        self._poll.clear()
+
+    def wake_all(self) -> None:
+        self.inbox.put(WAKE)
+        self.wake_workers()
+        self.wake_poller()
+
+    def sleep(self, seconds: float) -> bool:
+        """A stop-aware sleep that beats every few seconds (the client's retry wait). True when
+        stopping."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.beats.beat()
+            if self.stop.wait(min(left, 5.0)):
+                return True
+        return False
+
+
+def run_loop(name: str, turn: Callable[[], None], run: RunState) -> Callable[[], None]:
+    """Given one turn of a worker, return a thread body that calls it until the run stops,
+    beating before each turn. An unexpected exception is logged once per kind of failure (the
+    traceback at DEBUG), then the loop rests a moment and goes on: no thread dies of it."""
+
+    def body() -> None:
+        last_error = ""
+        while not run.stop.is_set():
+            run.beats.beat()
+            try:
+                turn()
+                last_error = ""
+            except Exception as error:
+                said = f"{type(error).__name__}: {error}"
+                if not run.cancel.is_set():
+                    level = logging.DEBUG if said == last_error else logging.ERROR
+                    log.log(level, "%s: unexpected error (%s); carrying on", name, said)
+                    log.debug("%s: the error's traceback", name, exc_info=True)
+                last_error = said
+                run.stop.wait(ERROR_PAUSE)
+
+    return body

@@ -1,0 +1,127 @@
+"""Configuration: every problem at once with its key path, defaults, the key's sources."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from tlwatch.config import (
+    ApiConfig,
+    DaemonConfig,
+    LoggingConfig,
+    StateConfig,
+    WatchConfig,
+    load,
+    parse,
+    read_api_key,
+    restart_needed,
+)
+from tlwatch.errors import ConfigError
+
+TOP = Path(__file__).parents[1]
+
+
+def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse(
+            {
+                "api": {"max_concurrent_uploads": 0, "direct_upload_limit": "big"},
+                "loging": {},
+                "watch": [{"path": "a", "kinds": ["video", "text"], "recursiv": False}],
+            },
+            source=tmp_path / "c.toml",
+        )
+    problems = error.value.problems
+    assert f"{tmp_path / 'c.toml'}: loging: unknown key (did you mean 'logging'?)" in problems
+    assert any("api.max_concurrent_uploads: must be an integer >= 1, got 0" in p for p in problems)
+    assert any(
+        'api.direct_upload_limit: must be a number of bytes >= 1, got "big"' in p for p in problems
+    )
+    assert any("watch[0].kinds:" in p for p in problems)
+    assert any("watch[0].recursiv: unknown key (did you mean 'recursive'?)" in p for p in problems)
+    assert len(problems) == 5
+
+
+def test_defaults_and_relative_paths(tmp_path: Path) -> None:
+    config = parse(
+        {"watch": [{"path": "cams"}], "state": {"path": "s.db"}}, source=tmp_path / "c.toml"
+    )
+    assert config.api.base_url == "https://api.twelvelabs.io/v1.3"
+    assert config.api.direct_upload_limit == 200_000_000
+    assert config.watch[0].path == tmp_path / "cams"
+    assert config.state.path == tmp_path / "s.db"
+    assert config.watch[0].after_upload == "keep"
+
+
+def test_a_file_that_is_not_toml_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "c.toml"
+    bad.write_text("[api\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(bad)
+    with pytest.raises(ConfigError, match="no such file"):
+        load(tmp_path / "missing.toml")
+
+
+def test_the_key_comes_from_env_then_credentials_then_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "key").write_text(" from-file \n")
+    config = parse({"api": {"api_key_file": "key"}}, source=tmp_path / "c.toml")
+    monkeypatch.delenv("TWELVELABS_API_KEY", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    assert read_api_key(config) == "from-file"
+    credentials = tmp_path / "creds"
+    credentials.mkdir()
+    (credentials / "api_key").write_text("from-systemd")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    assert read_api_key(config) == "from-systemd"
+    monkeypatch.setenv("TWELVELABS_API_KEY", "from-env")
+    assert read_api_key(config) == "from-env"
+    monkeypatch.delenv("TWELVELABS_API_KEY")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    with pytest.raises(ConfigError, match="no API key"):
+        read_api_key(parse({}, source=None))
+
+
+def test_every_config_key_is_documented_in_the_example_and_the_readme() -> None:
+    example = (TOP / "config.example.toml").read_text()
+    readme = (TOP / "README.md").read_text()
+    for section in (ApiConfig, StateConfig, LoggingConfig, DaemonConfig, WatchConfig):
+        for field in fields(section):
+            assert f"{field.name} =" in example or f"# {field.name} =" in example, field.name
+            assert field.name in readme, field.name
+
+
+def test_defaults_are_the_dataclass_defaults(tmp_path: Path) -> None:
+    config = parse({"watch": [{"path": "w"}]}, source=tmp_path / "c.toml")
+    assert config.daemon == DaemonConfig()
+    assert config.logging == LoggingConfig()
+    assert config.watch[0] == WatchConfig(path=tmp_path / "w")
+    assert config.api.timeout_seconds == ApiConfig().timeout_seconds
+
+
+def test_a_reload_names_what_only_a_restart_applies(tmp_path: Path) -> None:
+    old = parse({"api": {"timeout_seconds": 5}, "watch": [{"path": "a"}]}, source=tmp_path / "c")
+    new = parse({"api": {"timeout_seconds": 9}, "watch": [{"path": "b"}]}, source=tmp_path / "c")
+    assert restart_needed(old, new) == ["[api] timeout_seconds"]
+    assert restart_needed(old, old) == []
+
+
+def test_backoffs_follow_the_configured_schedule(tmp_path: Path) -> None:
+    config = parse({"daemon": {"retry_base_seconds": 3, "retry_max_seconds": 90}}, source=None)
+    assert (config.daemon.upload_backoff.base, config.daemon.upload_backoff.cap) == (3.0, 90.0)
+    assert config.daemon.request_backoff.cap == 30.0  # one request never waits long
+
+
+def test_the_example_config_loads(tmp_path: Path) -> None:
+    example = TOP / "config.example.toml"
+    copy = tmp_path / "config.toml"
+    shutil.copy(example, copy)
+    copy.chmod(0o600)
+    config = load(copy)
+    assert len(config.watch) == 2
+    assert config.watch[0].user_metadata == {"camera": "A", "project": "example"}
+    assert config.api.direct_upload_limit == 200_000_000

@@ -1,0 +1,116 @@
+"""The store: the lock, a damaged file, migrations, events, and only legal transitions."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tlwatch.errors import StoreError, StoreLocked
+from tlwatch.models import FileState, Media, Signature
+from tlwatch.state import LEGAL, Store
+
+MEDIA = Media("video/mp4", "video", "ab" * 32)
+SIG = Signature(1, 2, 3)
+
+
+def test_the_store_lock_keeps_a_second_writer_away(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db"):
+        with pytest.raises(StoreLocked):
+            Store(tmp_path / "s.db")
+        with Store(tmp_path / "s.db", exclusive=False) as reader:
+            assert reader.all() == []
+
+
+def test_a_corrupt_store_is_moved_aside_not_silently_emptied(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with Store(path) as store:
+        store.enqueue(b"/x/a.mp4", b"/x", SIG, MEDIA)
+    path.write_bytes(b"this is not a database" * 100)
+    with Store(path) as store:
+        assert store.rebuilt
+        assert store.all() == []
+    aside = [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    assert aside and (tmp_path / aside[0]).read_bytes().startswith(b"this is not")
+
+
+def test_migrations_are_numbered_and_a_newer_store_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    Store(path).close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreError, match="newer tlwatch"):
+        Store(path, exclusive=False)
+
+
+def test_every_state_change_is_a_timestamped_event(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as store:
+        row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
+        claimed = store.claim_next()
+        assert claimed is not None and claimed.state == FileState.UPLOADING
+        assert claimed.attempts == 1
+        uploaded = store.mark_uploaded(row.id, "a1", "processing")
+        assert (uploaded.asset_id, uploaded.asset_status) == ("a1", "processing")
+        assert store.mark_ready(row.id)
+        events = store.events(row.id)
+    assert [(e[2], e[3]) for e in events] == [
+        (None, "queued"),
+        ("queued", "uploading"),
+        ("uploading", "uploaded"),
+        ("uploaded", "ready"),
+    ]
+    assert all(e[0] > 0 for e in events)
+
+
+def test_an_illegal_transition_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as store:
+        row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
+        with pytest.raises(StoreError, match="illegal transition queued → failed"):
+            store.fail(row.id, "refused")  # never claimed: the API cannot have refused it
+        with pytest.raises(StoreError, match="illegal transition queued → skipped"):
+            store.skip(row.id, "too big")  # size verdicts are the uploader's, on claimed files
+        assert not store.mark_ready(row.id)  # expects `uploaded`: a file moved on is left alone
+        assert store.get(row.id).state == FileState.QUEUED
+        assert store.get(row.id).asset_id is None
+
+
+def test_the_table_of_legal_transitions_holds_the_journey() -> None:
+    journey = [None, FileState.QUEUED, FileState.UPLOADING, FileState.UPLOADED, FileState.READY]
+    for old, new in itertools.pairwise(journey):
+        assert (old, new) in LEGAL
+    assert (FileState.UPLOADING, FileState.DUPLICATE) not in LEGAL  # in flight: it notices
+    assert (FileState.READY, FileState.UPLOADING) not in LEGAL  # only queued files are claimed
+    assert (FileState.FAILED, FileState.QUEUED) in LEGAL  # `tlwatch retry`
+
+
+def test_retry_and_a_new_version_reset_every_upload_field(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as store:
+        row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
+        assert store.claim_next() is not None
+        store.set_token(row.id, "t")
+        store.start_session(row.id, "u1", "a1", 10, 3)
+        store.add_chunks(row.id, [(1, "e1")])
+        store.fail(row.id, "refused")
+        again = store.retry([row.id])[0]
+        assert again.state == FileState.QUEUED
+        fields = (again.asset_id, again.upload_token, again.upload_id, again.total_chunks)
+        assert fields == (None, None, None, None)
+        assert again.attempts == 0
+        store.forget_session(row.id)
+        assert store.chunks(row.id) == {}
+
+
+def test_recovery_requeues_interrupted_uploads_after_the_grace(tmp_path: Path) -> None:
+    now = [1000.0]
+    with Store(tmp_path / "s.db", clock=lambda: now[0]) as store:
+        row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
+        assert store.claim_next() is not None
+        store.recover(grace=60)
+        recovered = store.get(row.id)
+    assert recovered.state == FileState.QUEUED
+    assert recovered.attempts == 0
+    assert recovered.next_attempt_at == 1060.0
