@@ -295,7 +295,13 @@ def test_abort_unblocks_a_read_from_a_server_that_never_answers() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     accepted: list[socket.socket] = []
-    acceptor = threading.Thread(target=lambda: accepted.append(listener.accept()[0]))
+
+    def accept() -> None:
+        connection = listener.accept()[0]
+        connection.recv(1)  # the request is on its way: the client is reading its answer now
+        accepted.append(connection)
+
+    acceptor = threading.Thread(target=accept)
     acceptor.start()
     errors: list[BaseException] = []
     with Client("k", base_url=f"http://127.0.0.1:{port}/v1.3", timeout=60, max_attempts=1) as api:
