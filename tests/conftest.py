@@ -283,3 +283,36 @@ def make_config(
         },
         source=tmp_path / "c.toml",
     )
+
+
+# ---- real mounts (CI runs as root; elsewhere these tests skip and say why) ----------------
+def mount_tmpfs(path: Path, size: str = "8m") -> None:
+    """Mount a fresh tmpfs at `path` (a card put in); skip the test where that is refused."""
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as error:
+        said = getattr(error, "stderr", "") or str(error)
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {said.strip()}")
+
+
+def unmount(path: Path) -> None:
+    """Unmount everything at `path` (lazily: a file still open elsewhere is no obstacle)."""
+    while os.path.ismount(path):
+        subprocess.run(["umount", "-l", str(path)], check=True, capture_output=True)
+
+
+@pytest.fixture
+def mounts() -> Iterator[list[Path]]:
+    """Mount points to clean up: whatever a test mounted is unmounted, whatever happens."""
+    points: list[Path] = []
+    try:
+        yield points
+    finally:
+        for point in points:
+            unmount(point)

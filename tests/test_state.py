@@ -10,7 +10,7 @@ import pytest
 
 from tlwatch.errors import StoreError, StoreLocked
 from tlwatch.models import FileState, Media, Signature
-from tlwatch.state import LEGAL, Store
+from tlwatch.state import LEGAL, MIGRATIONS, Store
 
 MEDIA = Media("video/mp4", "video", "ab" * 32)
 SIG = Signature(1, 2, 3)
@@ -40,7 +40,7 @@ def test_migrations_are_numbered_and_a_newer_store_is_refused(tmp_path: Path) ->
     path = tmp_path / "s.db"
     Store(path).close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(StoreError, match="newer tlwatch"):

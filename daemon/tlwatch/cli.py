@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--url", help="let the platform fetch this public URL instead")
     upload.add_argument("--wait", action="store_true", help="wait until each asset is ready")
     status = add(
-        "status", _status, "show counts per folder and state, uploads in flight and recent failures"
+        "status",
+        _status,
+        "show counts per folder and state, folders offline, uploads in flight and recent failures",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     listing = add("list", _list, "list recorded files")
@@ -376,6 +378,11 @@ def _status(args: argparse.Namespace) -> int:
     with _open_store(args) as store:
         rows = store.all()
         chunks = {r.id: len(store.chunks(r.id)) for r in rows if r.upload_id}
+        offline = {
+            os.fsdecode(path): reason or "offline"
+            for path, (online, reason, _) in store.folders().items()
+            if not online
+        }
     folders: dict[str, Counter[str]] = {}
     for row in rows:
         folders.setdefault(os.fsdecode(row.root) or "(one-off)", Counter())[row.state.value] += 1
@@ -391,6 +398,7 @@ def _status(args: argparse.Namespace) -> int:
                 {
                     "folders": {name: dict(counts) for name, counts in folders.items()},
                     "totals": dict(sum(folders.values(), Counter())),
+                    "offline": offline,
                     "in_flight": [_row_json(r) for r in flight],
                     "recent_failures": [_row_json(r) for r in failures],
                 },
@@ -402,6 +410,8 @@ def _status(args: argparse.Namespace) -> int:
         print(f"{name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     if not folders:
         print("nothing recorded yet")
+    for name, reason in offline.items():
+        print(f"  offline: {name} ({reason}); its files wait for it")
     for row in flight:
         detail = row.asset_status or ""
         if row.state == FileState.UPLOADING and row.total_chunks:

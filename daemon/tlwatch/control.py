@@ -1,10 +1,10 @@
 """What the daemon's threads share while it runs, in one object; the guard every loop runs under.
 
 `RunState` holds the stop and cancel events, the reasons work is paused, the rate-limit hold, the
-inbox of paths for the intake, the wake-ups of the upload workers and the poller, and each thread's
-heartbeat. Workers wait on it; nobody sleeps in a loop. `run_loop` turns a worker's one-turn
-function into a thread body that survives anything: an unexpected exception is logged once (its
-traceback at DEBUG), and the loop goes on after a short pause.
+folders that are offline, the inbox of paths for the intake, the wake-ups of the upload workers and
+the poller, and each thread's heartbeat. Workers wait on it; nobody sleeps in a loop. `run_loop`
+turns a worker's one-turn function into a thread body that survives anything (see `Guard`): a store
+that cannot be written pauses all work; any other exception is logged once and the loop goes on.
 """
 
 from __future__ import annotations
@@ -15,12 +15,16 @@ import threading
 import time
 from collections.abc import Callable
 
+from tlwatch.errors import StoreUnavailable
+
 log = logging.getLogger(__name__)
 
 SCAN = b""  # the inbox item that asks for a full rescan
 WAKE = b"\0"  # the inbox item that only wakes the intake thread (to stop)
 PAUSE_KEY = "key"  # a pause cause: the API key was rejected
+PAUSE_STORE = "store"  # a pause cause: the state store cannot be written
 ERROR_PAUSE = 1.0  # seconds a loop rests after an unexpected error
+STORE_RETRY = 5.0  # seconds between attempts while the store cannot be written
 
 
 class Heartbeats:
@@ -62,6 +66,7 @@ class RunState:
         self._lock = threading.Lock()
         self._pauses: dict[str, str] = {}  # why nothing is uploaded, by cause
         self._hold_until = 0.0  # epoch seconds: rate limited, start no upload before
+        self._offline: frozenset[bytes] = frozenset()  # watched folders that are not there now
         self._work = threading.Condition()
         self._poll = threading.Event()
 
@@ -100,6 +105,14 @@ class RunState:
     def held(self) -> float:
         """Seconds left in the rate-limit hold (0 when none)."""
         return max(self._hold_until - self.clock(), 0.0)
+
+    # ---- folders ---------------------------------------------------------------------------
+    def set_offline(self, roots: frozenset[bytes]) -> None:
+        """The watched folders (as bytes paths) that are offline now."""
+        self._offline = roots
+
+    def offline(self) -> frozenset[bytes]:
+        return self._offline
 
     # ---- wake-ups --------------------------------------------------------------------------
     def look_at(self, path: bytes) -> None:
@@ -140,25 +153,51 @@ class RunState:
         return False
 
 
+class Guard:
+    """Calls one turn of a loop and keeps whatever it raises from killing the thread.
+
+    A store that cannot be written pauses all work (one log line for the whole daemon); any
+    other unexpected exception is logged once per kind of failure, its traceback at DEBUG.
+    With `rest`, the turn that failed is followed by a pause before the next."""
+
+    def __init__(self, name: str, run: RunState, *, rest: bool = True) -> None:
+        self.name, self.run, self.rest = name, run, rest
+        self._last_error = ""
+
+    def __call__(self, turn: Callable[[], None]) -> bool:
+        """Run `turn`; True when it completed."""
+        try:
+            turn()
+        except StoreUnavailable as error:
+            if self.run.pause(PAUSE_STORE, str(error)):
+                log.error("%s: holding all work, retrying every %.0f s", error, STORE_RETRY)
+            self._wait(STORE_RETRY)
+        except Exception as error:
+            said = f"{type(error).__name__}: {error}"
+            if not self.run.cancel.is_set():
+                level = logging.DEBUG if said == self._last_error else logging.ERROR
+                log.log(level, "%s: unexpected error (%s); carrying on", self.name, said)
+                log.debug("%s: the error's traceback", self.name, exc_info=True)
+            self._last_error = said
+            self._wait(ERROR_PAUSE)
+        else:
+            self._last_error = ""
+            return True
+        return False
+
+    def _wait(self, seconds: float) -> None:
+        if self.rest:
+            self.run.stop.wait(seconds)
+
+
 def run_loop(name: str, turn: Callable[[], None], run: RunState) -> Callable[[], None]:
-    """Given one turn of a worker, return a thread body that calls it until the run stops,
-    beating before each turn. An unexpected exception is logged once per kind of failure (the
-    traceback at DEBUG), then the loop rests a moment and goes on: no thread dies of it."""
+    """Given one turn of a worker, return a thread body that calls it under a `Guard` until the
+    run stops, beating before each turn: no thread dies of an exception."""
+    guard = Guard(name, run)
 
     def body() -> None:
-        last_error = ""
         while not run.stop.is_set():
             run.beats.beat()
-            try:
-                turn()
-                last_error = ""
-            except Exception as error:
-                said = f"{type(error).__name__}: {error}"
-                if not run.cancel.is_set():
-                    level = logging.DEBUG if said == last_error else logging.ERROR
-                    log.log(level, "%s: unexpected error (%s); carrying on", name, said)
-                    log.debug("%s: the error's traceback", name, exc_info=True)
-                last_error = said
-                run.stop.wait(ERROR_PAUSE)
+            guard(turn)
 
     return body

@@ -3,7 +3,9 @@
     TlwatchError
     ├── ConfigError            the configuration is unusable; exit 78, fix the file
     ├── StoreError             the state store cannot be used
-    │   └── StoreLocked        another tlwatch holds the store; exit 75
+    │   ├── StoreLocked        another tlwatch holds the store; exit 75
+    │   └── StoreUnavailable   a read or write failed (disk full, I/O error, read-only, locked):
+    │                          hold all work and try again; nothing is lost
     ├── SourceChanged          the file changed while it was being sent; send it again later
     ├── Cancelled              shutting down: the request was abandoned before it completed
     └── ApiError               the Twelve Labs API said no, or could not be reached
@@ -42,6 +44,14 @@ class StoreError(TlwatchError):
 
 class StoreLocked(StoreError):
     """Another tlwatch process holds the store's lock."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be read or written just now; `reason` says why, plainly."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"state store: {reason}")
 
 
 class SourceChanged(TlwatchError):

@@ -29,13 +29,14 @@ class Snapshot:
     counts: dict[str, int]
     settling: int
     paused: str | None
+    offline: int = 0  # watched folders offline
 
     @classmethod
-    def of(cls, store: Store, settling: int, paused: str | None) -> Snapshot:
+    def of(cls, store: Store, settling: int, paused: str | None, offline: int = 0) -> Snapshot:
         counts: Counter[str] = Counter()
         for (_, state), number in store.counts().items():
             counts[state] += number
-        return cls(dict(counts), settling, paused)
+        return cls(dict(counts), settling, paused, offline)
 
     def line(self) -> str:
         parts = [
@@ -45,6 +46,8 @@ class Snapshot:
         ]
         if self.settling:
             parts.insert(0, f"{self.settling} settling")
+        if self.offline:
+            parts.insert(0, f"{self.offline} folder{'s' if self.offline > 1 else ''} offline")
         text = ", ".join(parts) or "nothing to do"
         return f"paused: {self.paused}; {text}" if self.paused else text
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 
 from tlwatch.api import Asset
 from tlwatch.config import Config
-from tlwatch.control import SCAN, WAKE, RunState
+from tlwatch.control import PAUSE_STORE, SCAN, STORE_RETRY, WAKE, RunState
 from tlwatch.models import FileState, Kind, Media, Signature, regular_signature, shown
 from tlwatch.scan import outside_roots, skip_reason, walk
 from tlwatch.settle import Settler
@@ -147,6 +147,9 @@ class IntakeWorker:
         return self.run.inbox.unfinished_tasks == 0 and self.settling == 0
 
     def turn(self) -> None:
+        if self.run.paused(PAUSE_STORE):  # paths wait in the inbox until it can be written
+            self.run.stop.wait(STORE_RETRY)
+            return
         due = self.settler.next_due()
         wait = SETTLE_CHECK_MAX if due is None else due - time.monotonic()
         try:

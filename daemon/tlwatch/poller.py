@@ -132,10 +132,13 @@ class Poller:
             self.store.fail(row.id, reason, expect=FileState.UPLOADED)
 
     def _ready(self, row: FileRow) -> None:
+        watch = self.config().watch_for(row.path)
+        acts = watch is not None and watch.after_upload != "keep"
+        if acts and row.root in self.run.offline():
+            return  # nothing is moved or deleted while its folder is offline: ready once back
         if not self.store.mark_ready(row.id):
             return  # the file changed meanwhile and is on its way again
-        watch = self.config().watch_for(row.path)
-        if watch is None or watch.after_upload == "keep":
+        if watch is None or not acts:
             return
         if regular_signature(row.path) != row.signature:
             log.warning("%s: changed since it was uploaded; leaving it where it is", row.shown)

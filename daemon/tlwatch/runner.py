@@ -23,12 +23,13 @@ from tlwatch.config import Config, load, read_api_key, restart_needed
 from tlwatch.control import RunState, run_loop
 from tlwatch.errors import ConfigError
 from tlwatch.folders import Folders
-from tlwatch.health import Snapshot, Watchdog
+from tlwatch.health import Watchdog
 from tlwatch.intake import Intake, IntakeWorker
 from tlwatch.keycheck import KeyCheck
 from tlwatch.poller import Poller
 from tlwatch.sdnotify import Notifier
 from tlwatch.state import Store
+from tlwatch.storecheck import StoreCheck
 from tlwatch.ticks import Pass, Ticks
 from tlwatch.uploader import Uploader, remote_assets
 from tlwatch.watcher import Watcher
@@ -98,21 +99,11 @@ class Runner:
             ),
             run,
         )
-        uploader = self._uploader(store, client, self.config, run)
-        poller = Poller(store, client, self.config, run)
         folders = Folders(self.config)
+        uploader = self._uploader(store, client, self.config, run, offline=folders.gone_now)
+        poller = Poller(store, client, self.config, run)
         poll_seconds = self._config.daemon.poll_interval_seconds
         watcher = Watcher(run.look_at, self._trouble, poll_seconds=poll_seconds)
-        quiet = 2 * self._config.api.timeout_seconds
-        self._start("intake", intake.turn, quiet + QUIET_LIMIT)
-        for number in range(self._config.api.max_concurrent_uploads):
-            self._start(f"upload-{number + 1}", uploader.turn, quiet + UPLOAD_LIMIT)
-        self._start("poller", poller.turn, quiet + QUIET_LIMIT)
-        if not self.mode.once:
-            watcher.watch(folders.present())
-            log.info("watching %d folder(s); state in %s", len(self._config.watch), store.path)
-        run.rescan()
-        self.notifier.ready(Snapshot.of(store, intake.settling, run.paused()).line())
         ticks = Ticks(
             self.config,
             run,
@@ -122,10 +113,26 @@ class Runner:
             folders,
             watcher,
             KeyCheck(key, client, self.config, run),
+            StoreCheck(
+                store,
+                run,
+                in_flight=uploader.in_flight,
+                grace=lambda: self._config.api.timeout_seconds,
+            ),
             Watchdog(self.notifier, run.beats, lambda: list(self._threads)),
             self.mode,
             reload=self._reload_if_asked,
         )
+        if not self.mode.once:
+            ticks.watch_folders()
+            log.info("watching %d folder(s); state in %s", len(self._config.watch), store.path)
+        quiet = 2 * self._config.api.timeout_seconds
+        self._start("intake", intake.turn, quiet + QUIET_LIMIT)
+        for number in range(self._config.api.max_concurrent_uploads):
+            self._start(f"upload-{number + 1}", uploader.turn, quiet + UPLOAD_LIMIT)
+        self._start("poller", poller.turn, quiet + QUIET_LIMIT)
+        run.rescan()
+        self.notifier.ready(ticks.snapshot().line())
         try:
             self.exit_code = ticks.loop()
         finally:

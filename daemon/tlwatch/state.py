@@ -8,6 +8,7 @@ Paths are stored as exact bytes; every state change is a timestamped row in `eve
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -15,12 +16,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from tlwatch.errors import StoreError, StoreLocked
+from tlwatch.errors import StoreError, StoreLocked, StoreUnavailable
 from tlwatch.models import FileState, Media, Signature, relative_to, shown
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,14 @@ MIGRATIONS = [
         detail TEXT
     );
     CREATE INDEX events_file ON events(file_id, at);
+    """,
+    """
+    CREATE TABLE folders (
+        path BLOB PRIMARY KEY,
+        online INTEGER NOT NULL,
+        reason TEXT,
+        since REAL NOT NULL
+    );
     """,
 ]
 
@@ -134,6 +142,7 @@ class Store:
         self.rebuilt = False  # True when a corrupt store was moved aside at open
         self._lock = threading.RLock()
         self._lock_file: int | None = None
+        self._said: list[tuple[bytes, str | None, str, str | None]] = []  # logged after COMMIT
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if exclusive:
             self._take_lock()
@@ -207,20 +216,33 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
+    @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        """One write transaction; a failure of the store itself comes out as StoreUnavailable,
+        with nothing of the transaction kept."""
+        with self._lock, _unavailable("cannot write"):
+            self._said.clear()
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            for change in self._said:  # told only once it is true
+                _log_change(*change)
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
+        with self._lock, _unavailable("cannot read"):
             return self._db.execute(sql, tuple(params)).fetchall()
+
+    def probe(self) -> None:
+        """Write (and keep) one small row: raise StoreUnavailable while writes still fail."""
+        with self._transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL)")
+            db.execute("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (self.clock(),))
 
     # ---- reading ---------------------------------------------------------------------------
     def get(self, file_id: int) -> FileRow:
@@ -333,14 +355,17 @@ class Store:
             self._set(db, file_id, _signature(signature))
 
     # ---- writing: uploads ----------------------------------------------------------------------
-    def claim_next(self) -> FileRow | None:
-        """Take the first queued file that is due: it becomes `uploading`, attempts + 1."""
+    def claim_next(self, skip_roots: Iterable[bytes] = ()) -> FileRow | None:
+        """Take the first queued file that is due, outside `skip_roots` (folders offline): it
+        becomes `uploading`, attempts + 1."""
+        skip = tuple(skip_roots)
+        marks = ", ".join("?" * len(skip))
         with self._transaction() as db:
             found = db.execute(
                 f"SELECT {_COLUMNS} FROM files WHERE state = ? "
-                "AND COALESCE(next_attempt_at, 0) <= ? ORDER BY next_attempt_at IS NOT NULL, id "
-                "LIMIT 1",
-                (FileState.QUEUED, self.clock()),
+                f"AND COALESCE(next_attempt_at, 0) <= ? AND root NOT IN ({marks}) "
+                "ORDER BY next_attempt_at IS NOT NULL, id LIMIT 1",
+                (FileState.QUEUED, self.clock(), *skip),
             ).fetchone()
             if found is None:
                 return None
@@ -438,16 +463,36 @@ class Store:
                 )
         return moved
 
-    def recover(self, grace: float) -> None:
-        """Uploads cut off by a crash go back to the queue. Not at once: a request we sent may
+    def recover(self, grace: float, keep: Iterable[int] = ()) -> None:
+        """Uploads cut off (by a crash, or a store that could not record their end) go back to
+        the queue, but those in `keep` (still in flight). Not at once: a request we sent may
         still be finishing on the server, so its look-up waits out `grace` seconds."""
+        keep = frozenset(keep)
         for row in self.in_state(FileState.UPLOADING):
+            if row.id in keep:
+                continue
             values = {
                 "attempts": max(row.attempts - 1, 0),
                 "next_attempt_at": max(self.clock(), row.updated_at + grace),
             }
             reason = "interrupted; will look for it on the server before sending it again"
             self._move(row.id, FileState.QUEUED, reason, values)
+
+    # ---- watched folders -----------------------------------------------------------------
+    def set_folder(self, path: bytes, online: bool, reason: str | None) -> None:
+        """Record whether a watched folder is online (for `tlwatch status`)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO folders (path, online, reason, since) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (path) DO UPDATE SET online = excluded.online, "
+                "reason = excluded.reason, since = excluded.since",
+                (path, int(online), reason, self.clock()),
+            )
+
+    def folders(self) -> dict[bytes, tuple[bool, str | None, float]]:
+        """Each watched folder's last recorded (online, reason, since)."""
+        rows = self._query("SELECT path, online, reason, since FROM folders")
+        return {path: (bool(online), reason, since) for path, online, reason, since in rows}
 
     # ---- the two primitives every write above goes through ----------------------------------
     def _record(
@@ -473,7 +518,7 @@ class Store:
                 file_id = int(cursor.lastrowid or 0)
                 self._set(db, file_id, {"reason": reason, **values})
                 self._event(db, file_id, "state", None, state, reason)
-                _log_change(relative_to(path, root), None, state, reason)
+                self._said.append((relative_to(path, root), None, state, reason))
             else:
                 fresh = {"root": root, **_signature(signature), **values}
                 self._change(db, _row(found), state, fresh, reason)
@@ -511,7 +556,7 @@ class Store:
         self._set(db, row.id, {"state": state, "reason": reason, **values})
         if state != row.state:
             self._event(db, row.id, "state", row.state, state, reason)
-            _log_change(row.name, row.state, state, reason)
+            self._said.append((row.name, row.state, state, reason))
 
     def _set(self, db: sqlite3.Connection, file_id: int, values: dict[str, Any]) -> None:
         values = {**values, "updated_at": self.clock()}
@@ -580,6 +625,34 @@ def _media(media: Media) -> dict[str, Any]:
 
 def _signature(signature: Signature) -> dict[str, int]:
     return {"size": signature.size, "mtime_ns": signature.mtime_ns, "inode": signature.inode}
+
+
+# What SQLite says, in words a user acts on.
+_PLAIN = (
+    ("full", "disk is full"),
+    ("readonly", "the file system is read-only"),
+    ("read-only", "the file system is read-only"),
+    ("i/o", "I/O error"),
+    ("locked", "locked by another process for too long"),
+    ("busy", "locked by another process for too long"),
+)
+
+
+@contextlib.contextmanager
+def _unavailable(doing: str) -> Iterator[None]:
+    """Turn a failure of the store itself (not a bug in a query) into StoreUnavailable."""
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        said = str(error).lower()
+        if "no such" in said or "syntax" in said:
+            raise  # a bug, not the disk
+        plain = next((words for key, words in _PLAIN if key in said), str(error))
+        raise StoreUnavailable(f"{doing} ({plain})") from error
+    except sqlite3.DatabaseError as error:
+        if isinstance(error, sqlite3.IntegrityError | sqlite3.ProgrammingError):
+            raise
+        raise StoreUnavailable(f"{doing} ({error})") from error
 
 
 def _log_change(name: bytes, old: str | None, new: str, reason: str | None) -> None:

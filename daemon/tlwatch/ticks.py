@@ -1,23 +1,26 @@
 """The main thread's periodic work, one tick a second (faster under a short systemd watchdog):
-the watchdog, periodic rescans, folders that appear, a dead watcher, the rejected key, the status
-line, reloads, and the end of a one-pass `tlwatch scan`."""
+the watchdog, periodic rescans, folders going offline and coming back, a dead watcher, the rejected
+key, the unwritable store, the status line, reloads, and the end of a one-pass `tlwatch scan`."""
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from tlwatch.config import Config
-from tlwatch.control import RunState
+from tlwatch.control import Guard, RunState
+from tlwatch.errors import StoreUnavailable
 from tlwatch.folders import Folders
 from tlwatch.health import Snapshot, Watchdog
 from tlwatch.intake import IntakeWorker
 from tlwatch.keycheck import KeyCheck
 from tlwatch.sdnotify import Notifier
 from tlwatch.state import Store
+from tlwatch.storecheck import StoreCheck
 from tlwatch.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ class Ticks:
         folders: Folders,
         watcher: Watcher,
         keys: KeyCheck,
+        stores: StoreCheck,
         watchdog: Watchdog,
         mode: Pass,
         *,
@@ -57,20 +61,26 @@ class Ticks:
     ) -> None:
         self.config, self.run, self.notifier, self.store = config, run, notifier, store
         self.intake, self.folders, self.watcher, self.keys = intake, folders, watcher, keys
-        self.watchdog, self.mode, self.reload = watchdog, mode, reload
+        self.stores, self.watchdog, self.mode, self.reload = stores, watchdog, mode, reload
         self._next_scan = self._scan_time(time.monotonic())
         self._next_snapshot = 0.0
         self._paused: str | None = None
 
     def loop(self) -> int:
-        """Tick until stopped (or a one-pass run is over); return the exit code."""
+        """Tick until stopped (or a one-pass run is over); return the exit code. A tick that
+        fails is reported like any loop's turn (`Guard`), and the next one comes as usual."""
         tick = 0.5 if self.mode.once else 1.0
         if self.notifier.watchdog_seconds:
             tick = min(tick, self.notifier.watchdog_seconds / 4)
+        guard = Guard("main", self.run, rest=False)
+        code: list[int | None] = [None]
+
+        def turn() -> None:
+            code[0] = self.tick(time.monotonic())
+
         while not self.run.stop.wait(tick):
-            code = self.tick(time.monotonic())
-            if code is not None:
-                return code
+            if guard(turn) and code[0] is not None:
+                return code[0]
         return 0
 
     def tick(self, now: float) -> int | None:
@@ -80,13 +90,18 @@ class Ticks:
             self._next_scan = self._scan_time(now)
             self.run.rescan()
         if not self.mode.once:
-            self._watch_folders()
+            self.watch_folders()
         self.keys.tick()
+        self.stores.tick()
         if self.mode.once and self.run.paused():
             log.error("stopping the scan: the API key is rejected (nothing was marked failed)")
             return EXIT_FAILURE
         if self._status_due(now):
-            snapshot = self.snapshot()
+            try:
+                snapshot = self.snapshot()
+            except StoreUnavailable:
+                self.notifier.status(f"paused: {self.run.paused()}")
+                return None
             self.notifier.status(snapshot.line())
             if self.mode.on_tick:
                 self.mode.on_tick(snapshot)
@@ -94,22 +109,31 @@ class Ticks:
                 return 0
         if self.reload():
             self.notifier.reloading()
-            self.watcher.watch(self.folders.present())
+            self.watch_folders()
+            self.watcher.watch(self.folders.present())  # a folder's settings may have changed
             self.run.rescan()
             self.notifier.ready(self.snapshot().line())
         return None
 
     def snapshot(self) -> Snapshot:
-        return Snapshot.of(self.store, self.intake.settling, self.run.paused())
+        offline = len(self.run.offline())
+        return Snapshot.of(self.store, self.intake.settling, self.run.paused(), offline)
 
     def _scan_time(self, now: float) -> float:
         return now + self.config().daemon.rescan_interval_seconds * random.uniform(0.9, 1.1)
 
-    def _watch_folders(self) -> None:
-        if self.folders.appeared():
-            log.info("a watched folder appeared: watching and scanning it")
-            self.watcher.watch(self.folders.present())  # a card mounted, a share connected
-            self.run.rescan()
+    def watch_folders(self) -> None:
+        """Look at every watched folder: watch what is online, scan what came (back) online,
+        and record the changes for `tlwatch status`."""
+        changes = self.folders.check()
+        if changes:
+            self.run.set_offline(frozenset(os.fsencode(p) for p in self.folders.offline()))
+            self.watcher.watch(self.folders.present())
+            if any(online for _, online, _ in changes):
+                self.run.rescan()
+                self.run.wake_workers()  # its queued files may go now
+            for path, online, reason in changes:
+                self.store.set_folder(os.fsencode(path), online, reason)
         if not self.watcher.healthy():
             log.warning("a watcher thread stopped: rescanning every watched folder")
             self.run.rescan()

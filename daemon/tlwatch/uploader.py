@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -42,7 +43,6 @@ IMAGE_LIMIT = 32_000_000
 MULTIPART_LIMIT = 10_000_000_000
 
 
-CHANGED_WAIT = 3600.0  # a file that changed waits for the intake to queue its new version
 IDLE_WAIT = 5.0  # the longest an idle worker waits before looking at the queue again
 
 
@@ -80,15 +80,28 @@ class Uploader:
         config: Callable[[], Config],
         run: RunState,
         *,
+        offline: Callable[[bytes], bool] = lambda root: not os.path.isdir(root),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store, self.client, self.config, self.run = store, client, config, run
+        self.offline = offline  # is this watched folder offline right now (a card pulled)?
         self.clock = clock
+        self._in_flight: set[int] = set()
+        self._claiming = threading.Lock()
+
+    def in_flight(self) -> frozenset[int]:
+        """The files being uploaded right now (by any worker)."""
+        with self._claiming:
+            return frozenset(self._in_flight)
 
     def turn(self) -> None:
         """One turn of an upload worker: upload the next due file, or wait for one."""
         held = self.run.held()
-        row = None if self.run.paused() or held > 0 else self.store.claim_next()
+        with self._claiming:
+            busy = self.run.paused() or held > 0
+            row = None if busy else self.store.claim_next(skip_roots=self.run.offline())
+            if row is not None:
+                self._in_flight.add(row.id)
         if row is None:
             self.run.wait_for_work(self._idle_wait(held))
             return
@@ -99,6 +112,9 @@ class Uploader:
             later = self.clock() + self.config().api.timeout_seconds
             self.store.requeue(row.id, reason, at=later)
             raise
+        finally:
+            with self._claiming:
+                self._in_flight.discard(row.id)
 
     def _idle_wait(self, held: float) -> float:
         if held > 0:
@@ -117,13 +133,22 @@ class Uploader:
         except Cancelled:
             return self._requeue(row, "interrupted by shutdown", count_attempt=False)
         except SourceChanged as error:
-            requeued = self.store.requeue(row.id, str(error), at=self.clock() + CHANGED_WAIT)
+            requeued = self.store.requeue(row.id, str(error), at=self._after_settling(row))
             self.run.look_at(row.path)  # committed first: the intake sees the file as queued
             return requeued
-        except FileNotFoundError:
-            return self.store.skip(row.id, "gone before it could be uploaded")
         except OSError as error:
+            if self.offline(row.root):  # a card pulled out: not a failure, a wait
+                reason = "its folder is offline; sent when it is back"
+                return self.store.requeue(row.id, reason, at=self.clock())
+            if isinstance(error, FileNotFoundError):
+                return self.store.skip(row.id, "gone before it could be uploaded")
             return self._requeue(row, f"cannot read the file: {error.strerror}")
+
+    def _after_settling(self, row: FileRow) -> float:
+        """When a changed file may be tried again: by then the intake has settled it and either
+        queued its new version or, same content, recorded its new signature."""
+        watch = self.config().watch_for(row.path)
+        return self.clock() + 2 * (watch.settle_seconds if watch else 0.0) + 1.0
 
     def _refused(self, row: FileRow, error: ApiError) -> FileRow:
         """Given what the API said no with, return the file in the state that follows."""
@@ -181,8 +206,11 @@ class Uploader:
             self.store.set_token(row.id, token)  # the intent, committed before sending
         asset_id, status = self._send(row, token)
         done = self._done(row, asset_id, status)
-        if regular_signature(row.path) != row.signature:
-            self._discard(asset_id)
+        now = regular_signature(row.path)
+        if now != row.signature:
+            self._discard(asset_id)  # never a half-read file recorded as done
+            if now is None:
+                raise FileNotFoundError(row.path)  # gone while being sent (a card pulled out?)
             raise SourceChanged("changed while it was being uploaded; sending it again")
         return done
 

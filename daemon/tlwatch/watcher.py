@@ -26,6 +26,7 @@ class Folder:
     path: Path
     recursive: bool
     poll: bool  # no inotify: network shares get no events from other hosts
+    identity: tuple[int, int] | None = None  # (st_dev, st_ino): a new folder at the path is new
 
 
 class _Handler(FileSystemEventHandler):
@@ -36,7 +37,10 @@ class _Handler(FileSystemEventHandler):
         if event.is_directory or event.event_type in ("deleted", "opened", "closed_no_write"):
             return
         target = getattr(event, "dest_path", "") or event.src_path
-        self._on_path(os.fsencode(target))
+        try:
+            self._on_path(os.fsencode(target))
+        except Exception as error:  # noqa: BLE001 - never let one path kill watchdog's thread
+            log.error("cannot take the event for %r (%s); a rescan will find it", target, error)
 
 
 class _OverflowSpy(logging.Filter):
@@ -84,7 +88,10 @@ class Watcher:
         """Watch exactly `folders` from now on: add the new ones, drop the others."""
         for folder in set(self._watches) - set(folders):
             observer, handle = self._watches.pop(folder)
-            observer.unschedule(handle)
+            try:
+                observer.unschedule(handle)
+            except (KeyError, OSError) as error:  # its folder is gone, and the watch with it
+                log.debug("%s: no watch left to drop (%r)", folder.path, error)
         for folder in folders:
             if folder not in self._watches:
                 self._add(folder)
