@@ -37,6 +37,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/multipart_memory.py
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/idle_cpu.py
+	$(BIN)/python bench/small_files.py
+	$(BIN)/python bench/big_tree.py
+	$(BIN)/python bench/latency.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache daemon/*.egg-info

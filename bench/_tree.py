@@ -34,6 +34,7 @@ def record_all(store_path: Path, root: Path, paths: list[bytes]) -> None:
             (
                 os.fsencode(root / "watch"),
                 path,
+                os.path.dirname(path),
                 signature.size,
                 signature.mtime_ns,
                 signature.inode,
@@ -46,8 +47,8 @@ def record_all(store_path: Path, root: Path, paths: list[bytes]) -> None:
         )
     with sqlite3.connect(store_path) as db:
         db.executemany(
-            "INSERT INTO files (root, path, size, mtime_ns, inode, state, created_at, updated_at,"
-            " mime, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO files (root, path, dir, size, mtime_ns, inode, state, created_at,"
+            " updated_at, mime, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 

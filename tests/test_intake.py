@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from tlwatch.intake import Intake, IntakeWorker, sha256_of
 from tlwatch.models import FileState, Signature
 from tlwatch.state import Store
 
-from conftest import FIXTURES, make_config
+from conftest import FIXTURES, make_config, sha256_file
 
 
 def test_intake_records_media_ignores_the_rest_and_finds_duplicates(tmp_path: Path) -> None:
@@ -99,13 +100,41 @@ def test_the_intake_thread_settles_then_records_and_a_scan_finds_the_rest(tmp_pa
     run = RunState()
     with Store(config.state.path) as store:
         worker = IntakeWorker(Intake(store, lambda: config), run)
-        run.look_at(os.fsencode(tmp_path / "w" / "named.mp4"))
-        run.look_at(os.fsencode(tmp_path / "w" / ".hidden.mp4"))
-        worker.turn()
-        worker.turn()
-        assert worker.idle()
-        assert [os.path.basename(r.path) for r in store.all()] == [b"named.mp4"]
-        run.rescan()
-        worker.turn()
-        states = {os.path.basename(r.path): r.state for r in store.all()}
+        try:
+            run.look_at(os.fsencode(tmp_path / "w" / "named.mp4"))
+            run.look_at(os.fsencode(tmp_path / "w" / ".hidden.mp4"))
+            worker.turn()
+            worker.turn()
+            assert worker.idle()
+            assert [os.path.basename(r.path) for r in store.all()] == [b"named.mp4"]
+            run.rescan()
+            worker.turn()
+            states = {os.path.basename(r.path): r.state for r in store.all()}
+        finally:
+            worker.close()
     assert states == {b"named.mp4": FileState.QUEUED, b"found.wav": FileState.QUEUED}
+
+
+def test_many_files_are_read_in_the_pool_and_recorded_together(tmp_path: Path) -> None:
+    config = make_config(tmp_path, "http://127.0.0.1:9")
+    folder = tmp_path / "w"
+    folder.mkdir()
+    names = ["clip.mp4", "tone.wav", "photo.png", "not-really.mp4", "document.pdf"]
+    for name in names:
+        shutil.copy(FIXTURES / name, folder / name)
+    shutil.copy(FIXTURES / "clip.mp4", folder / "again.mp4")
+    files = [
+        (os.fsencode(folder / n), Signature.of((folder / n).stat())) for n in [*names, "again.mp4"]
+    ]
+    with Store(config.state.path) as store, ThreadPoolExecutor(2) as pool:
+        rows = Intake(store, lambda: config, pool=pool).take_many(files)
+        by_name = {os.path.basename(r.path): r for r in rows if r is not None}
+    assert [by_name[os.fsencode(n)].state for n in names] == [
+        FileState.QUEUED,
+        FileState.QUEUED,
+        FileState.QUEUED,
+        FileState.IGNORED,
+        FileState.IGNORED,
+    ]
+    assert by_name[b"again.mp4"].state == FileState.DUPLICATE  # its twin, in the same batch
+    assert by_name[b"clip.mp4"].sha256 == sha256_file(folder / "clip.mp4")

@@ -68,6 +68,7 @@ def test_a_rejected_key_pauses_the_run_and_marks_nothing(tmp_path: Path, sandbox
         with Client(DEMO_API_KEY, base_url=sandbox.base_url) as api:
             file_id = upload(store, api, run, clip, config)
         with Client("wrong-key", base_url=sandbox.base_url) as wrong:
-            Poller(store, wrong, lambda: config, run).poll()
+            poller = Poller(store, wrong, lambda: config, run)
+            wait_for(lambda: poller.poll() is None or run.paused(PAUSE_KEY))
         assert run.paused(PAUSE_KEY) == "API key rejected"
         assert store.get(file_id).state == FileState.UPLOADED

@@ -44,7 +44,8 @@ def test_a_card_pulled_out_mid_upload_waits_and_is_sent_once_when_back(
     shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "A001.mp4")
     wait_for(lambda: daemon.states().get(b"A001.mp4") == "uploading")
     unmount(daemon.watch)  # ...when the card is pulled (its open file still reads)
-    wait_for(lambda: "its folder is offline" in daemon.log(), timeout=15)
+    wait_for(lambda: "its asset is deleted" in daemon.log(), timeout=15)
+    wait_for(lambda: "its folder is offline" in (daemon.rows()[0].reason or ""))
     assert daemon.states()[b"A001.mp4"] == "queued"  # waiting, not failed, not skipped
     assert daemon.sandbox.assets() == []  # the half-known asset was deleted, not kept
     mount_tmpfs(daemon.watch)  # the same card, back

@@ -47,7 +47,7 @@ class Stalling(Uploader):
 
     release = threading.Event()
 
-    def upload(self, row: FileRow) -> FileRow:
+    def upload(self, row: FileRow, *, fresh_token: str | None = None) -> FileRow:
         self.release.wait(60)
         raise RuntimeError("released")
 

@@ -50,7 +50,7 @@ def test_migrations_are_numbered_and_a_newer_store_is_refused(tmp_path: Path) ->
 def test_every_state_change_is_a_timestamped_event(tmp_path: Path) -> None:
     with Store(tmp_path / "s.db") as store:
         row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
-        claimed = store.claim_next()
+        claimed = store.claim_next("t1")
         assert claimed is not None and claimed.state == FileState.UPLOADING
         assert claimed.attempts == 1
         uploaded = store.mark_uploaded(row.id, "a1", "processing")
@@ -90,8 +90,7 @@ def test_the_table_of_legal_transitions_holds_the_journey() -> None:
 def test_retry_and_a_new_version_reset_every_upload_field(tmp_path: Path) -> None:
     with Store(tmp_path / "s.db") as store:
         row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
-        assert store.claim_next() is not None
-        store.set_token(row.id, "t")
+        assert store.claim_next("t1") is not None
         store.start_session(row.id, "u1", "a1", 10, 3)
         store.add_chunks(row.id, [(1, "e1")])
         store.fail(row.id, "refused")
@@ -108,9 +107,51 @@ def test_recovery_requeues_interrupted_uploads_after_the_grace(tmp_path: Path) -
     now = [1000.0]
     with Store(tmp_path / "s.db", clock=lambda: now[0]) as store:
         row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
-        assert store.claim_next() is not None
+        assert store.claim_next("t1") is not None
         store.recover(grace=60)
         recovered = store.get(row.id)
     assert recovered.state == FileState.QUEUED
     assert recovered.attempts == 0
     assert recovered.next_attempt_at == 1060.0
+
+
+def test_a_claim_records_the_intent_and_keeps_an_earlier_token(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as store:
+        row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
+        first = store.claim_next("t1")
+        assert first is not None and first.upload_token == "t1"
+        store.requeue(row.id, "no answer", at=None)
+        again = store.claim_next("t2")
+        assert again is not None and again.upload_token == "t1"  # the one that went out
+        assert again.attempts == 2
+
+
+def test_a_batch_is_one_commit_all_or_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    with Store(tmp_path / "s.db") as store:
+        with pytest.raises(RuntimeError), store.batch():
+            store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
+            store.enqueue(b"/w/b.mp4", b"/w", Signature(4, 5, 6), MEDIA)
+            raise RuntimeError("the third file could not be judged")
+        assert store.all() == []
+        assert not [r for r in caplog.records if "new → queued" in r.getMessage()]
+        with store.batch():
+            store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
+            with pytest.raises(StoreError, match="durable write inside a batch"):
+                store.claim_next("t1")  # an intent must be durable: not inside this batch
+        assert [r.path for r in store.all()] == [b"/w/a.mp4"]
+
+
+def test_migration_three_fills_in_each_files_folder(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with Store(path) as store:
+        store.enqueue(b"/w/sub/a.mp4", b"/w", SIG, MEDIA)
+    with sqlite3.connect(path) as db:  # the store as schema 2 left it
+        db.executescript(
+            "DROP INDEX files_dir; ALTER TABLE files DROP COLUMN dir; PRAGMA user_version = 2;"
+        )
+    with Store(path) as store:
+        assert store.known_in(b"/w/sub") == {b"/w/sub/a.mp4": (1, 2, 3)}
+        assert store.known_in(b"/w") == {}

@@ -134,7 +134,7 @@ def test_a_read_only_store_holds_work_and_resumes(
     now = [0.0]
     with Store(tmp_path / "s.db") as store:
         row = store.enqueue(b"/w/a.mp4", b"/w", Signature(1, 2, 3), MEDIA)
-        assert store.claim_next() is not None  # in flight when the store goes read-only
+        assert store.claim_next("t1") is not None  # in flight when the store goes read-only
         store._db.execute("PRAGMA query_only = 1")
         guard = Guard("upload-1", run, rest=False)
         assert not guard(lambda: store.mark_uploaded(row.id, "a1", "processing"))

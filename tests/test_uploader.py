@@ -61,9 +61,9 @@ def test_an_image_over_32_mb_is_skipped_without_a_request(
         file.write((FIXTURES / "photo.png").read_bytes())
         file.truncate(33_000_000)
     queue_file(store, big, kind="image")
-    row = store.claim_next()
+    row = store.claim_next("t1")
     assert row is not None
-    done = Uploader(store, api, lambda: config, RunState()).upload(row)
+    done = Uploader(store, api, lambda: config, RunState()).upload(row, fresh_token="t1")
     assert done.state == FileState.SKIPPED
     assert "32 MB" in (done.reason or "")
     assert sandbox.requests() == {}
@@ -92,14 +92,18 @@ def test_a_changed_file_is_committed_as_queued_before_the_intake_hears_of_it(
     with clip.open("ab") as file:
         file.write(b"more")  # the writer was not done after all (settle_seconds = 0)
     run = Watching(store)
-    row = store.claim_next()
+    row = store.claim_next("t1")
     assert row is not None
-    assert Uploader(store, api, lambda: config, run).upload(row).state == FileState.QUEUED
+    uploaded = Uploader(store, api, lambda: config, run).upload(row, fresh_token="t1")
+    assert uploaded.state == FileState.QUEUED
     assert run.seen == [FileState.QUEUED]  # committed first, then told
 
     # The intake takes the named path at once and queues the new version: no wait for a rescan.
     intake = IntakeWorker(Intake(store, lambda: config), run)
-    intake.turn()
+    try:
+        intake.turn()
+    finally:
+        intake.close()
     again = store.by_path(os.fsencode(clip))
     assert again is not None and again.signature == Signature.of(clip.stat())
     assert again.state == FileState.QUEUED and again.next_attempt_at is None
@@ -157,7 +161,7 @@ def test_an_unexpected_error_puts_the_file_back_in_the_queue(
     queued = queue_file(store, clip)
 
     class Broken(Uploader):
-        def upload(self, row: FileRow) -> FileRow:
+        def upload(self, row: FileRow, *, fresh_token: str | None = None) -> FileRow:
             raise RuntimeError("a bug")
 
     with pytest.raises(RuntimeError, match="a bug"):

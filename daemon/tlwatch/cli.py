@@ -273,8 +273,10 @@ def _scan(args: argparse.Namespace) -> int:
         print()
     from tlwatch.state import Store
 
+    counts: Counter[str] = Counter()
     with Store(config.state.path, exclusive=False) as store:
-        counts = Counter(row.state.value for row in store.all())
+        for (_, state), number in store.counts().items():
+            counts[state] += number
     print("done: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing"))
     return code
 
@@ -316,6 +318,8 @@ def _upload_url(store: Store, client: Client, config: Config, url: str, wait: bo
 def _upload_files(
     store: Store, client: Client, config: Config, files: list[bytes], wait: bool
 ) -> int:
+    import secrets
+
     from tlwatch.control import RunState
     from tlwatch.intake import Intake
     from tlwatch.models import FileState, regular_signature, shown
@@ -331,8 +335,9 @@ def _upload_files(
         if row is None:
             code = _fail(f"{shown(raw)}: not a readable regular file")
             continue
-        claimed = store.claim(row.id)
-        result = uploader.upload(claimed) if claimed else row
+        token = secrets.token_hex(16)
+        claimed = store.claim(row.id, token)
+        result = uploader.upload(claimed, fresh_token=token) if claimed else row
         if result.state not in (FileState.UPLOADED, FileState.READY, FileState.DUPLICATE):
             code = _fail(f"{shown(raw)}: {result.state}: {result.reason}; not uploaded")
             continue

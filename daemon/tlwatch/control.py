@@ -41,8 +41,9 @@ class Heartbeats:
         self._limits[name] = within
         self._last[name] = self._clock()
 
-    def beat(self) -> None:
-        self._last[threading.current_thread().name] = self._clock()
+    def beat(self, name: str | None = None) -> None:
+        """A sign of progress from this thread (or from `name`, for work done on its behalf)."""
+        self._last[name or threading.current_thread().name] = self._clock()
 
     def stalled(self) -> list[str]:
         """The registered threads silent for longer than their limit."""

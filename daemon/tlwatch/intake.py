@@ -10,8 +10,11 @@ import hashlib
 import logging
 import os
 import queue
+import stat
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 
 from tlwatch.api import Asset
 from tlwatch.config import Config
@@ -19,7 +22,7 @@ from tlwatch.control import PAUSE_STORE, SCAN, STORE_RETRY, WAKE, RunState
 from tlwatch.models import FileState, Kind, Media, Signature, regular_signature, shown
 from tlwatch.scan import outside_roots, skip_reason, walk
 from tlwatch.settle import Settler
-from tlwatch.sniff import sniff
+from tlwatch.sniff import Sniffed, sniff
 from tlwatch.state import FileRow, Store
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,9 @@ log = logging.getLogger(__name__)
 # States whose content is (or will be) an asset: a later copy of it is a duplicate.
 HOLDS_CONTENT = (FileState.QUEUED, FileState.UPLOADING, FileState.UPLOADED, FileState.READY)
 SETTLE_CHECK_MAX = 30.0  # the longest the intake waits before looking at settling files again
+CHUNK = 64  # settled files read together and recorded in one commit
+SCAN_BATCH = 1000  # during a scan, settled files are recorded once this many are pending
+READERS = min(os.cpu_count() or 2, 4)  # threads reading files at once (sniffing, hashing)
 
 
 def sha256_of(path: bytes, progress: Callable[[], None] = lambda: None) -> str:
@@ -53,8 +59,10 @@ class Intake:
         adopted: Callable[[], None] = lambda: None,
         progress: Callable[[], None] = lambda: None,
         remote: Mapping[str, Asset] | None = None,
+        pool: Executor | None = None,
     ) -> None:
         self.store, self.config = store, config
+        self.pool = pool  # reads several files at once (libmagic and hashing free the GIL)
         self.queued, self.adopted = queued, adopted  # wake the upload workers / the poller
         self.progress = progress  # a sign of life while a big file is hashed
         self.remote = dict(remote or {})  # sha256 -> asset, when rebuilding a lost store
@@ -72,6 +80,25 @@ class Intake:
         """Given a settled file, record what it is; return its row (None if not ours, or not
         readable now). `force`: a file named by hand (`tlwatch upload`), wherever it is: no
         folder filters, every media kind, recorded under its own folder."""
+        return self.take_many([(path, signature)], force=force)[0]
+
+    def take_many(
+        self, files: list[tuple[bytes, Signature]], *, force: bool = False
+    ) -> list[FileRow | None]:
+        """`take` for several settled files: their content is read in the pool (libmagic and
+        SHA-256 run outside the GIL), and what they are is recorded in one commit."""
+        steps = [self._claim(path, signature, force) for path, signature in files]
+        todo = [step for step in steps if isinstance(step, _Claim)]
+        reads = self.pool.map(_read, todo) if self.pool and len(todo) > 1 else map(_read, todo)
+        done: dict[int, FileRow | None] = {}
+        with self.store.batch(durable=bool(self.remote)):
+            for claim, read in zip(todo, reads, strict=True):
+                done[id(claim)] = self._record(claim, read)
+        return [done[id(step)] if isinstance(step, _Claim) else step for step in steps]
+
+    def _claim(self, path: bytes, signature: Signature, force: bool) -> _Claim | FileRow | None:
+        """What reading the file is for (its folder, the kinds wanted, its row): or, instead,
+        None when it is not ours, or its row when nothing changed."""
         watch = self.config().watch_for(path)
         if force:
             root, kinds = os.path.dirname(path), frozenset(Kind)
@@ -82,24 +109,25 @@ class Intake:
         row = self.store.by_path(path)
         if row is not None and (row.signature == signature or row.state == FileState.UPLOADING):
             return row  # unchanged (or its upload is in flight and will notice any change)
-        try:
-            sniffed = sniff(path)
-            if sniffed.kind is None or sniffed.kind not in kinds:
-                reason = (
-                    f"not media ({sniffed.mime})"
-                    if sniffed.kind is None
-                    else f"{sniffed.kind} files are not wanted in this folder"
-                )
-                return self.store.ignore(path, root, signature, sniffed.mime, sniffed.kind, reason)
-            media = Media(sniffed.mime, sniffed.kind, sha256_of(path, self.progress))
-        except OSError as error:
+        return _Claim(path, signature, root, kinds, row, self.progress)
+
+    def _record(self, claim: _Claim, read: _Read) -> FileRow | None:
+        path, signature, root = claim.path, claim.signature, claim.root
+        if isinstance(read, OSError):
             # Not recorded: once it is readable (a chmod leaves size and mtime alone) the next
             # event or scan takes it. Said once per version of the file, not at every rescan.
             level = logging.DEBUG if (path, signature) in self._unreadable else logging.WARNING
             self._unreadable.add((path, signature))
-            log.log(level, "%s: cannot read it (%s); skipped for now", shown(path), error.strerror)
+            log.log(level, "%s: cannot read it (%s); skipped for now", shown(path), read.strerror)
             return None
-        return self._media(path, root, signature, row, media)
+        if isinstance(read, Sniffed):
+            reason = (
+                f"not media ({read.mime})"
+                if read.kind is None
+                else f"{read.kind} files are not wanted in this folder"
+            )
+            return self.store.ignore(path, root, signature, read.mime, read.kind, reason)
+        return self._media(path, root, signature, claim.row, read)
 
     def _media(
         self, path: bytes, root: bytes, signature: Signature, row: FileRow | None, media: Media
@@ -127,6 +155,41 @@ class Intake:
         return recorded
 
 
+@dataclass(frozen=True)
+class _Claim:
+    """A settled file whose content is to be read, and where it will be recorded."""
+
+    path: bytes
+    signature: Signature
+    root: bytes
+    kinds: frozenset[Kind]
+    row: FileRow | None
+    progress: Callable[[], None]
+
+
+_Read = Media | Sniffed | OSError  # media (sniffed and hashed), not wanted, or unreadable
+
+
+def _read(claim: _Claim) -> _Read:
+    """Sniff the file and, when it is wanted media, hash it. Runs in the intake's pool."""
+    try:
+        sniffed = sniff(claim.path)
+        if sniffed.kind is None or sniffed.kind not in claim.kinds:
+            return sniffed
+        return Media(sniffed.mime, sniffed.kind, sha256_of(claim.path, claim.progress))
+    except OSError as error:
+        return error
+
+
+def _signature(path: bytes) -> tuple[int, int, int] | None:
+    """(size, mtime_ns, inode) of a regular file, as `Store.known_in` gives them; else None."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_size, found.st_mtime_ns, found.st_ino) if stat.S_ISREG(found.st_mode) else None
+
+
 class IntakeWorker:
     """The intake thread: takes paths from the inbox (or a rescan), holds each until it settles,
     then hands it to the `Intake`. One turn per inbox item or settle deadline."""
@@ -141,6 +204,16 @@ class IntakeWorker:
         self.intake, self.run = intake, run
         self.settler = settler or Settler(regular_signature, time.monotonic)
         self.settling = 0  # files waiting to settle, for the status line
+        if intake.pool is None:
+            intake.pool = ThreadPoolExecutor(READERS, thread_name_prefix="intake-read")
+            self._own_pool: Executor | None = intake.pool
+        else:
+            self._own_pool = None
+
+    def close(self) -> None:
+        """End the readers' threads (the runner calls this once the intake thread is done)."""
+        if self._own_pool is not None:
+            self._own_pool.shutdown(wait=True, cancel_futures=True)
 
     def idle(self) -> bool:
         """Nothing in the inbox, nothing settling: every file seen so far is recorded."""
@@ -159,12 +232,18 @@ class IntakeWorker:
         try:
             if item is not None and item != WAKE and not self.run.stop.is_set():
                 self._name(item)
-            for path, signature in self.settler.ripe():
-                self.intake.take(path, signature)
+            self._take_ripe()
         finally:
             if item is not None:
                 self.run.inbox.task_done()
             self.settling = len(self.settler)
+
+    def _take_ripe(self) -> None:
+        """Record the files that have settled, a chunk at a time."""
+        ripe = self.settler.ripe()
+        for start in range(0, len(ripe), CHUNK):
+            self.intake.take_many(ripe[start : start + CHUNK])
+            self.run.beats.beat()
 
     def _name(self, item: bytes) -> None:
         if item == SCAN:
@@ -180,16 +259,18 @@ class IntakeWorker:
         roots = [os.fsencode(w.path) for w in config.watch]
         seen = changed = 0
         for watch in config.watch:
-            known = self.intake.store.known(os.fsencode(watch.path))
-            for path in walk(watch, roots):
-                seen += 1
-                if seen % 1000 == 0:
-                    self.run.beats.beat()  # a big tree on a slow share is work, not a hang
-                if known.get(path) != regular_signature(path):
-                    changed += 1
-                    self.settler.add(path, watch.settle_seconds)
-            if self.run.stop.is_set():
-                return
+            for folder, paths in walk(watch, roots):
+                known = self.intake.store.known_in(folder)
+                for path in paths:
+                    seen += 1
+                    if known.get(path) != _signature(path):
+                        changed += 1
+                        self.settler.add(path, watch.settle_seconds)
+                self.run.beats.beat()  # a big tree on a slow share is work, not a hang
+                if len(self.settler) >= SCAN_BATCH:
+                    self._take_ripe()  # what has settled already need not wait for the walk
+                if self.run.stop.is_set():
+                    return
         self.settling = len(self.settler)
         log.info(
             "scanned %d file(s) in %.1f s: %d new or changed",

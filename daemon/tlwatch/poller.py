@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 FIRST_INTERVAL = 1.0
 MAX_INTERVAL = 30.0
 IDLE_WAIT = 30.0  # the longest the poller waits between turns when nothing is due
+MIN_GAP = 0.5  # the shortest time between two turns
 BATCH = 50  # assets per list request (the API's largest page)
 
 
@@ -46,10 +47,13 @@ class Poller:
 
     def turn(self) -> None:
         """One turn of the poller thread: check what is due, then wait until the next one is
-        (or an upload wakes it)."""
+        (or an upload wakes it). Turns are at least `MIN_GAP` apart: a burst of uploads makes
+        one look at the store, not one each."""
+        started = self.clock()
         due = None if self.run.paused() else self.poll()
         wait = IDLE_WAIT if due is None else min(max(due - self.clock(), 0.05), IDLE_WAIT)
         self.run.wait_for_poll(wait)
+        self.run.stop.wait(max(started + MIN_GAP - self.clock(), 0.0))
 
     def key_rejected(self) -> None:
         self.run.pause(PAUSE_KEY, "API key rejected")
@@ -58,9 +62,10 @@ class Poller:
         """Check every asset that is due, up to 50 per request; return when the next one is due
         (None: none left)."""
         rows = self.store.in_state(FileState.UPLOADED)
-        self._schedule = {r.id: self._schedule.get(r.id, (0.0, FIRST_INTERVAL)) for r in rows}
+        self._schedule = {r.id: self._schedule.get(r.id) or self._first(r) for r in rows}
         now = self.clock()
-        due = [r for r in rows if r.asset_id and self._schedule[r.id][0] <= now]
+        # Those due within a moment go along: one request rather than one a moment later.
+        due = [r for r in rows if r.asset_id and self._schedule[r.id][0] <= now + FIRST_INTERVAL]
         for row in due:
             interval = self._schedule[row.id][1]
             self._schedule[row.id] = (now + interval, min(interval * 1.5, MAX_INTERVAL))
@@ -69,6 +74,11 @@ class Poller:
             if not self._check_batch(due[start : start + BATCH]):
                 break
         return min((when for when, _ in self._schedule.values()), default=None)
+
+    @staticmethod
+    def _first(row: FileRow) -> tuple[float, float]:
+        """A new asset's first check: a moment after its upload, with those uploaded beside it."""
+        return ((row.uploaded_at or 0.0) + FIRST_INTERVAL, FIRST_INTERVAL)
 
     def _check_batch(self, rows: list[FileRow]) -> bool:
         """One list request for many assets; any the answer leaves out is retrieved alone.

@@ -94,7 +94,7 @@ class Runner:
                 self.config,
                 queued=run.wake_workers,
                 adopted=run.wake_poller,
-                progress=run.beats.beat,
+                progress=lambda: run.beats.beat("intake"),  # hashing is on the intake's behalf
                 remote=remote_assets(client) if store.rebuilt else {},
             ),
             run,
@@ -137,6 +137,7 @@ class Runner:
             self.exit_code = ticks.loop()
         finally:
             self._shutdown(watcher, client)
+            intake.close()
 
     def _start(self, name: str, turn: Callable[[], None], quiet_limit: float) -> None:
         self.run_state.beats.expect(name, quiet_limit)

@@ -40,14 +40,23 @@ def skip_reason(watch: WatchConfig, path: bytes) -> str | None:
         return "hidden"
     if not watch.recursive and len(parts) > 1:
         return "in a subfolder of a non-recursive watch"
-    name, text = os.fsdecode(parts[-1]), os.fsdecode(relative)
+    return _name_reason(watch.include, watch.exclude, parts[-1], relative)
+
+
+def _name_reason(
+    include: tuple[str, ...], exclude: tuple[str, ...], name: bytes, relative: bytes
+) -> str | None:
+    """The checks on a file's own name (and its path below the watched folder)."""
     if _TEMPORARY.match(name):
         return "a temporary name"
-    excluded = _globs(watch.exclude)
-    if excluded.match(name) or excluded.match(text):
+    if not (include or exclude):
+        return None
+    name_text, text = os.fsdecode(name), os.fsdecode(relative)
+    excluded = _globs(exclude)
+    if excluded.match(name_text) or excluded.match(text):
         return "excluded"
-    included = _globs(watch.include)
-    if watch.include and not (included.match(name) or included.match(text)):
+    included = _globs(include)
+    if include and not (included.match(name_text) or included.match(text)):
         return "not included"
     return None
 
@@ -58,7 +67,8 @@ def _globs(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(fnmatch.translate(p) for p in patterns) or "(?!)")
 
 
-_TEMPORARY = _globs(TEMPORARY)
+# Temporary names are ASCII patterns: matched on the name's bytes, with no decoding.
+_TEMPORARY = re.compile(os.fsencode("|".join(fnmatch.translate(p) for p in TEMPORARY)))
 
 
 def outside_roots(path: bytes, roots: list[bytes]) -> bool:
@@ -70,16 +80,20 @@ def outside_roots(path: bytes, roots: list[bytes]) -> bool:
     return not any(is_under(target, root) for root in real_roots)
 
 
-def walk(watch: WatchConfig, roots: list[bytes]) -> Iterator[bytes]:
-    """Yield every candidate regular file under `watch` (bytes paths), skipping what
-    `skip_reason` refuses and symlinks that lead outside the watched roots."""
-    stack = [os.fsencode(watch.path)]
+def walk(watch: WatchConfig, roots: list[bytes]) -> Iterator[tuple[bytes, list[bytes]]]:
+    """Yield each folder under `watch` with its candidate regular files (bytes paths), folder by
+    folder: hidden folders and files, what `skip_reason` refuses, and symlinks that lead outside
+    the watched roots are left out. Names are checked from the directory entry: no `stat`."""
+    top = os.fsencode(watch.path)
+    stack = [top]
     while stack:
         folder = stack.pop()
         try:
             entries = list(os.scandir(folder))
         except OSError:
             continue
+        relative = relative_to(folder, top) + b"/" if folder != top else b""
+        files = []
         for entry in entries:
             if entry.name.startswith(b"."):
                 continue
@@ -92,9 +106,12 @@ def walk(watch: WatchConfig, roots: list[bytes]) -> Iterator[bytes]:
                     continue
             except OSError:
                 continue
-            leads_out = entry.is_symlink() and outside_roots(entry.path, roots)
-            if skip_reason(watch, entry.path) is None and not leads_out:
-                yield entry.path
+            if _name_reason(watch.include, watch.exclude, entry.name, relative + entry.name):
+                continue
+            if entry.is_symlink() and outside_roots(entry.path, roots):
+                continue
+            files.append(entry.path)
+        yield folder, files
 
 
 def filesystem_type(path: Path) -> str:

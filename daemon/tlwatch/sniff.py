@@ -1,4 +1,7 @@
-"""A file's real type from its content, with libmagic: the only module that imports `magic`."""
+"""A file's real type from its content, with libmagic: the only module that imports `magic`.
+
+Each thread has its own libmagic cookie, so several threads sniff at once (ctypes lets go of the
+GIL while libmagic reads)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import magic
 
 from tlwatch.models import Kind
 
-_lock = threading.Lock()  # a libmagic cookie is not safe to share between threads
+_cookies = threading.local()  # a libmagic cookie is not safe to share: one per thread
 
 
 @dataclass(frozen=True)
@@ -22,10 +25,12 @@ class Sniffed:
 def sniff(path: bytes) -> Sniffed:
     """Given a path (any bytes), return its MIME type as libmagic reads it from the content.
     Raises OSError when the file cannot be opened."""
+    cookie = getattr(_cookies, "magic", None)
+    if cookie is None:
+        cookie = _cookies.magic = magic.Magic(mime=True)
     descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with _lock:
-            mime = str(magic.from_descriptor(descriptor, mime=True))
+        mime = str(cookie.from_descriptor(descriptor))
     finally:
         os.close(descriptor)
     family = mime.split("/", 1)[0]

@@ -1,7 +1,8 @@
 """The state store: the only module that imports sqlite3.
 
-One SQLite file in WAL mode, `synchronous=FULL` (an asset id, once returned, survives a power
-cut), numbered migrations, a quick check at open, and an exclusive `flock` on `state.db.lock` that
+One SQLite file in WAL mode: the commits that must survive a power cut (an upload's intent, an
+asset id) are `synchronous=FULL`, the rest `NORMAL` (they survive a crash of the process).
+Numbered migrations, a quick check at open, and an exclusive `flock` on `state.db.lock` that
 keeps a second daemon away. Readers (`tlwatch status`) open it without the lock.
 Paths are stored as exact bytes; every state change is a timestamped row in `events`.
 """
@@ -80,6 +81,11 @@ MIGRATIONS = [
         since REAL NOT NULL
     );
     """,
+    """
+    ALTER TABLE files ADD COLUMN dir BLOB;
+    UPDATE files SET dir = tlwatch_dirname(path);
+    CREATE INDEX files_dir ON files(dir);
+    """,
 ]
 
 
@@ -143,6 +149,7 @@ class Store:
         self._lock = threading.RLock()
         self._lock_file: int | None = None
         self._said: list[tuple[bytes, str | None, str, str | None]] = []  # logged after COMMIT
+        self._batch: tuple[int, bool] | None = None  # (thread, durable) while a batch is open
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if exclusive:
             self._take_lock()
@@ -169,7 +176,7 @@ class Store:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         try:
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA synchronous=NORMAL")  # FULL for the commits that must be durable
             db.execute("PRAGMA foreign_keys=ON")
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
@@ -181,6 +188,7 @@ class Store:
         return db
 
     def _migrate(self, db: sqlite3.Connection) -> None:
+        db.create_function("tlwatch_dirname", 1, os.path.dirname, deterministic=True)
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
             raise StoreError(f"{self.path}: made by a newer tlwatch (schema {version})")
@@ -217,20 +225,44 @@ class Store:
         self.close()
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def batch(self, *, durable: bool = False) -> Iterator[None]:
+        """Group the writes made inside into one commit (several files recorded at once); the
+        store is held by this thread meanwhile. `durable`: as for one write (a write inside
+        that asks for it needs the whole batch durable)."""
+        with self._transaction(durable=durable):
+            self._batch = (threading.get_ident(), durable)
+            try:
+                yield
+            finally:
+                self._batch = None
+
+    @contextlib.contextmanager
+    def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
         """One write transaction; a failure of the store itself comes out as StoreUnavailable,
-        with nothing of the transaction kept."""
+        with nothing of the transaction kept. `durable`: on disk when this returns, so it
+        survives a power cut (an upload's intent, an asset id); other commits survive a crash
+        of the process, and reach the disk with the next durable one. Inside a `batch`, a
+        part of the batch's commit."""
+        batch = self._batch
+        if batch is not None and batch[0] == threading.get_ident():  # this thread's own batch
+            if durable and not batch[1]:
+                raise StoreError("a durable write inside a batch that is not durable")
+            yield self._db
+            return
         with self._lock, _unavailable("cannot write"):
             self._said.clear()
-            self._db.execute("BEGIN IMMEDIATE")
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
-            except BaseException:
-                if self._db.in_transaction:
+                self._db.execute("COMMIT")
+            finally:
+                if self._db.in_transaction:  # the body or the COMMIT failed: keep nothing
                     with contextlib.suppress(sqlite3.Error):
                         self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                if durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
             for change in self._said:  # told only once it is true
                 _log_change(*change)
 
@@ -265,10 +297,11 @@ class Store:
         )
         return _row(rows[0]) if rows else None
 
-    def known(self, root: bytes) -> dict[bytes, Signature]:
-        """Every recorded path under `root` with its signature: one query for a whole scan."""
-        rows = self._query("SELECT path, size, mtime_ns, inode FROM files WHERE root = ?", (root,))
-        return {path: Signature(size, mtime, inode) for path, size, mtime, inode in rows}
+    def known_in(self, folder: bytes) -> dict[bytes, tuple[int, int, int]]:
+        """The recorded files directly in `folder`, each with (size, mtime_ns, inode): a scan
+        asks folder by folder, so its memory does not grow with the number of records."""
+        rows = self._query("SELECT path, size, mtime_ns, inode FROM files WHERE dir = ?", (folder,))
+        return {path: (size, mtime, inode) for path, size, mtime, inode in rows}
 
     def in_state(self, *states: FileState) -> list[FileRow]:
         marks = ", ".join("?" * len(states))
@@ -288,6 +321,12 @@ class Store:
         )
         value = rows[0][0]
         return None if value is None else float(value)
+
+    def any_in(self, states: Iterable[FileState]) -> bool:
+        """Is any file in one of `states`? (One indexed look.)"""
+        wanted = tuple(states)
+        marks = ", ".join("?" * len(wanted))
+        return bool(self._query(f"SELECT 1 FROM files WHERE state IN ({marks}) LIMIT 1", wanted))
 
     def counts(self) -> dict[tuple[bytes, str], int]:
         rows = self._query("SELECT root, state, COUNT(*) FROM files GROUP BY root, state")
@@ -347,7 +386,7 @@ class Store:
         values = {**_FRESH_UPLOAD, "duplicate_of": None, "asset_id": asset_id}
         values |= {"asset_status": asset_status, "uploaded_at": self.clock()}
         values |= _media(media) if media else {"kind": None}
-        return self._record(path, root, signature, FileState.UPLOADED, reason, values)
+        return self._record(path, root, signature, FileState.UPLOADED, reason, values, durable=True)
 
     def touch(self, file_id: int, signature: Signature) -> None:
         """The same content under a new signature (touched, copied back): nothing to do."""
@@ -355,12 +394,13 @@ class Store:
             self._set(db, file_id, _signature(signature))
 
     # ---- writing: uploads ----------------------------------------------------------------------
-    def claim_next(self, skip_roots: Iterable[bytes] = ()) -> FileRow | None:
+    def claim_next(self, token: str, skip_roots: Iterable[bytes] = ()) -> FileRow | None:
         """Take the first queued file that is due, outside `skip_roots` (folders offline): it
-        becomes `uploading`, attempts + 1."""
+        becomes `uploading`, attempts + 1, with `token` as its upload token unless it has one
+        (an earlier attempt's, to look for first). Durable: this is the upload's intent."""
         skip = tuple(skip_roots)
         marks = ", ".join("?" * len(skip))
-        with self._transaction() as db:
+        with self._transaction(durable=True) as db:
             found = db.execute(
                 f"SELECT {_COLUMNS} FROM files WHERE state = ? "
                 f"AND COALESCE(next_attempt_at, 0) <= ? AND root NOT IN ({marks}) "
@@ -370,30 +410,28 @@ class Store:
             if found is None:
                 return None
             row = _row(found)
-            self._change(db, row, FileState.UPLOADING, {"attempts": row.attempts + 1}, None)
+            self._claim(db, row, token)
         return self.get(row.id)
 
-    def claim(self, file_id: int) -> FileRow | None:
-        """Take this queued file for uploading now (a one-off `tlwatch upload`)."""
-        with self._transaction() as db:
+    def claim(self, file_id: int, token: str) -> FileRow | None:
+        """Take this queued file for uploading now (a one-off `tlwatch upload`), as above."""
+        with self._transaction(durable=True) as db:
             found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
             if found is None or _row(found).state != FileState.QUEUED:
                 return None
-            row = _row(found)
-            self._change(db, row, FileState.UPLOADING, {"attempts": row.attempts + 1}, None)
+            self._claim(db, _row(found), token)
         return self.get(file_id)
 
-    def set_token(self, file_id: int, token: str) -> None:
-        """The intent: this upload token is committed before the request that carries it."""
-        with self._transaction() as db:
-            self._set(db, file_id, {"upload_token": token})
+    def _claim(self, db: sqlite3.Connection, row: FileRow, token: str) -> None:
+        values = {"attempts": row.attempts + 1, "upload_token": row.upload_token or token}
+        self._change(db, row, FileState.UPLOADING, values, None)
 
     def start_session(
         self, file_id: int, upload_id: str, asset_id: str, chunk_size: int, total_chunks: int
     ) -> None:
         """A multipart session opened for this file: kept so a restart resumes it."""
         session = {"upload_id": upload_id, "asset_id": asset_id, "chunk_size": chunk_size}
-        with self._transaction() as db:
+        with self._transaction(durable=True) as db:
             self._set(db, file_id, {**session, "total_chunks": total_chunks})
 
     def add_chunks(self, file_id: int, chunks: Iterable[tuple[int, str]]) -> None:
@@ -422,7 +460,16 @@ class Store:
         """The API holds an asset for this file: its id, in the transaction that says so."""
         values: dict[str, Any] = {"asset_id": asset_id, "asset_status": asset_status}
         values |= {"uploaded_at": self.clock(), "next_attempt_at": None}
-        return self._move(file_id, FileState.UPLOADED, None, values)
+        return self._move(file_id, FileState.UPLOADED, None, values, durable=True)
+
+    def withdraw(self, file_id: int, reason: str) -> FileRow:
+        """The asset just made of this file does not hold it (the file changed or vanished while
+        it was sent): back to the queue with fresh upload fields, so neither the poller nor a
+        later look-up ever takes that asset for the file."""
+        self.forget_session(file_id)
+        return self._move(
+            file_id, FileState.QUEUED, reason, _FRESH_UPLOAD, expect=FileState.UPLOADED
+        )
 
     def skip(self, file_id: int, reason: str) -> FileRow:
         """This file can never be uploaded as it is."""
@@ -451,13 +498,14 @@ class Store:
     def relocate(self, file_id: int, path: bytes, root: bytes) -> None:
         """The file was moved (after upload, as configured): it lives here now."""
         with self._transaction() as db:
-            self._set(db, file_id, {"path": path, "root": root})
+            self._set(db, file_id, {"path": path, "root": root, "dir": os.path.dirname(path)})
 
     def retry(self, file_ids: Iterable[int]) -> list[FileRow]:
         """Put failed or skipped files back in the queue, now, with fresh upload fields."""
         moved = []
         for file_id in file_ids:
             if self.get(file_id).state in (FileState.FAILED, FileState.SKIPPED):
+                self.forget_session(file_id)
                 moved.append(
                     self._move(file_id, FileState.QUEUED, "retry asked for", _FRESH_UPLOAD)
                 )
@@ -503,17 +551,27 @@ class Store:
         state: FileState,
         reason: str | None,
         values: dict[str, Any],
+        *,
+        durable: bool = False,
     ) -> FileRow:
         """Insert the file, or move its row to `state` with `values` (a new version of it)."""
         now = self.clock()
-        with self._transaction() as db:
+        with self._transaction(durable=durable) as db:
             found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE path = ?", (path,)).fetchone()
             if found is None:
                 _check_legal(None, state)
                 cursor = db.execute(
-                    "INSERT INTO files (root, path, size, mtime_ns, inode, state, created_at, "
-                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (root, path, *_signature(signature).values(), state, now, now),
+                    "INSERT INTO files (root, path, dir, size, mtime_ns, inode, state, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        root,
+                        path,
+                        os.path.dirname(path),
+                        *_signature(signature).values(),
+                        state,
+                        now,
+                        now,
+                    ),
                 )
                 file_id = int(cursor.lastrowid or 0)
                 self._set(db, file_id, {"reason": reason, **values})
@@ -533,10 +591,11 @@ class Store:
         values: dict[str, Any],
         *,
         expect: FileState | None = None,
+        durable: bool = False,
     ) -> FileRow:
         """Move a file to `state`, setting `values`; logged and kept as an event. With `expect`,
         only if the file is still in that state (another thread may have moved it on)."""
-        with self._transaction() as db:
+        with self._transaction(durable=durable) as db:
             found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
             if found is None:
                 raise StoreError(f"no file #{file_id} in the store")

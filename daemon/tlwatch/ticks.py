@@ -12,12 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tlwatch.config import Config
-from tlwatch.control import Guard, RunState
+from tlwatch.control import PAUSE_KEY, Guard, RunState
 from tlwatch.errors import StoreUnavailable
 from tlwatch.folders import Folders
 from tlwatch.health import Snapshot, Watchdog
 from tlwatch.intake import IntakeWorker
 from tlwatch.keycheck import KeyCheck
+from tlwatch.models import FileState
 from tlwatch.sdnotify import Notifier
 from tlwatch.state import Store
 from tlwatch.storecheck import StoreCheck
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 EXIT_FAILURE = 1
 SNAPSHOT_SECONDS = 10.0  # how often an idle daemon counts its files (for STATUS=)
+PROGRESS_SECONDS = 0.5  # how often `tlwatch scan` redraws its progress line
+ONCE_TICK = 0.05  # a one-pass run looks this often whether it is done (one indexed query)
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,10 @@ class Pass:
     wait_ready: bool = False  # a one-pass run also waits until every asset is ready or failed
     on_tick: Callable[[Snapshot], None] | None = None  # hears each status line
 
-    def finished(self, snapshot: Snapshot, intake_idle: bool) -> bool:
-        busy = ("queued", "uploading") + (("uploaded",) if self.wait_ready else ())
-        return self.once and intake_idle and not any(snapshot.counts.get(s) for s in busy)
+    def busy_states(self) -> tuple[FileState, ...]:
+        """The states a one-pass run waits out."""
+        busy = (FileState.QUEUED, FileState.UPLOADING)
+        return (*busy, FileState.UPLOADED) if self.wait_ready else busy
 
 
 class Ticks:
@@ -69,7 +73,7 @@ class Ticks:
     def loop(self) -> int:
         """Tick until stopped (or a one-pass run is over); return the exit code. A tick that
         fails is reported like any loop's turn (`Guard`), and the next one comes as usual."""
-        tick = 0.5 if self.mode.once else 1.0
+        tick = ONCE_TICK if self.mode.once else 1.0
         if self.notifier.watchdog_seconds:
             tick = min(tick, self.notifier.watchdog_seconds / 4)
         guard = Guard("main", self.run, rest=False)
@@ -93,9 +97,13 @@ class Ticks:
             self.watch_folders()
         self.keys.tick()
         self.stores.tick()
-        if self.mode.once and self.run.paused():
+        if self.mode.once and self.run.paused(PAUSE_KEY):
             log.error("stopping the scan: the API key is rejected (nothing was marked failed)")
             return EXIT_FAILURE
+        if self.mode.once and self.intake.idle() and not self.store.any_in(self.mode.busy_states()):
+            if self.mode.on_tick:
+                self.mode.on_tick(self.snapshot())
+            return 0
         if self._status_due(now):
             try:
                 snapshot = self.snapshot()
@@ -105,8 +113,6 @@ class Ticks:
             self.notifier.status(snapshot.line())
             if self.mode.on_tick:
                 self.mode.on_tick(snapshot)
-            if self.mode.finished(snapshot, self.intake.idle()):
-                return 0
         if self.reload():
             self.notifier.reloading()
             self.watch_folders()
@@ -140,11 +146,12 @@ class Ticks:
             self.watcher.restart()
 
     def _status_due(self, now: float) -> bool:
-        """Idle is idle: the store is counted every 10 s, or at once when the pause changed."""
+        """Idle is idle: the store is counted every 10 s (every 0.5 s for a progress line), or
+        at once when the pause changed."""
         paused = self.run.paused()
-        due = self.mode.once or self.mode.on_tick is not None or now >= self._next_snapshot
-        if paused != self._paused or due:
+        if paused != self._paused or now >= self._next_snapshot:
             self._paused = paused
-            self._next_snapshot = now + SNAPSHOT_SECONDS
+            every = PROGRESS_SECONDS if self.mode.on_tick else SNAPSHOT_SECONDS
+            self._next_snapshot = now + every
             return True
         return False

@@ -97,16 +97,17 @@ class Uploader:
     def turn(self) -> None:
         """One turn of an upload worker: upload the next due file, or wait for one."""
         held = self.run.held()
+        token = secrets.token_hex(16)
         with self._claiming:
             busy = self.run.paused() or held > 0
-            row = None if busy else self.store.claim_next(skip_roots=self.run.offline())
+            row = None if busy else self.store.claim_next(token, self.run.offline())
             if row is not None:
                 self._in_flight.add(row.id)
         if row is None:
             self.run.wait_for_work(self._idle_wait(held))
             return
         try:
-            self.upload(row)
+            self.upload(row, fresh_token=token)
         except Exception:
             reason = "interrupted by shutdown" if self.run.cancel.is_set() else "unexpected error"
             later = self.clock() + self.config().api.timeout_seconds
@@ -124,10 +125,12 @@ class Uploader:
             return IDLE_WAIT
         return min(max(due - self.clock(), 0.05), IDLE_WAIT)
 
-    def upload(self, row: FileRow) -> FileRow:
-        """Upload a claimed file; whatever happens, leave it in a state that says what's next."""
+    def upload(self, row: FileRow, *, fresh_token: str | None = None) -> FileRow:
+        """Upload a claimed file; whatever happens, leave it in a state that says what's next.
+        `fresh_token`: the token given at its claim; any other token it carries was sent by an
+        earlier attempt, whose asset may exist: it is looked for first."""
         try:
-            return self._upload(row)
+            return self._upload(row, fresh_token)
         except ApiError as error:
             return self._refused(row, error)
         except Cancelled:
@@ -186,7 +189,7 @@ class Uploader:
         return self.store.requeue(row.id, reason, at=self.clock() + delay, attempts=attempts)
 
     # ---- the happy path --------------------------------------------------------------------
-    def _upload(self, row: FileRow) -> FileRow:
+    def _upload(self, row: FileRow, fresh_token: str | None) -> FileRow:
         verdict = size_verdict(row.kind, row.size)
         if verdict is not None:
             return self.store.skip(row.id, verdict)
@@ -194,24 +197,25 @@ class Uploader:
             if not os.path.exists(row.path):
                 raise FileNotFoundError(row.path)
             raise SourceChanged("changed since it was queued; waiting for it to settle")
-        if row.upload_token and not row.upload_id:
+        if row.upload_token is None:
+            raise RuntimeError(f"{row.shown}: claimed without an upload token")
+        if row.upload_token != fresh_token and not row.upload_id:
             found = self._find(row, row.upload_token)  # a lost answer may have stored it
             if found is not None:
                 log.info(
                     "%s: found asset %s from an earlier attempt; adopting it", row.shown, found.id
                 )
                 return self._done(row, found.id, found.status)
-        token = row.upload_token or secrets.token_hex(16)
-        if token != row.upload_token:
-            self.store.set_token(row.id, token)  # the intent, committed before sending
-        asset_id, status = self._send(row, token)
-        done = self._done(row, asset_id, status)
+        asset_id, status = self._send(row, row.upload_token)
+        done = self.store.mark_uploaded(row.id, asset_id, status)  # its id, durable at once
         now = regular_signature(row.path)
-        if now != row.signature:
-            self._discard(asset_id)  # never a half-read file recorded as done
+        if now != row.signature:  # never a half-read file recorded as done
+            self.store.withdraw(row.id, "changed or gone while being sent; its asset is deleted")
+            self._discard(asset_id)
             if now is None:
                 raise FileNotFoundError(row.path)  # gone while being sent (a card pulled out?)
             raise SourceChanged("changed while it was being uploaded; sending it again")
+        self.run.wake_poller()
         return done
 
     def _done(self, row: FileRow, asset_id: str, status: str) -> FileRow:

@@ -313,7 +313,8 @@ class Service:
     def admin_assets(self) -> list[Json]:
         with self.lock:
             assets = sorted(self.assets.values(), key=lambda a: a.created_at)
-        keys = ("id", "method", "filename", "file_type", "size", "sha256", "user_metadata")
+        keys: tuple[str, ...] = ("id", "method", "filename", "file_type", "size", "sha256")
+        keys += ("user_metadata", "created_at")  # created_at: when it was stored (epoch seconds)
         rows = []
         for asset in assets:
             if asset.sha256 is None and asset.path is not None and asset.done_at is not None:
