@@ -75,7 +75,9 @@ class Sandbox:
 
 @pytest.fixture
 def sandbox_settings() -> Settings:
-    return Settings(processing_seconds=0.2, chunk_size=64 * 1024, initial_urls=3)
+    return Settings(
+        processing_seconds=0.2, indexing_seconds=0.3, chunk_size=64 * 1024, initial_urls=3
+    )
 
 
 @pytest.fixture

@@ -327,3 +327,44 @@ def test_a_bad_fault_spec_is_a_usage_error() -> None:
     )
     assert result.returncode == 2
     assert "colour" in result.stderr
+
+
+def test_indexing_refusals_lifecycle_and_metadata(http: httpx.Client, sandbox: Sandbox) -> None:
+    from conftest import wait_for
+
+    sandbox.settings(fail_index_names=["bad"])
+    refused(
+        http.post("indexes/nope/indexed-assets", json={"asset_id": "x"}), 404, "resource_not_exist"
+    )
+    index = http.post("indexes", json={"index_name": "i", "models": [{"model_name": "m"}]}).json()
+    path = f"indexes/{index['_id']}/indexed-assets"
+    refused(http.post(path, json={}), 400, "parameter_invalid")
+    refused(http.post(path, json={"asset_id": "missing"}), 404, "resource_not_exist")
+    ids = {}
+    for name in ("good.mp4", "bad.mp4"):
+        with (FIXTURES / "clip.mp4").open("rb") as file:
+            made = http.post("assets", data={"method": "direct"}, files={"file": (name, file)})
+        ids[name] = made.json()["_id"]
+        refused(http.post(path, json={"asset_id": ids[name]}), 400, "asset_not_ready")
+    wait_for(lambda: all(http.get(f"assets/{i}").json()["status"] == "ready" for i in ids.values()))
+    indexed = {n: http.post(path, json={"asset_id": i}).json()["_id"] for n, i in ids.items()}
+    assert http.get(f"{path}/{indexed['good.mp4']}").json()["status"] == "pending"
+
+    def statuses() -> dict[str, str]:
+        return {n: http.get(f"{path}/{i}").json()["status"] for n, i in indexed.items()}
+
+    wait_for(lambda: set(statuses().values()) <= {"ready", "failed"})
+    assert statuses() == {"good.mp4": "ready", "bad.mp4": "failed"}
+    listed = http.get(path, params={"status": "failed"}).json()["data"]
+    assert [a["_id"] for a in listed] == [indexed["bad.mp4"]]
+    refused(http.delete(f"assets/{ids['good.mp4']}"), 409, "resource_conflict")
+    patched = http.patch(
+        f"assets/{ids['good.mp4']}/user-metadata", json={"user_metadata": {"a": "1", "b": 2}}
+    )
+    assert patched.status_code == 200
+    http.patch(f"assets/{ids['good.mp4']}/user-metadata", json={"user_metadata": {"a": None}})
+    assert http.get(f"assets/{ids['good.mp4']}").json()["user_metadata"] == {"b": 2}
+    http.patch(f"{path}/{indexed['good.mp4']}", json={"user_metadata": {"crew": "B"}})
+    assert http.get(f"{path}/{indexed['good.mp4']}").json()["user_metadata"] == {"crew": "B"}
+    assert http.delete(f"assets/{ids['good.mp4']}", params={"force": "true"}).status_code == 204
+    refused(http.get(f"{path}/{indexed['good.mp4']}"), 404, "resource_not_exist")

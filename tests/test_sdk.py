@@ -87,3 +87,27 @@ def test_sdk_multipart_flow(sdk: TwelveLabs, sandbox: Sandbox, tmp_path: Path) -
     record = next(a for a in sandbox.assets() if a["id"] == created.asset_id)
     assert record["sha256"] == hashlib.sha256(data).hexdigest()
     assert sdk.assets.retrieve(created.asset_id).method == "multipart"
+
+
+def test_sdk_indexes_and_indexed_assets(sdk: TwelveLabs, sandbox: Sandbox) -> None:
+    index = sdk.indexes.create(
+        index_name="footage", models=[{"model_name": "marengo3.0", "model_options": ["visual"]}]
+    )
+    assert index.id
+    with (FIXTURES / "clip.mp4").open("rb") as file:
+        asset = sdk.assets.create(method="direct", file=file)
+    wait_for(lambda: sdk.assets.retrieve(asset.id).status == "ready")
+    created = sdk.indexes.indexed_assets.create(
+        index.id, asset_id=asset.id, user_metadata={"camera": "A"}
+    )
+    assert created.id and created.asset_id == asset.id
+    ready = wait_for(
+        lambda: (
+            (a := sdk.indexes.indexed_assets.retrieve(index.id, created.id)).status == "ready" and a
+        )
+    )
+    assert ready.user_metadata == {"camera": "A"}
+    listed = list(sdk.indexes.indexed_assets.list(index.id, page_limit=1))
+    assert [a.id for a in listed] == [created.id]
+    by_asset = list(sdk.indexes.indexed_assets.list_by_asset(asset.id))
+    assert [(s.id, s.index.id if s.index else None) for s in by_asset] == [(created.id, index.id)]

@@ -199,6 +199,26 @@ def _add_sandbox(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="assets whose filename contains TEXT fail processing (repeatable)",
     )
     add(
+        "--index",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="an index with this id exists from the start (repeatable)",
+    )
+    add(
+        "--indexing-seconds",
+        type=float,
+        default=2.0,
+        help="time from indexing request to ready/failed (default %(default)s)",
+    )
+    add(
+        "--fail-index-name",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="assets whose filename contains TEXT fail indexing (repeatable)",
+    )
+    add(
         "--fault",
         action="append",
         default=[],
@@ -525,6 +545,8 @@ def _run_sandbox(args: argparse.Namespace) -> int:
         direct_limit=args.direct_limit,
         multipart_enabled=not args.no_multipart,
         fail_names=args.fail_name,
+        indexing_seconds=args.indexing_seconds,
+        fail_index_names=args.fail_index_name,
     )
     try:
         faults = [Fault.parse(spec) for spec in args.fault]
@@ -532,7 +554,7 @@ def _run_sandbox(args: argparse.Namespace) -> int:
         return _fail(f"sandbox: --fault: {error}", EXIT_USAGE)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="tlwatch-sandbox-"))
     try:
-        server = make_server(args.host, args.port, settings, data_dir)
+        server = make_server(args.host, args.port, settings, data_dir, index_ids=tuple(args.index))
     except OSError as error:
         return _fail(f"sandbox: cannot listen on {args.host}:{args.port}: {error.strerror}")
     server.service.faults.extend(faults)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tlwatch.sandbox import endpoints
+from tlwatch.sandbox import endpoints, indexes
 from tlwatch.sandbox.formdata import MalformedForm
 from tlwatch.sandbox.service import Fault, Json, Refusal, Service, Settings
 
@@ -148,6 +148,47 @@ route(
 )
 route("GET", API + "/assets/(?P<asset_id>[^/]+)", "retrieve")(
     lambda svc, req: _reply(200, svc.view(svc.get(req.params["asset_id"])))
+)
+
+
+route("PATCH", API + "/assets/(?P<asset_id>[^/]+)/user-metadata", "metadata_patch")(
+    lambda svc, req: _reply(
+        200, indexes.patch_asset_metadata(svc, req.params["asset_id"], req.body.json())
+    )
+)
+route("GET", API + "/assets/(?P<asset_id>[^/]+)/indexed-assets", "indexed_by_asset")(
+    lambda svc, req: _reply(200, indexes.list_by_asset(svc, req.params["asset_id"], req.query))
+)
+route("POST", API + "/indexes", "index_create")(
+    lambda svc, req: _reply(201, indexes.create_index(svc, req.body.json()))
+)
+route("GET", API + "/indexes/(?P<index_id>[^/]+)", "index_retrieve")(
+    lambda svc, req: _reply(200, indexes.view_index(svc, req.params["index_id"]))
+)
+INDEXED = API + "/indexes/(?P<index_id>[^/]+)/indexed-assets"
+route("POST", INDEXED, "indexed_create")(
+    lambda svc, req: _reply(
+        202, indexes.create_indexed(svc, req.params["index_id"], req.body.json())
+    )
+)
+route("GET", INDEXED, "indexed_list")(
+    lambda svc, req: _reply(200, indexes.list_indexed(svc, req.params["index_id"], req.query))
+)
+route("GET", INDEXED + "/(?P<indexed_id>[^/]+)", "indexed_retrieve")(
+    lambda svc, req: _reply(
+        200,
+        indexes.view_indexed(
+            svc, indexes.get_indexed(svc, req.params["index_id"], req.params["indexed_id"])
+        ),
+    )
+)
+route("PATCH", INDEXED + "/(?P<indexed_id>[^/]+)", "indexed_patch")(
+    lambda svc, req: _reply(
+        200,
+        indexes.patch_indexed(
+            svc, req.params["index_id"], req.params["indexed_id"], req.body.json()
+        ),
+    )
 )
 
 
@@ -363,8 +404,14 @@ class SandboxServer(ThreadingHTTPServer):
         return thread
 
 
-def make_server(host: str, port: int, settings: Settings, data_dir: Path) -> SandboxServer:
-    return SandboxServer((host, port), Service(settings, data_dir))
+def make_server(
+    host: str, port: int, settings: Settings, data_dir: Path, *, index_ids: tuple[str, ...] = ()
+) -> SandboxServer:
+    """A sandbox on (host, port); `index_ids` are indexes made at once, so demos can name them."""
+    service = Service(settings, data_dir)
+    for index_id in index_ids:
+        indexes.add_index(service, index_id, f"sandbox index {index_id}")
+    return SandboxServer((host, port), service)
 
 
 def serve_until_signalled(server: SandboxServer, announce: Callable[[str], None]) -> None:

@@ -46,6 +46,8 @@ class Settings:
     multipart_enabled: bool = True
     small_ready_bytes: int = 1_000_000  # generation 2: smaller assets are `ready` at once
     fail_names: list[str] = field(default_factory=list)
+    indexing_seconds: float = 2.0  # from an indexed asset's creation to ready/failed
+    fail_index_names: list[str] = field(default_factory=list)  # these filenames fail indexing
 
     def update(self, changes: Json) -> None:
         """Apply `changes` (from the admin endpoint), refusing unknown names and wrong types."""
@@ -183,7 +185,14 @@ class Service:
         self.grants: dict[str, Grant] = {}
         self.faults: list[Fault] = []
         self.requests: Counter[tuple[str, str]] = Counter()
+        self.indexes: dict[str, Any] = {}  # id -> indexes.Index
+        self.indexed: dict[str, Any] = {}  # id -> indexes.IndexedAsset
         data_dir.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def wall() -> float:
+        """Epoch seconds, for the timestamps the API shows."""
+        return time.time()
 
     # ---- faults and counters -------------------------------------------------------------
     def take_fault(self, endpoint: str) -> Fault | None:
@@ -289,6 +298,8 @@ class Service:
             raise Refusal(409, "resource_conflict", "the asset is used by an index")
         with self.lock:
             self.assets.pop(asset_id, None)
+            for indexed_id in [i for i, a in self.indexed.items() if a.asset_id == asset_id]:
+                del self.indexed[indexed_id]
         if asset.path is not None:
             asset.path.unlink(missing_ok=True)
 
