@@ -63,6 +63,9 @@ class Sandbox:
     def assets(self) -> list[dict[str, Any]]:
         return list(self.admin("GET", "/_sandbox/assets"))
 
+    def indexed(self) -> list[dict[str, Any]]:
+        return list(self.admin("GET", "/_sandbox/indexed"))
+
     def requests(self) -> dict[str, dict[str, int]]:
         return dict(self.admin("GET", "/_sandbox/requests"))
 

@@ -123,5 +123,36 @@ def test_the_example_config_loads(tmp_path: Path) -> None:
     copy.chmod(0o600)
     config = load(copy)
     assert len(config.watch) == 2
-    assert config.watch[0].user_metadata == {"camera": "A", "project": "example"}
+    assert config.watch[0].user_metadata == {
+        "camera": "A",
+        "project": "{dir[0]}",
+        "day": "{mtime:%Y-%m-%d}",
+    }
     assert config.api.direct_upload_limit == 200_000_000
+
+
+def test_templates_that_can_never_work_are_errors_with_their_key_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse(
+            {
+                "watch": [
+                    {
+                        "path": "w",
+                        "user_metadata": {
+                            "ok": "{dir[9]}-{stem}",
+                            "typo": "{dri[0]}",
+                            "size": "{size:%Y}",
+                            "broken": "{name",
+                            "tlwatch_token": "x",
+                            "nested": {"a": 1},
+                        },
+                    }
+                ]
+            },
+            source=tmp_path / "c.toml",
+        )
+    problems = "\n".join(error.value.problems)
+    for key in ("typo", "size", "broken", "tlwatch_token", "nested"):
+        assert f"watch[0].user_metadata.{key}:" in problems
+    assert "user_metadata.ok" not in problems
+    assert len(error.value.problems) == 5

@@ -144,14 +144,17 @@ def test_a_batch_is_one_commit_all_or_nothing(
         assert [r.path for r in store.all()] == [b"/w/a.mp4"]
 
 
-def test_migration_three_fills_in_each_files_folder(tmp_path: Path) -> None:
+def test_a_store_of_schema_two_is_migrated_with_each_files_folder(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    with Store(path) as store:
-        store.enqueue(b"/w/sub/a.mp4", b"/w", SIG, MEDIA)
     with sqlite3.connect(path) as db:  # the store as schema 2 left it
-        db.executescript(
-            "DROP INDEX files_dir; ALTER TABLE files DROP COLUMN dir; PRAGMA user_version = 2;"
+        db.executescript(f"{MIGRATIONS[0]}; {MIGRATIONS[1]}; PRAGMA user_version = 2;")
+        db.execute(
+            "INSERT INTO files (root, path, size, mtime_ns, inode, state, created_at, updated_at)"
+            " VALUES (?, ?, 1, 2, 3, 'ready', 0, 0)",
+            (b"/w", b"/w/sub/a.mp4"),
         )
     with Store(path) as store:
+        assert not store.rebuilt
         assert store.known_in(b"/w/sub") == {b"/w/sub/a.mp4": (1, 2, 3)}
         assert store.known_in(b"/w") == {}
+        assert store.all()[0].user_metadata == {}

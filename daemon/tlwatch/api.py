@@ -117,6 +117,26 @@ class Asset:
 
 
 @dataclass(frozen=True)
+class IndexedAsset:
+    """An indexed asset as the API describes it; any status but ready/failed is pending."""
+
+    id: str
+    asset_id: str
+    status: str
+    error: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> IndexedAsset:
+        error = data.get("error")
+        return cls(
+            id=str(data.get("_id") or data.get("id") or ""),
+            asset_id=str(data.get("asset_id") or ""),
+            status=str(data.get("status") or "unknown"),
+            error=error.get("message") if isinstance(error, dict) else None,
+        )
+
+
+@dataclass(frozen=True)
 class UploadUrl:
     chunk_index: int
     url: str = field(repr=False)  # presigned: never shown
@@ -288,6 +308,60 @@ class Client:
     def delete(self, asset_id: str, *, force: bool = False) -> None:
         params = {"force": "true"} if force else None
         self._call("DELETE", f"assets/{asset_id}", params=params)
+
+    # ---- indexing --------------------------------------------------------------------------
+    def create_indexed_asset(
+        self,
+        index_id: str,
+        asset_id: str,
+        *,
+        user_metadata: Mapping[str, Any] | None = None,
+        enable_video_stream: bool | None = None,
+    ) -> str:
+        """Ask the index to index a ready asset; return the indexed asset's id. Never retried:
+        like a create, it has no idempotency key (the caller looks it up after a lost answer)."""
+        payload: dict[str, Any] = {"asset_id": asset_id}
+        if user_metadata:
+            payload["user_metadata"] = dict(user_metadata)
+        if enable_video_stream is not None:
+            payload["enable_video_stream"] = enable_video_stream
+        path = f"indexes/{index_id}/indexed-assets"
+        body = self._call("POST", path, idempotent=False, json=payload).json()
+        return str(body["_id"])
+
+    def retrieve_indexed_asset(self, index_id: str, indexed_asset_id: str) -> IndexedAsset:
+        path = f"indexes/{index_id}/indexed-assets/{indexed_asset_id}"
+        return IndexedAsset.from_json(self._call("GET", path).json())
+
+    def list_indexed_assets(self, index_id: str, *, pages: int = 1) -> Iterator[IndexedAsset]:
+        """The index's indexed assets, newest first, 50 to a page, at most `pages` pages."""
+        path = f"indexes/{index_id}/indexed-assets"
+        for number, body in enumerate(self._pages(path, "data", [("page_limit", 50)]), start=1):
+            yield from (IndexedAsset.from_json(item) for item in body.get("data") or [])
+            if number >= pages:
+                return
+
+    def indexes_of(self, asset_id: str) -> dict[str, str]:
+        """Every index that references the asset: index id -> indexed asset id (all pages)."""
+        found: dict[str, str] = {}
+        path = f"assets/{asset_id}/indexed-assets"
+        for body in self._pages(path, "data", [("page_limit", 50)]):
+            for item in body.get("data") or []:
+                index = item.get("index") or {}
+                if index.get("_id") and item.get("_id"):
+                    found[str(index["_id"])] = str(item["_id"])
+        return found
+
+    def update_asset_metadata(self, asset_id: str, user_metadata: Mapping[str, Any]) -> None:
+        """Merge `user_metadata` into the asset's (a key set to None deletes it)."""
+        path = f"assets/{asset_id}/user-metadata"
+        self._call("PATCH", path, json={"user_metadata": dict(user_metadata)})
+
+    def update_indexed_metadata(
+        self, index_id: str, indexed_asset_id: str, user_metadata: Mapping[str, Any]
+    ) -> None:
+        path = f"indexes/{index_id}/indexed-assets/{indexed_asset_id}"
+        self._call("PATCH", path, json={"user_metadata": dict(user_metadata)})
 
     # ---- multipart -------------------------------------------------------------------------
     def create_multipart(

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the real types for mypy; imported lazily at run time to kee
     from tlwatch.config import Config
     from tlwatch.health import Snapshot
     from tlwatch.models import FileState
-    from tlwatch.state import FileRow, Store
+    from tlwatch.state import FileRow, IndexingRow, Store
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -408,6 +408,7 @@ def _status(args: argparse.Namespace) -> int:
             for path, (online, reason, _) in store.folders().items()
             if not online
         }
+        indexing = Counter(i.state.value for i in store.all_indexings())
     folders: dict[str, Counter[str]] = {}
     for row in rows:
         folders.setdefault(os.fsdecode(row.root) or "(one-off)", Counter())[row.state.value] += 1
@@ -424,6 +425,7 @@ def _status(args: argparse.Namespace) -> int:
                     "folders": {name: dict(counts) for name, counts in folders.items()},
                     "totals": dict(sum(folders.values(), Counter())),
                     "offline": offline,
+                    "indexing": dict(indexing),
                     "in_flight": [_row_json(r) for r in flight],
                     "recent_failures": [_row_json(r) for r in failures],
                 },
@@ -435,6 +437,8 @@ def _status(args: argparse.Namespace) -> int:
         print(f"{name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     if not folders:
         print("nothing recorded yet")
+    if indexing:
+        print("indexing: " + ", ".join(f"{n} {s}" for s, n in sorted(indexing.items())))
     for name, reason in offline.items():
         print(f"  offline: {name} ({reason}); its files wait for it")
     for row in flight:
@@ -447,7 +451,7 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _row_json(row: FileRow) -> dict[str, Any]:
+def _row_json(row: FileRow, indexings: Sequence[IndexingRow] = ()) -> dict[str, Any]:
     return {
         "path": os.fsdecode(row.path).encode("utf-8", "backslashreplace").decode(),
         "state": row.state.value,
@@ -460,14 +464,27 @@ def _row_json(row: FileRow) -> dict[str, Any]:
         "attempts": row.attempts,
         "duplicate_of": row.duplicate_of,
         "updated_at": row.updated_at,
+        "user_metadata": row.user_metadata,
+        "indexing": [
+            {
+                "index_id": i.index_id,
+                "indexed_asset_id": i.indexed_asset_id,
+                "state": i.state.value,
+                "status": i.status,
+                "reason": i.reason,
+            }
+            for i in indexings
+            if row.asset_id and i.asset_id == row.asset_id
+        ],
     }
 
 
 def _list(args: argparse.Namespace) -> int:
     with _open_store(args) as store:
         rows = [r for r in store.all() if args.state is None or r.state == args.state]
+        indexings = store.all_indexings()
     if args.json:
-        print(json.dumps([_row_json(r) for r in rows], indent=2))
+        print(json.dumps([_row_json(r, indexings) for r in rows], indent=2))
         return EXIT_OK
     for row in rows:
         detail = row.asset_id or row.reason or ""

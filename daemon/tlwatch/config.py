@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tlwatch.errors import ConfigError
+from tlwatch.metadata import template_problem
 from tlwatch.models import Kind, is_under
 from tlwatch.retry import Backoff
 
@@ -78,7 +79,10 @@ class WatchConfig:
     poll: bool | None = None  # None: poll only where inotify cannot see (network file systems)
     after_upload: str = "keep"
     move_to: Path | None = None
-    user_metadata: Mapping[str, Any] = field(default_factory=dict)
+    user_metadata: Mapping[str, Any] = field(default_factory=dict)  # values may be templates
+    index_id: str | None = None  # index every ready asset of this folder into that index
+    index_kinds: frozenset[Kind] = frozenset({Kind.VIDEO, Kind.AUDIO})
+    enable_video_stream: bool | None = None  # sent with each indexing request when set
 
 
 @dataclass(frozen=True)
@@ -241,11 +245,7 @@ def _kinds(value: Any) -> frozenset[Kind]:
 def _metadata(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TypeError
-    for item in value.values():
-        strings = isinstance(item, list) and all(isinstance(i, str) for i in item)
-        if not (isinstance(item, str | int | float | bool) or strings):
-            raise TypeError
-    return dict(value)
+    return dict(value)  # each entry is checked on its own, with its key path
 
 
 def _path_under(base: Path) -> Callable[[Any], Path]:
@@ -376,6 +376,10 @@ def _watch(reader: _Reader, base: Path) -> WatchConfig | None:
     watch: WatchConfig = reader.fields(WatchConfig, specs, path=path or Path("/"))
     if watch.after_upload == "move" and watch.move_to is None:
         reader.problem("move_to", 'is required when after_upload = "move"')
+    for key, value in watch.user_metadata.items():
+        problem = template_problem(key, value)
+        if problem is not None:
+            reader.problem(f"user_metadata.{key}", problem)
     return watch if path is not None else None
 
 
@@ -388,6 +392,9 @@ WATCH_KEYS: dict[str, Spec] = {
     "poll": (_boolean, "true or false"),
     "after_upload": (_choice(*AFTER_UPLOAD), '"keep", "move" or "delete"'),
     "user_metadata": (_metadata, "a table of strings, numbers, booleans or lists of strings"),
+    "index_id": (_text, "an index id (a non-empty string)"),
+    "index_kinds": (_kinds, 'a list of "video", "audio", "image"'),
+    "enable_video_stream": (_boolean, "true or false"),
 }
 
 

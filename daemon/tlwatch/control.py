@@ -23,6 +23,7 @@ SCAN = b""  # the inbox item that asks for a full rescan
 WAKE = b"\0"  # the inbox item that only wakes the intake thread (to stop)
 PAUSE_KEY = "key"  # a pause cause: the API key was rejected
 PAUSE_STORE = "store"  # a pause cause: the state store cannot be written
+UPLOADS, INDEXING = "uploads", "indexing"  # request families, each with its own rate-limit hold
 ERROR_PAUSE = 1.0  # seconds a loop rests after an unexpected error
 STORE_RETRY = 5.0  # seconds between attempts while the store cannot be written
 
@@ -66,10 +67,11 @@ class RunState:
         self.inbox: queue.Queue[bytes] = queue.Queue()  # paths for the intake (SCAN, WAKE)
         self._lock = threading.Lock()
         self._pauses: dict[str, str] = {}  # why nothing is uploaded, by cause
-        self._hold_until = 0.0  # epoch seconds: rate limited, start no upload before
+        self._holds: dict[str, float] = {}  # family -> epoch seconds: rate limited until
         self._offline: frozenset[bytes] = frozenset()  # watched folders that are not there now
         self._work = threading.Condition()
         self._poll = threading.Event()
+        self._index = threading.Event()
 
     # ---- pauses and holds ------------------------------------------------------------------
     def pause(self, cause: str, reason: str) -> bool:
@@ -95,17 +97,17 @@ class RunState:
                 return self._pauses.get(cause)
             return "; ".join(self._pauses.values()) or None
 
-    def hold(self, until: float) -> bool:
-        """Rate limited: no upload starts before `until` (epoch seconds). True when this starts a
-        new hold (none was in force)."""
+    def hold(self, until: float, family: str = UPLOADS) -> bool:
+        """Rate limited: no request of this family (uploads, indexing) starts before `until`
+        (epoch seconds); the other families go on. True when this starts a new hold."""
         with self._lock:
-            fresh = self._hold_until < self.clock()
-            self._hold_until = max(self._hold_until, until)
-        return fresh
+            current = self._holds.get(family, 0.0)
+            self._holds[family] = max(current, until)
+        return current < self.clock()
 
-    def held(self) -> float:
-        """Seconds left in the rate-limit hold (0 when none)."""
-        return max(self._hold_until - self.clock(), 0.0)
+    def held(self, family: str = UPLOADS) -> float:
+        """Seconds left in this family's rate-limit hold (0 when none)."""
+        return max(self._holds.get(family, 0.0) - self.clock(), 0.0)
 
     # ---- folders ---------------------------------------------------------------------------
     def set_offline(self, roots: frozenset[bytes]) -> None:
@@ -138,10 +140,18 @@ class RunState:
         self._poll.wait(seconds)
         self._poll.clear()
 
+    def wake_indexer(self) -> None:
+        self._index.set()
+
+    def wait_for_index(self, seconds: float) -> None:
+        self._index.wait(seconds)
+        self._index.clear()
+
     def wake_all(self) -> None:
         self.inbox.put(WAKE)
         self.wake_workers()
         self.wake_poller()
+        self.wake_indexer()
 
     def sleep(self, seconds: float) -> bool:
         """A stop-aware sleep that beats every few seconds (the client's retry wait). True when

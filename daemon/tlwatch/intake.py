@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from tlwatch.api import Asset
 from tlwatch.config import Config
 from tlwatch.control import PAUSE_STORE, SCAN, STORE_RETRY, WAKE, RunState
+from tlwatch.metadata import Facts, SidecarError, Value, media_of, merged
 from tlwatch.models import FileState, Kind, Media, Signature, regular_signature, shown
 from tlwatch.scan import outside_roots, skip_reason, walk
 from tlwatch.settle import Settler
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 # States whose content is (or will be) an asset: a later copy of it is a duplicate.
 HOLDS_CONTENT = (FileState.QUEUED, FileState.UPLOADING, FileState.UPLOADED, FileState.READY)
+SENT = (FileState.UPLOADING, FileState.UPLOADED, FileState.READY)  # its asset has metadata
 SETTLE_CHECK_MAX = 30.0  # the longest the intake waits before looking at settling files again
 CHUNK = 64  # settled files read together and recorded in one commit
 SCAN_BATCH = 1000  # during a scan, settled files are recorded once this many are pending
@@ -139,20 +141,76 @@ class Intake:
         ):
             self.store.touch(row.id, signature)  # touched, not changed
             return row
+        try:
+            metadata = self._metadata(path, root, signature, media)
+        except SidecarError as error:
+            return self.store.hold(path, root, signature, media, f"{error}; fix it to go on")
         twin = self.store.by_sha256(media.sha256, exclude=row.id if row else None)
         if twin is not None:
-            return self.store.duplicate(path, root, signature, media, twin)
+            duplicate = self.store.duplicate(path, root, signature, media, twin, metadata)
+            self._index_duplicate(duplicate, twin)
+            return duplicate
         remote = self.remote.get(media.sha256)
         if remote is not None:
             found = f"found on the server as asset {remote.id}"
             adopted = self.store.adopt(
-                path, root, signature, media, remote.id, remote.status, found
+                path, root, signature, media, remote.id, remote.status, found, metadata
             )
             self.adopted()
             return adopted
-        recorded = self.store.enqueue(path, root, signature, media)
+        recorded = self.store.enqueue(path, root, signature, media, metadata)
         self.queued()
         return recorded
+
+    def _metadata(
+        self, path: bytes, root: bytes, signature: Signature, media: Media
+    ) -> dict[str, Value]:
+        """The user metadata the file goes with: its folder's templates, its sidecar over them."""
+        watch = self.config().watch_for(path)
+        templates = watch.user_metadata if watch is not None else {}
+        facts = Facts.of(path, root, media.kind, media.mime, signature.size, signature.mtime_ns)
+        return merged(templates, facts, path)
+
+    def _index_duplicate(self, duplicate: FileRow, twin: FileRow) -> None:
+        """A copy in a folder with its own index: the twin's asset is indexed there too, once
+        it is ready (until then, the poller does it when it becomes ready)."""
+        index_id = index_for(self.config(), duplicate)
+        if index_id and twin.state == FileState.READY and twin.asset_id:
+            self.store.want_index(twin.asset_id, index_id, duplicate.id)
+
+    def sidecar_changed(self, media_path: bytes) -> None:
+        """The sidecar of a recorded media file appeared or changed: what the file goes with
+        changes too (before its upload), or its asset is updated (after)."""
+        row = self.store.by_path(media_path)
+        if row is None or row.sha256 is None or row.kind is None or row.mime is None:
+            return
+        media = Media(row.mime, row.kind, row.sha256)
+        try:
+            metadata = self._metadata(row.path, row.root, row.signature, media)
+        except SidecarError as error:
+            if row.state == FileState.QUEUED:
+                self.store.hold(
+                    row.path, row.root, row.signature, media, f"{error}; fix it to go on"
+                )
+            elif row.state != FileState.HELD:
+                log.warning("%s: %s; its asset keeps the metadata it has", row.shown, error)
+            return
+        if row.state == FileState.HELD:
+            self.store.enqueue(row.path, row.root, row.signature, media, metadata)  # released
+            self.queued()
+        elif row.state == FileState.QUEUED:
+            self.store.set_metadata(row.id, metadata)
+        elif row.user_metadata != metadata and row.state in SENT:
+            self.store.want_metadata(row.id, metadata)
+            log.info("%s: its sidecar changed: its asset's metadata will be updated", row.shown)
+
+
+def index_for(config: Config, row: FileRow) -> str | None:
+    """The index the file's folder indexes its kind into, if any."""
+    watch = config.watch_for(row.path)
+    if watch is None or watch.index_id is None or row.kind not in watch.index_kinds:
+        return None
+    return watch.index_id
 
 
 @dataclass(frozen=True)
@@ -239,10 +297,16 @@ class IntakeWorker:
             self.settling = len(self.settler)
 
     def _take_ripe(self) -> None:
-        """Record the files that have settled, a chunk at a time."""
+        """Record the files that have settled, a chunk at a time; a settled sidecar tells its
+        media file."""
         ripe = self.settler.ripe()
         for start in range(0, len(ripe), CHUNK):
-            self.intake.take_many(ripe[start : start + CHUNK])
+            chunk = ripe[start : start + CHUNK]
+            self.intake.take_many(chunk)
+            for path, _ in chunk:
+                media = media_of(path)
+                if media is not None:
+                    self.intake.sidecar_changed(media)
             self.run.beats.beat()
 
     def _name(self, item: bytes) -> None:

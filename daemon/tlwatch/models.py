@@ -18,7 +18,18 @@ class FileState(enum.StrEnum):
     IGNORED = "ignored"  # not media (or not a wanted kind); not looked at again until it changes
     DUPLICATE = "duplicate"  # same content as a file already uploaded: shares that asset
     SKIPPED = "skipped"  # cannot be uploaded at all (too large, multipart not enabled...)
+    HELD = "held"  # waits for the user: its sidecar is malformed (the reason names it)
     FAILED = "failed"  # refused by the API or failed processing; `tlwatch retry` re-queues
+
+
+class IndexState(enum.StrEnum):
+    """Where the indexing of one asset into one index is; stored as text."""
+
+    QUEUED = "queued"  # wanted: to be sent (or tried again after an error)
+    SENDING = "sending"  # the intent is recorded; the request is, or may be, in flight
+    INDEXING = "indexing"  # the index holds an indexed asset for it; following its status
+    READY = "ready"
+    FAILED = "failed"  # refused (the reason carries the API's code) or failed indexing
 
 
 class Kind(enum.StrEnum):

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tlwatch.api import Asset, Client
-from tlwatch.config import Config
+from tlwatch.config import Config, WatchConfig
 from tlwatch.control import PAUSE_KEY, RunState
 from tlwatch.errors import ApiError, AuthError, NotFound, TransientError
+from tlwatch.intake import index_for
 from tlwatch.models import FileState, regular_signature, shown
 from tlwatch.state import FileRow, Store
 
@@ -142,32 +143,47 @@ class Poller:
             self.store.fail(row.id, reason, expect=FileState.UPLOADED)
 
     def _ready(self, row: FileRow) -> None:
-        watch = self.config().watch_for(row.path)
+        config = self.config()
+        watch = config.watch_for(row.path)
+        index_id = index_for(config, row)
         acts = watch is not None and watch.after_upload != "keep"
         if acts and row.root in self.run.offline():
             return  # nothing is moved or deleted while its folder is offline: ready once back
-        if not self.store.mark_ready(row.id):
+        wanted = [(index_id, row.id)] if index_id else []
+        wanted += [
+            (other, dup.id)
+            for dup in self.store.duplicates_of(row.id)
+            if (other := index_for(config, dup)) is not None
+        ]
+        if not self.store.mark_ready(row.id, wanted):
             return  # the file changed meanwhile and is on its way again
-        if watch is None or not acts:
-            return
-        if regular_signature(row.path) != row.signature:
-            log.warning("%s: changed since it was uploaded; leaving it where it is", row.shown)
-            return
-        try:
-            if watch.after_upload == "delete":
-                os.unlink(row.path)
-                self.store.note(row.id, "deleted after upload, as configured")
-                log.info("%s: deleted after upload, as configured", row.shown)
-            elif watch.move_to is not None:
-                self._move(row, watch.move_to)
-        except OSError as error:
-            log.warning(
-                "%s: %s after upload failed: %s", row.shown, watch.after_upload, error.strerror
-            )
+        if wanted:
+            self.run.wake_indexer()
+        if watch is not None and acts and not index_id:  # with an index: once it is indexed
+            after_upload(self.store, watch, self.store.get(row.id))
 
-    def _move(self, row: FileRow, folder: Path) -> None:
-        target = os.path.join(os.fsencode(folder), row.name)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.move(os.fsdecode(row.path), os.fsdecode(target))
-        self.store.relocate(row.id, target, os.fsencode(folder))
-        log.info("%s: moved to %s after upload, as configured", row.shown, shown(target))
+
+def after_upload(store: Store, watch: WatchConfig, row: FileRow) -> None:
+    """Move or delete a file whose work is done, as its folder says; never one that changed."""
+    if watch.after_upload == "keep":
+        return
+    if regular_signature(row.path) != row.signature:
+        log.warning("%s: changed since it was uploaded; leaving it where it is", row.shown)
+        return
+    try:
+        if watch.after_upload == "delete":
+            os.unlink(row.path)
+            store.note(row.id, "deleted after upload, as configured")
+            log.info("%s: deleted after upload, as configured", row.shown)
+        elif watch.move_to is not None:
+            _move(store, row, watch.move_to)
+    except OSError as error:
+        log.warning("%s: %s after upload failed: %s", row.shown, watch.after_upload, error.strerror)
+
+
+def _move(store: Store, row: FileRow, folder: Path) -> None:
+    target = os.path.join(os.fsencode(folder), row.name)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.move(os.fsdecode(row.path), os.fsdecode(target))
+    store.relocate(row.id, target, os.fsencode(folder))
+    log.info("%s: moved to %s after upload, as configured", row.shown, shown(target))

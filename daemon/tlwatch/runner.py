@@ -24,6 +24,7 @@ from tlwatch.control import RunState, run_loop
 from tlwatch.errors import ConfigError
 from tlwatch.folders import Folders
 from tlwatch.health import Watchdog
+from tlwatch.indexer import Indexer
 from tlwatch.intake import Intake, IntakeWorker
 from tlwatch.keycheck import KeyCheck
 from tlwatch.poller import Poller
@@ -102,6 +103,7 @@ class Runner:
         folders = Folders(self.config)
         uploader = self._uploader(store, client, self.config, run, offline=folders.gone_now)
         poller = Poller(store, client, self.config, run)
+        indexer = Indexer(store, client, self.config, run)
         poll_seconds = self._config.daemon.poll_interval_seconds
         watcher = Watcher(run.look_at, self._trouble, poll_seconds=poll_seconds)
         ticks = Ticks(
@@ -131,6 +133,7 @@ class Runner:
         for number in range(self._config.api.max_concurrent_uploads):
             self._start(f"upload-{number + 1}", uploader.turn, quiet + UPLOAD_LIMIT)
         self._start("poller", poller.turn, quiet + QUIET_LIMIT)
+        self._start("indexer", indexer.turn, quiet + QUIET_LIMIT)
         run.rescan()
         self.notifier.ready(ticks.snapshot().line())
         try:

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from tlwatch.errors import StoreError, StoreLocked, StoreUnavailable
-from tlwatch.models import FileState, Media, Signature, relative_to, shown
+from tlwatch.models import FileState, IndexState, Media, Signature, relative_to, shown
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,26 @@ MIGRATIONS = [
     UPDATE files SET dir = tlwatch_dirname(path);
     CREATE INDEX files_dir ON files(dir);
     """,
+    """
+    ALTER TABLE files ADD COLUMN metadata TEXT;
+    ALTER TABLE files ADD COLUMN metadata_pending TEXT;
+    CREATE TABLE indexings (
+        asset_id TEXT NOT NULL,
+        index_id TEXT NOT NULL,
+        file_id INTEGER REFERENCES files(id) ON DELETE SET NULL,
+        state TEXT NOT NULL,
+        indexed_asset_id TEXT,
+        status TEXT,
+        reason TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        sent_at REAL,
+        PRIMARY KEY (asset_id, index_id)
+    );
+    CREATE INDEX indexings_state ON indexings(state, next_attempt_at);
+    """,
 ]
 
 
@@ -114,6 +135,12 @@ class FileRow:
     created_at: float
     updated_at: float
     uploaded_at: float | None
+    metadata: str | None  # the user metadata it is (or was) sent with, as JSON
+    metadata_pending: str | None  # newer user metadata, to be sent to its asset
+
+    @property
+    def user_metadata(self) -> dict[str, Any]:
+        return dict(json.loads(self.metadata)) if self.metadata else {}
 
     @property
     def signature(self) -> Signature:
@@ -130,6 +157,32 @@ class FileRow:
 
 
 _COLUMNS = ", ".join(f.name for f in fields(FileRow))
+
+
+@dataclass(frozen=True)
+class IndexingRow:
+    """The indexing of one asset into one index (exactly once per pair)."""
+
+    asset_id: str
+    index_id: str
+    file_id: int | None
+    state: IndexState
+    indexed_asset_id: str | None
+    status: str | None
+    reason: str | None
+    attempts: int
+    next_attempt_at: float | None
+    created_at: float
+    updated_at: float
+    sent_at: float | None
+
+
+_INDEXING_COLUMNS = ", ".join(f.name for f in fields(IndexingRow))
+
+
+def _indexing(values: tuple[Any, ...]) -> IndexingRow:
+    row = IndexingRow(*values)
+    return IndexingRow(**{**row.__dict__, "state": IndexState(row.state)})
 
 
 def _row(values: tuple[Any, ...]) -> FileRow:
@@ -297,6 +350,14 @@ class Store:
         )
         return _row(rows[0]) if rows else None
 
+    def duplicates_of(self, file_id: int) -> list[FileRow]:
+        """The files recorded as copies of this one."""
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM files WHERE duplicate_of = ? AND state = ? ORDER BY id",
+            (file_id, FileState.DUPLICATE),
+        )
+        return [_row(r) for r in rows]
+
     def known_in(self, folder: bytes) -> dict[bytes, tuple[int, int, int]]:
         """The recorded files directly in `folder`, each with (size, mtime_ns, inode): a scan
         asks folder by folder, so its memory does not grow with the number of records."""
@@ -350,11 +411,49 @@ class Store:
         root: bytes,
         signature: Signature,
         media: Media,
-        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> FileRow:
-        """A complete media file to upload: queued, with fresh upload fields."""
+        """A complete media file to upload, with the user metadata it goes with: queued, with
+        fresh upload fields."""
         values = {**_FRESH_UPLOAD, **_media(media), "duplicate_of": None}
-        return self._record(path, root, signature, FileState.QUEUED, reason, values)
+        values["metadata"] = _json(metadata or {})
+        return self._record(path, root, signature, FileState.QUEUED, None, values)
+
+    def hold(
+        self, path: bytes, root: bytes, signature: Signature, media: Media, reason: str
+    ) -> FileRow:
+        """Media that waits for the user (a malformed sidecar, named in `reason`): no API call
+        until it is fixed (the next version of the file or its sidecar releases it)."""
+        values = {**_FRESH_UPLOAD, **_media(media), "duplicate_of": None}
+        return self._record(path, root, signature, FileState.HELD, reason, values)
+
+    def set_metadata(self, file_id: int, metadata: Mapping[str, Any]) -> None:
+        """The user metadata a file not yet sent goes with."""
+        with self._transaction() as db:
+            self._set(db, file_id, {"metadata": _json(metadata), "metadata_pending": None})
+
+    def want_metadata(self, file_id: int, metadata: Mapping[str, Any]) -> None:
+        """Newer user metadata for a file already sent: its asset is to be updated."""
+        with self._transaction() as db:
+            self._set(db, file_id, {"metadata_pending": _json(metadata)})
+
+    def metadata_sent(self, file_id: int, metadata: str) -> None:
+        """The asset (and its indexed assets) now carry `metadata` (JSON)."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE files SET metadata = ?, metadata_pending = CASE WHEN metadata_pending = ? "
+                "THEN NULL ELSE metadata_pending END, updated_at = ? WHERE id = ?",
+                (metadata, metadata, self.clock(), file_id),
+            )
+
+    def metadata_to_send(self) -> list[FileRow]:
+        """Files whose asset waits for newer user metadata."""
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM files WHERE metadata_pending IS NOT NULL "
+            "AND asset_id IS NOT NULL AND state IN (?, ?) ORDER BY id",
+            (FileState.UPLOADED, FileState.READY),
+        )
+        return [_row(r) for r in rows]
 
     def ignore(
         self, path: bytes, root: bytes, signature: Signature, mime: str, kind: str | None, why: str
@@ -364,11 +463,17 @@ class Store:
         return self._record(path, root, signature, FileState.IGNORED, why, values)
 
     def duplicate(
-        self, path: bytes, root: bytes, signature: Signature, media: Media, twin: FileRow
+        self,
+        path: bytes,
+        root: bytes,
+        signature: Signature,
+        media: Media,
+        twin: FileRow,
+        metadata: Mapping[str, Any] | None = None,
     ) -> FileRow:
         """Same content as `twin`, which holds (or will hold) the asset: no upload."""
         values = {**_FRESH_UPLOAD, **_media(media), "duplicate_of": twin.id}
-        values["asset_id"] = twin.asset_id
+        values |= {"asset_id": twin.asset_id, "metadata": _json(metadata or {})}
         reason = f"same content as {twin.shown}"
         return self._record(path, root, signature, FileState.DUPLICATE, reason, values)
 
@@ -381,9 +486,11 @@ class Store:
         asset_id: str,
         asset_status: str,
         reason: str | None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> FileRow:
         """An asset the server already holds for this file (a rebuilt store, a URL upload)."""
         values = {**_FRESH_UPLOAD, "duplicate_of": None, "asset_id": asset_id}
+        values["metadata"] = _json(metadata or {})
         values |= {"asset_status": asset_status, "uploaded_at": self.clock()}
         values |= _media(media) if media else {"kind": None}
         return self._record(path, root, signature, FileState.UPLOADED, reason, values, durable=True)
@@ -485,9 +592,15 @@ class Store:
             self._set(db, file_id, {"asset_status": new})
             self._event(db, file_id, "asset", old, new, detail)
 
-    def mark_ready(self, file_id: int) -> bool:
-        """The asset is ready; False when the file had moved on (changed, on its way again)."""
-        row = self._move(file_id, FileState.READY, None, {}, expect=FileState.UPLOADED)
+    def mark_ready(self, file_id: int, indexes: Iterable[tuple[str, int]] = ()) -> bool:
+        """The asset is ready; False when the file had moved on (changed, on its way again).
+        `indexes`: (index id, file id) pairs its asset is to be indexed into, wanted in the
+        same transaction (each pair once, ever)."""
+        with self.batch():
+            row = self._move(file_id, FileState.READY, None, {}, expect=FileState.UPLOADED)
+            if row.state == FileState.READY and row.asset_id:
+                for index_id, asker in indexes:
+                    self.want_index(row.asset_id, index_id, asker)
         return row.state == FileState.READY
 
     def note(self, file_id: int, reason: str) -> None:
@@ -504,7 +617,14 @@ class Store:
         """Put failed or skipped files back in the queue, now, with fresh upload fields."""
         moved = []
         for file_id in file_ids:
-            if self.get(file_id).state in (FileState.FAILED, FileState.SKIPPED):
+            row = self.get(file_id)
+            for indexing in self.indexings_of(row.asset_id or ""):
+                if indexing.state == IndexState.FAILED:
+                    self.requeue_indexing(
+                        indexing.asset_id, indexing.index_id, "retry asked for", at=0.0, attempts=0
+                    )
+                    moved.append(row)
+            if row.state in (FileState.FAILED, FileState.SKIPPED):
                 self.forget_session(file_id)
                 moved.append(
                     self._move(file_id, FileState.QUEUED, "retry asked for", _FRESH_UPLOAD)
@@ -525,6 +645,123 @@ class Store:
             }
             reason = "interrupted; will look for it on the server before sending it again"
             self._move(row.id, FileState.QUEUED, reason, values)
+        for indexing in self.indexings(IndexState.SENDING):
+            at = max(self.clock(), indexing.updated_at + grace)
+            reason = "interrupted; will look for it in the index before sending it again"
+            self.requeue_indexing(indexing.asset_id, indexing.index_id, reason, at=at)
+
+    # ---- indexing ------------------------------------------------------------------------
+    def want_index(self, asset_id: str, index_id: str, file_id: int) -> bool:
+        """Index `asset_id` into `index_id` (for `file_id`), unless that pair is known: True
+        when it is new."""
+        now = self.clock()
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO indexings (asset_id, index_id, file_id, state, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (asset_id, index_id, file_id, IndexState.QUEUED, now, now),
+            )
+            return cursor.rowcount == 1
+
+    def claim_indexing(self) -> IndexingRow | None:
+        """Take the first queued indexing that is due: it becomes `sending`, attempts + 1.
+        Durable: this is the intent."""
+        with self._transaction(durable=True) as db:
+            found = db.execute(
+                f"SELECT {_INDEXING_COLUMNS} FROM indexings WHERE state = ? "
+                "AND COALESCE(next_attempt_at, 0) <= ? ORDER BY created_at LIMIT 1",
+                (IndexState.QUEUED, self.clock()),
+            ).fetchone()
+            if found is None:
+                return None
+            row = _indexing(found)
+            self._index_change(db, row, IndexState.SENDING, {"attempts": row.attempts + 1}, None)
+        return self.indexing(row.asset_id, row.index_id)
+
+    def indexing_sent(self, asset_id: str, index_id: str, indexed_asset_id: str) -> None:
+        """The index holds `indexed_asset_id` for it: durable at once, like an asset id."""
+        values = {"indexed_asset_id": indexed_asset_id, "sent_at": self.clock(), "status": None}
+        with self._transaction(durable=True) as db:
+            row = self._indexing_in(db, asset_id, index_id)
+            self._index_change(db, row, IndexState.INDEXING, values, None)
+
+    def indexing_status(
+        self, asset_id: str, index_id: str, status: str, reason: str | None
+    ) -> None:
+        """The indexed asset's status now; `ready` and `failed` end the indexing."""
+        state = {"ready": IndexState.READY, "failed": IndexState.FAILED}.get(status)
+        with self._transaction() as db:
+            row = self._indexing_in(db, asset_id, index_id)
+            values = {"status": status}
+            self._index_change(db, row, state or row.state, values, reason)
+
+    def requeue_indexing(
+        self, asset_id: str, index_id: str, reason: str, *, at: float, attempts: int | None = None
+    ) -> None:
+        values: dict[str, Any] = {"next_attempt_at": at}
+        if attempts is not None:
+            values["attempts"] = attempts
+        with self._transaction() as db:
+            row = self._indexing_in(db, asset_id, index_id)
+            self._index_change(db, row, IndexState.QUEUED, values, reason)
+
+    def fail_indexing(self, asset_id: str, index_id: str, reason: str) -> None:
+        with self._transaction() as db:
+            row = self._indexing_in(db, asset_id, index_id)
+            self._index_change(db, row, IndexState.FAILED, {}, reason)
+
+    def indexing(self, asset_id: str, index_id: str) -> IndexingRow:
+        with self._lock:
+            return self._indexing_in(self._db, asset_id, index_id)
+
+    def indexings(self, *states: IndexState) -> list[IndexingRow]:
+        marks = ", ".join("?" * len(states))
+        rows = self._query(
+            f"SELECT {_INDEXING_COLUMNS} FROM indexings WHERE state IN ({marks}) "
+            "ORDER BY created_at",
+            states,
+        )
+        return [_indexing(r) for r in rows]
+
+    def indexings_of(self, asset_id: str) -> list[IndexingRow]:
+        rows = self._query(
+            f"SELECT {_INDEXING_COLUMNS} FROM indexings WHERE asset_id = ? ORDER BY created_at",
+            (asset_id,),
+        )
+        return [_indexing(r) for r in rows]
+
+    def all_indexings(self) -> list[IndexingRow]:
+        rows = self._query(f"SELECT {_INDEXING_COLUMNS} FROM indexings ORDER BY created_at")
+        return [_indexing(r) for r in rows]
+
+    def _indexing_in(self, db: sqlite3.Connection, asset_id: str, index_id: str) -> IndexingRow:
+        found = db.execute(
+            f"SELECT {_INDEXING_COLUMNS} FROM indexings WHERE asset_id = ? AND index_id = ?",
+            (asset_id, index_id),
+        ).fetchone()
+        if found is None:
+            raise StoreError(f"no indexing of asset {asset_id} into index {index_id}")
+        return _indexing(found)
+
+    def _index_change(
+        self,
+        db: sqlite3.Connection,
+        row: IndexingRow,
+        state: IndexState,
+        values: dict[str, Any],
+        reason: str | None,
+    ) -> None:
+        if (row.state, state) not in INDEX_LEGAL:
+            raise StoreError(f"illegal indexing transition {row.state} → {state}")
+        values = {**values, "state": state, "reason": reason, "updated_at": self.clock()}
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        db.execute(
+            f"UPDATE indexings SET {assignments} WHERE asset_id = ? AND index_id = ?",
+            (*values.values(), row.asset_id, row.index_id),
+        )
+        if row.file_id is not None and state != row.state:
+            detail = f"index {row.index_id}" + (f": {reason}" if reason else "")
+            self._event(db, row.file_id, "index", row.state, state, detail)
 
     # ---- watched folders -----------------------------------------------------------------
     def set_folder(self, path: bytes, online: bool, reason: str | None) -> None:
@@ -644,6 +881,7 @@ _NEW_VERSION = (
     FileState.IGNORED,
     FileState.DUPLICATE,
     FileState.UPLOADED,
+    FileState.HELD,
 )
 LEGAL: frozenset[tuple[FileState | None, FileState]] = frozenset(
     {(old, new) for old in (None, *FileState) if old != FileState.UPLOADING for new in _NEW_VERSION}
@@ -661,6 +899,21 @@ LEGAL: frozenset[tuple[FileState | None, FileState]] = frozenset(
 )
 
 
+INDEX_LEGAL = frozenset(
+    {
+        (IndexState.QUEUED, IndexState.SENDING),
+        (IndexState.QUEUED, IndexState.QUEUED),
+        (IndexState.SENDING, IndexState.QUEUED),
+        (IndexState.SENDING, IndexState.INDEXING),
+        (IndexState.SENDING, IndexState.FAILED),
+        (IndexState.INDEXING, IndexState.INDEXING),
+        (IndexState.INDEXING, IndexState.READY),
+        (IndexState.INDEXING, IndexState.FAILED),
+        (IndexState.FAILED, IndexState.QUEUED),
+    }
+)
+
+
 def _check_legal(old: FileState | None, new: FileState) -> None:
     if (old, new) not in LEGAL:
         raise StoreError(f"illegal transition {old or 'new'} → {new}")
@@ -674,8 +927,13 @@ _FRESH_UPLOAD: dict[str, Any] = {
     "attempts": 0,
     "next_attempt_at": None,
     "uploaded_at": None,
+    "metadata_pending": None,
     **dict.fromkeys(_SESSION),
 }
+
+
+def _json(metadata: Mapping[str, Any]) -> str:
+    return json.dumps(dict(metadata), sort_keys=True, ensure_ascii=False)
 
 
 def _media(media: Media) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from tlwatch.api import Asset, Client, MultipartSession, api_filename
@@ -244,10 +244,9 @@ class Uploader:
         return self._multipart(row, kind, metadata, api), "processing"
 
     def _metadata(self, row: FileRow, token: str) -> dict[str, Any]:
-        watch = self.config().watch_for(row.path)
-        extra: Mapping[str, Any] = watch.user_metadata if watch is not None else {}
+        """What the asset carries: the file's own user metadata, and tlwatch's keys."""
         return {
-            **extra,
+            **row.user_metadata,
             TOKEN_KEY: token,
             SHA_KEY: row.sha256 or "",
             PATH_KEY: row.name.decode("utf-8", "replace")[:1000],

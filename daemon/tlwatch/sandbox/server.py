@@ -209,6 +209,15 @@ def _put_chunk(svc: Service, req: Request) -> Reply:
 
 # ---- the admin view for tests --------------------------------------------------------------
 route("GET", "/_sandbox/assets", "admin")(lambda svc, req: _reply(200, svc.admin_assets()))
+route("GET", "/_sandbox/indexed", "admin")(
+    lambda svc, req: _reply(
+        200,
+        [
+            {**indexes.view_indexed(svc, a), "index_id": a.index_id}
+            for a in sorted(svc.indexed.values(), key=lambda a: a.created_at)
+        ],
+    )
+)
 route("GET", "/_sandbox/requests", "admin")(lambda svc, req: _reply(200, svc.request_counts()))
 route("GET", "/_sandbox/settings", "admin")(lambda svc, req: _reply(200, vars(svc.settings)))
 

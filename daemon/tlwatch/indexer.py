@@ -1,0 +1,228 @@
+"""One ready asset -> one indexed asset per index, exactly once; and assets kept up to date with
+their files' metadata.
+
+`Indexer.turn` is one turn of the indexer thread. It takes the next wanted indexing (the intent,
+`sending`, is committed first), looks in the index first when an earlier attempt may have reached
+it (`GET /assets/{id}/indexed-assets`), and only then sends; the indexed asset's id is stored in
+the transaction that leaves `sending`. It follows each indexed asset until `ready` or `failed`,
+logging every change, then runs `after_upload` where the folder waits for indexing. It also sends
+newer user metadata (a sidecar added or changed) to the asset and its indexed assets.
+
+A 429 holds indexing only (uploads go on); 400/404 end the indexing as failed with the API's code;
+a 401 pauses everything, like an upload's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tlwatch.api import Client
+from tlwatch.config import Config
+from tlwatch.control import INDEXING, PAUSE_KEY, RunState
+from tlwatch.errors import (
+    ApiError,
+    AuthError,
+    NotFound,
+    OutcomeUnknown,
+    RateLimited,
+    TransientError,
+)
+from tlwatch.models import IndexState, shown
+from tlwatch.poller import after_upload
+from tlwatch.state import IndexingRow, Store
+
+log = logging.getLogger(__name__)
+
+FIRST_INTERVAL = 2.0  # an indexed asset's first check, seconds after it was sent
+MAX_INTERVAL = 30.0
+IDLE_WAIT = 5.0  # the longest between two looks at the store (`tlwatch retry`, `tlwatch index`)
+
+
+class Indexer:
+    def __init__(
+        self,
+        store: Store,
+        client: Client,
+        config: Callable[[], Config],
+        run: RunState,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.client, self.config, self.run = store, client, config, run
+        self.clock = clock
+        self._schedule: dict[tuple[str, str], tuple[float, float]] = {}  # (asset, index) -> due
+
+    def turn(self) -> None:
+        """Send what is wanted, follow what is sent, send newer metadata; then wait."""
+        if self.run.paused() is None and self.run.held(INDEXING) == 0:
+            while self._send_next():
+                self.run.beats.beat()
+            self._sync_metadata()
+        due = self.follow() if self.run.paused() is None else None
+        wait = IDLE_WAIT if due is None else min(max(due - self.clock(), 0.05), IDLE_WAIT)
+        if self.run.held(INDEXING):
+            wait = min(wait, max(self.run.held(INDEXING), 0.05))
+        self.run.wait_for_index(wait)
+
+    # ---- sending, exactly once ---------------------------------------------------------------
+    def _send_next(self) -> bool:
+        """Send (or adopt) the next wanted indexing; False when there is none to send now."""
+        if self.run.paused() is not None or self.run.held(INDEXING):
+            return False
+        row = self.store.claim_indexing()
+        if row is None:
+            return False
+        try:
+            if row.attempts > 1:  # an earlier attempt may have reached the index: look first
+                found = self.client.indexes_of(row.asset_id).get(row.index_id)
+                if found is not None:
+                    shown_ = _shown(self.store, row)
+                    log.info("%s: found %s in index %s; adopting it", shown_, found, row.index_id)
+                    self._sent(row, found)
+                    return True
+            indexed_id = self.client.create_indexed_asset(
+                row.index_id,
+                row.asset_id,
+                user_metadata=self._metadata(row),
+                enable_video_stream=self._stream(row),
+            )
+        except ApiError as error:
+            self._refused(row, error)
+            return True
+        self._sent(row, indexed_id)
+        return True
+
+    def _sent(self, row: IndexingRow, indexed_id: str) -> None:
+        self.store.indexing_sent(row.asset_id, row.index_id, indexed_id)
+        self._schedule[(row.asset_id, row.index_id)] = (self.clock() + FIRST_INTERVAL, 2.0)
+        log.info("%s: indexing into %s as %s", _shown(self.store, row), row.index_id, indexed_id)
+
+    def _refused(self, row: IndexingRow, error: ApiError) -> None:
+        if isinstance(error, AuthError):
+            self.run.pause(PAUSE_KEY, "API key rejected")
+            self.store.requeue_indexing(
+                row.asset_id, row.index_id, "paused: the API key was rejected", at=self.clock()
+            )
+        elif isinstance(error, TransientError):
+            backoff = self.config().daemon.upload_backoff
+            wait = error.retry_after
+            if isinstance(error, OutcomeUnknown):  # the index may still be storing it
+                wait = max(wait or 0.0, self.config().api.timeout_seconds)
+            at = self.clock() + backoff.delay(row.attempts, server_wait=wait)
+            self.store.requeue_indexing(row.asset_id, row.index_id, str(error), at=at)
+            if isinstance(error, RateLimited) and self.run.hold(at, INDEXING):
+                log.warning("indexing is rate limited: none sent for %.0f s", at - self.clock())
+        else:
+            self.store.fail_indexing(row.asset_id, row.index_id, f"refused by the API: {error}")
+            log.warning(
+                "%s: indexing into %s failed: %s", _shown(self.store, row), row.index_id, error
+            )
+
+    def _metadata(self, row: IndexingRow) -> dict[str, Any] | None:
+        if row.file_id is None:
+            return None
+        return self.store.get(row.file_id).user_metadata or None
+
+    def _stream(self, row: IndexingRow) -> bool | None:
+        for watch in self.config().watch:
+            if watch.index_id == row.index_id and watch.enable_video_stream is not None:
+                return watch.enable_video_stream
+        return None
+
+    # ---- following -----------------------------------------------------------------------------
+    def follow(self) -> float | None:
+        """Check each indexed asset that is due; return when the next is due (None: none)."""
+        rows = self.store.indexings(IndexState.INDEXING)
+        keys = {(r.asset_id, r.index_id) for r in rows}
+        self._schedule = {k: v for k, v in self._schedule.items() if k in keys}
+        now = self.clock()
+        for row in rows:
+            key = (row.asset_id, row.index_id)
+            due, interval = self._schedule.setdefault(key, (now, FIRST_INTERVAL))
+            if due > now + 0.5 or row.indexed_asset_id is None:
+                continue
+            self._schedule[key] = (now + interval, min(interval * 1.5, MAX_INTERVAL))
+            self.run.beats.beat()
+            if not self._check(row, row.indexed_asset_id):
+                break
+        return min((when for when, _ in self._schedule.values()), default=None)
+
+    def _check(self, row: IndexingRow, indexed_id: str) -> bool:
+        """Retrieve one indexed asset and record what changed; False to stop (paused)."""
+        try:
+            found = self.client.retrieve_indexed_asset(row.index_id, indexed_id)
+        except AuthError:
+            self.run.pause(PAUSE_KEY, "API key rejected")
+            return False
+        except NotFound:
+            reason = f"indexed asset {indexed_id} no longer exists"
+            self.store.indexing_status(row.asset_id, row.index_id, "failed", reason)
+            return True
+        except ApiError as error:
+            log.info(
+                "%s: cannot check indexed asset %s yet: %s",
+                _shown(self.store, row),
+                indexed_id,
+                error,
+            )
+            return True
+        if found.status != row.status:
+            took = self.clock() - (row.sent_at or self.clock())
+            log.info(
+                "%s: index %s: %s %s → %s after %.0f s",
+                _shown(self.store, row),
+                row.index_id,
+                indexed_id,
+                row.status or "new",
+                found.status,
+                took,
+            )
+            said = found.error or ("indexing failed" if found.status == "failed" else None)
+            self.store.indexing_status(row.asset_id, row.index_id, found.status, said)
+        if found.status == "ready":
+            self._indexed(row)
+        return True
+
+    def _indexed(self, row: IndexingRow) -> None:
+        """Indexing ended ready: a folder that waits for it now moves or deletes the file."""
+        if row.file_id is None:
+            return
+        file = self.store.get(row.file_id)
+        watch = self.config().watch_for(file.path)
+        if (
+            watch is not None
+            and watch.index_id == row.index_id
+            and file.root not in self.run.offline()
+        ):
+            after_upload(self.store, watch, file)
+
+    # ---- newer metadata -------------------------------------------------------------------------
+    def _sync_metadata(self) -> None:
+        """Send each file's newer user metadata to its asset and its indexed assets."""
+        for file in self.store.metadata_to_send():
+            assert file.asset_id is not None and file.metadata_pending is not None
+            wanted = json.loads(file.metadata_pending)
+            changes = {key: None for key in file.user_metadata if key not in wanted} | wanted
+            try:
+                self.client.update_asset_metadata(file.asset_id, changes)
+                for indexing in self.store.indexings_of(file.asset_id):
+                    if indexing.indexed_asset_id and indexing.file_id == file.id:
+                        self.client.update_indexed_metadata(
+                            indexing.index_id, indexing.indexed_asset_id, changes
+                        )
+            except AuthError:
+                self.run.pause(PAUSE_KEY, "API key rejected")
+                return
+            except ApiError as error:
+                log.info("%s: cannot update its metadata yet: %s", file.shown, error)
+                return
+            self.store.metadata_sent(file.id, file.metadata_pending)
+            log.info("%s: its asset's metadata is updated", file.shown)
+
+
+def _shown(store: Store, row: IndexingRow) -> str:
+    return store.get(row.file_id).shown if row.file_id is not None else shown(row.asset_id)
