@@ -82,3 +82,142 @@ def test_a_ready_asset_is_indexed_once_with_its_templated_metadata(daemon: Daemo
     assert "indexing: 1 ready" in status
     assert daemon.stop() == 0
     assert "→ ready after" in daemon.log()
+
+
+def sent_assets(daemon: Daemon) -> list[str]:
+    return sorted(str(a["sha256"]) for a in daemon.sandbox.assets())
+
+
+def test_a_lost_index_answer_ends_in_exactly_one_indexed_asset(daemon: Daemon) -> None:
+    configure(daemon)
+    daemon.sandbox.fault(endpoint="indexed_create", drop="after", times=1)
+    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "a.mp4")
+    daemon.start()
+    wait_for(lambda: list(indexings(daemon).values()) == ["ready"], timeout=40)
+    assert len(daemon.sandbox.indexed()) == 1
+    assert "adopting it" in daemon.log()
+    assert daemon.stop() == 0
+
+
+def test_kill_9_while_indexing_then_restart_indexes_once(daemon: Daemon) -> None:
+    configure(daemon)
+    daemon.sandbox.fault(endpoint="indexed_create", delay=2.0, times=1)
+    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "a.mp4")
+    daemon.start()
+    wait_for(lambda: list(indexings(daemon).values()) == ["sending"], timeout=30)
+    assert daemon.process is not None
+    daemon.process.kill()  # the request is in flight; the index will still store it
+    daemon.process.wait()
+    daemon.process = None
+    wait_for(lambda: len(daemon.sandbox.indexed()) == 1)
+    daemon.start()
+    wait_for(lambda: list(indexings(daemon).values()) == ["ready"], timeout=40)
+    assert len(daemon.sandbox.indexed()) == 1
+    assert daemon.stop() == 0
+
+
+def test_sidecars_present_late_and_malformed(daemon: Daemon) -> None:
+    configure(daemon)
+    early, late, bad = (daemon.watch / n for n in ("early.mp4", "late.wav", "bad.mp4"))
+    (daemon.watch / "early.mp4.json").write_text('{"camera": "Z", "take": 2}')
+    (daemon.watch / "bad.mp4.json").write_text('{"scene": {"nested": true}}')
+    early.write_bytes((FIXTURES / "clip.mp4").read_bytes())
+    late.write_bytes((FIXTURES / "tone.wav").read_bytes())
+    bad.write_bytes((FIXTURES / "clip.mp4").read_bytes() + b"\0")
+    daemon.start()
+    daemon.wait_states({"early.mp4": "ready", "late.wav": "ready", "bad.mp4": "held"})
+    held = next(r for r in daemon.rows() if r.path.endswith(b"bad.mp4"))
+    assert "sidecar 'bad.mp4.json': key 'scene'" in (held.reason or "")
+    assert len(daemon.sandbox.assets()) == 2  # nothing sent for the held file
+    by_name = {a["filename"]: a for a in daemon.sandbox.assets()}
+    assert by_name["early.mp4"]["user_metadata"]["camera"] == "Z"
+    assert by_name["early.mp4"]["user_metadata"]["take"] == 2
+    assert not (daemon.sandbox.assets() and "early.mp4.json" in by_name)  # never uploaded
+    wait_for(lambda: sorted(indexings(daemon).values()) == ["ready", "ready"], timeout=30)
+
+    (daemon.watch / "late.wav.json").write_text('{"mood": "calm"}')  # added after the upload
+    late_id = by_name["late.wav"]["id"]
+
+    def updated() -> bool:
+        asset = next(a for a in daemon.sandbox.assets() if a["id"] == late_id)
+        indexed = [i for i in daemon.sandbox.indexed() if i["asset_id"] == late_id]
+        return asset["user_metadata"].get("mood") == "calm" and all(
+            (i.get("user_metadata") or {}).get("mood") == "calm" for i in indexed
+        )
+
+    wait_for(updated, timeout=30)
+    (daemon.watch / "bad.mp4.json").write_text('{"scene": "12A"}')  # fixed: released
+    daemon.wait_states({"bad.mp4": "ready"}, timeout=30)
+    fixed = next(a for a in daemon.sandbox.assets() if a["filename"] == "bad.mp4")
+    assert fixed["user_metadata"]["scene"] == "12A"
+    assert daemon.stop() == 0
+
+
+def test_a_duplicate_in_a_folder_with_another_index_is_indexed_there_too(daemon: Daemon) -> None:
+    make_index(daemon, INDEX)
+    make_index(daemon, OTHER)
+    archive = daemon.root / "archive"
+    archive.mkdir()
+    daemon.configure(
+        watch=f'index_id = "{INDEX}"\n[[watch]]\npath = "archive"\nsettle_seconds = 0.3\n'
+        f'index_id = "{OTHER}"\n'
+    )
+    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "a.mp4")
+    daemon.start()
+    wait_for(lambda: list(indexings(daemon).values()) == ["ready"], timeout=30)
+    shutil.copy(FIXTURES / "clip.mp4", archive / "copy.mp4")
+    wait_for(lambda: sorted(indexings(daemon).values()) == ["ready", "ready"], timeout=30)
+    indexed = daemon.sandbox.indexed()
+    assert sorted(i["index_id"] for i in indexed) == sorted([INDEX, OTHER])
+    assert len({i["asset_id"] for i in indexed}) == 1  # one asset, in two indexes
+    assert len(daemon.sandbox.assets()) == 1
+    assert daemon.states()[b"copy.mp4"] == "duplicate"
+    assert daemon.stop() == 0
+
+
+def test_a_429_on_indexing_holds_indexing_only(daemon: Daemon) -> None:
+    configure(daemon)
+    daemon.sandbox.fault(endpoint="indexed_create", status=429, retry_after="4", times=1)
+    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "first.mp4")
+    daemon.start()
+    wait_for(lambda: "indexing is rate limited" in daemon.log(), timeout=30)
+    shutil.copy(FIXTURES / "tone.wav", daemon.watch / "second.wav")  # uploads go on meanwhile
+    daemon.wait_states({"second.wav": "ready"}, timeout=30)
+    assert list(indexings(daemon).values()).count("ready") == 0  # still held
+    wait_for(lambda: sorted(indexings(daemon).values()) == ["ready", "ready"], timeout=40)
+    assert len(daemon.sandbox.indexed()) == 2
+    assert daemon.stop() == 0
+
+
+def test_delete_after_upload_waits_for_indexing(daemon: Daemon) -> None:
+    configure(daemon, 'after_upload = "delete"')
+    daemon.sandbox.settings(indexing_seconds=2.0)
+    clip = daemon.watch / "a.mp4"
+    shutil.copy(FIXTURES / "clip.mp4", clip)
+    daemon.start()
+    daemon.wait_states({"a.mp4": "ready"})
+    assert clip.exists()  # ready, but not yet indexed
+    wait_for(lambda: list(indexings(daemon).values()) == ["ready"], timeout=30)
+    wait_for(lambda: not clip.exists())
+    assert daemon.stop() == 0
+
+
+def test_tlwatch_index_backfills_once(daemon: Daemon) -> None:
+    make_index(daemon, INDEX)
+    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "a.mp4")
+    assert daemon.command("scan", "--wait").returncode == 0
+    path = str(daemon.watch / "a.mp4")
+    assert daemon.command("index", path).returncode == 1  # no index_id in its folder
+    done = daemon.command("index", path, "--index", INDEX)
+    assert done.returncode == 0, done.stderr
+    assert "ready" in done.stdout
+    again = daemon.command("index", "--all", "--index", INDEX)
+    assert again.returncode == 0 and "already known" in again.stdout
+    assert len(daemon.sandbox.indexed()) == 1
+
+
+def test_a_template_that_can_never_work_exits_78(daemon: Daemon) -> None:
+    daemon.configure(watch='user_metadata = { day = "{mtim:%Y}" }')
+    result = daemon.command("check")
+    assert result.returncode == 78
+    assert "watch[0].user_metadata.day: unknown field {mtim}" in result.stderr

@@ -116,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     retry.add_argument("paths", nargs="*", type=os.fsencode, metavar="PATH")
     retry.add_argument("--failed", action="store_true", help="every failed file")
+    index = add(
+        "index",
+        _index,
+        "index files already uploaded (a backfill), exactly once per index",
+        "Each file's asset is indexed into --index, or into its folder's index_id. A running "
+        "daemon does the work within seconds; otherwise this command does it and waits.",
+    )
+    index.add_argument("paths", nargs="*", type=os.fsencode, metavar="PATH")
+    index.add_argument("--index", metavar="ID", help="the index (default: the folder's index_id)")
+    index.add_argument("--all", action="store_true", help="every ready file (needs --index)")
     init = add("init", _init, "write a starter configuration file")
     init.add_argument(
         "--watch",
@@ -510,6 +520,71 @@ def _retry(args: argparse.Namespace) -> int:
         moved = store.retry(ids)
     print(f"re-queued {len(moved)} file(s)")
     return EXIT_OK
+
+
+def _index(args: argparse.Namespace) -> int:
+    from tlwatch.errors import StoreLocked
+    from tlwatch.intake import index_for
+    from tlwatch.models import FileState, shown
+
+    if bool(args.paths) == args.all or (args.all and not args.index):
+        return _fail("give PATHs, or --all with --index ID", EXIT_USAGE)
+    config = _config(args)
+    wanted: list[tuple[str, str]] = []
+    with _open_store(args) as store:
+        rows = store.in_state(FileState.READY) if args.all else []
+        for raw in args.paths:
+            row = store.by_path(os.path.abspath(raw))
+            if row is None or row.state != FileState.READY or not row.asset_id:
+                return _fail(f"{shown(raw)}: not uploaded and ready yet; nothing to index")
+            rows.append(row)
+        for row in rows:
+            index_id = args.index or index_for(config, row)
+            if index_id is None or row.asset_id is None:
+                return _fail(f"{row.shown}: its folder has no index_id; give --index ID")
+            new = store.want_index(row.asset_id, index_id, row.id)
+            print(f"{row.shown}\t{index_id}\t{'wanted' if new else 'already known'}")
+            wanted.append((row.asset_id, index_id))
+    try:
+        return _index_now(config, wanted)
+    except StoreLocked:
+        print("the running daemon indexes them within seconds (`tlwatch list --json` shows how)")
+        return EXIT_OK
+
+
+def _index_now(config: Config, wanted: list[tuple[str, str]]) -> int:
+    """No daemon runs: send and follow the wanted indexings here, until each has ended."""
+    import time
+
+    from tlwatch import logs
+    from tlwatch.api import Client
+    from tlwatch.config import read_api_key
+    from tlwatch.control import RunState
+    from tlwatch.indexer import Indexer
+    from tlwatch.models import IndexState
+    from tlwatch.state import Store
+
+    key = read_api_key(config)
+    logs.add_secret(key)
+    with (
+        Store(config.state.path) as store,
+        Client(key, base_url=config.api.base_url, timeout=config.api.timeout_seconds) as client,
+    ):
+        store.recover(grace=config.api.timeout_seconds)
+        run = RunState()
+        indexer = Indexer(store, client, lambda: config, run)
+        final = (IndexState.READY, IndexState.FAILED)
+        while any(store.indexing(*pair).state not in final for pair in wanted):
+            if run.paused():
+                return _fail(f"stopped: {run.paused()} (nothing was marked failed)")
+            while indexer.send_next():
+                pass
+            due = indexer.follow()
+            time.sleep(min(max((due or 0) - time.time(), 0.2), 5.0))
+        rows = [store.indexing(*pair) for pair in wanted]
+    for row in rows:
+        print(f"{row.asset_id}\t{row.index_id}\t{row.state}\t{row.reason or ''}".rstrip())
+    return EXIT_OK if all(r.state == IndexState.READY for r in rows) else EXIT_FAILURE
 
 
 def _init(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """`make demo`: the sandbox, the daemon on a demo folder, real sample media dropped in, every
-transition shown until each file is `ready`, then everything stopped cleanly.
+transition shown until each file is `ready` and each video and audio file is indexed, with metadata
+from a folder template; then everything stopped cleanly.
 
 Runs from a checkout (the samples are the test fixtures). Nothing leaves this machine.
 """
@@ -20,6 +21,8 @@ SAMPLES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
 MEDIA = ["clip.mp4", "clip.mov", "clip.webm", "tone.wav", "tone.mp3", "photo.jpg", "photo.png"]
 DECOY = "not-really.mp4"
 DEMO_KEY = "tlk_sandbox_demo_key_not_secret"
+INDEX = "demo-index"
+SHOOT = "Alps-2026"  # the folder the samples land in: the template reads it as the project
 
 
 def say(text: str) -> None:
@@ -49,6 +52,10 @@ def run(root: Path) -> int:
             "0",
             "--processing-seconds",
             "3",
+            "--indexing-seconds",
+            "3",
+            "--index",
+            INDEX,
             "--data-dir",
             str(root / "sandbox"),
         ),
@@ -58,12 +65,13 @@ def run(root: Path) -> int:
     assert sandbox.stdout is not None
     base_url = sandbox.stdout.readline().strip()
     watch = root / "camera-dump"
-    watch.mkdir()
+    (watch / SHOOT).mkdir(parents=True)
     config = root / "config.toml"
     config.write_text(
         f'[api]\nbase_url = "{base_url}"\n[state]\npath = "state.db"\n'
-        f'[[watch]]\npath = "{watch}"\nsettle_seconds = 1\n'
-        'user_metadata = { source = "tlwatch demo" }\n'
+        f'[[watch]]\npath = "{watch}"\nsettle_seconds = 1\nindex_id = "{INDEX}"\n'
+        'user_metadata = { source = "tlwatch demo", project = "{dir[0]}", '
+        'day = "{mtime:%Y-%m-%d}" }\n'
     )
     env = {**os.environ, "TWELVELABS_API_KEY": DEMO_KEY}
     say(f"running the daemon on {watch}")
@@ -72,7 +80,7 @@ def run(root: Path) -> int:
         time.sleep(1.0)  # let it start watching; the demo's pace, not a correctness wait
         say(f"copying {len(MEDIA)} media files and a decoy (a text file named {DECOY}) in")
         for name in [*MEDIA, DECOY]:
-            shutil.copy(SAMPLES / name, watch / name)
+            shutil.copy(SAMPLES / name, watch / SHOOT / name)
         ok = wait_until_ready(config, env, deadline=time.monotonic() + 120)
     finally:
         say("stopping the daemon and the sandbox")
@@ -85,7 +93,23 @@ def run(root: Path) -> int:
     )
     say("final state (tlwatch status):")
     print(status.stdout, end="")
-    say("every media file is ready; the decoy was ignored" if ok else "not everything got ready")
+    listing = subprocess.run(
+        tlwatch("list", "--json", "-c", str(config)),
+        env=env,
+        text=True,
+        capture_output=True,
+        check=False,
+    )
+    if listing.returncode == 0:
+        for row in json.loads(listing.stdout):
+            for indexing in row["indexing"]:
+                name = Path(row["path"]).name
+                print(f"  {name}: {indexing['state']} in {indexing['index_id']}", end="")
+                print(f"  metadata {json.dumps(row['user_metadata'])}")
+    if ok:
+        say("every media file is ready, videos and audio indexed; the decoy was ignored")
+    else:
+        say("not everything got ready and indexed")
     return 0 if ok else 1
 
 
@@ -99,8 +123,16 @@ def wait_until_ready(config: Path, env: dict[str, str], deadline: float) -> bool
             check=False,
         )
         if result.returncode == 0:
-            rows = {Path(r["path"]).name: r["state"] for r in json.loads(result.stdout)}
-            if all(rows.get(n) == "ready" for n in MEDIA) and rows.get(DECOY) == "ignored":
+            found = json.loads(result.stdout)
+            rows = {Path(r["path"]).name: r["state"] for r in found}
+            indexed = {
+                Path(r["path"]).name
+                for r in found
+                if [i["state"] for i in r["indexing"]] == ["ready"]
+            }
+            media = {n for n in MEDIA if not n.startswith("photo")}
+            ready = all(rows.get(n) == "ready" for n in MEDIA) and rows.get(DECOY) == "ignored"
+            if ready and media <= indexed:
                 return True
         time.sleep(0.5)
     return False

@@ -59,7 +59,7 @@ class Indexer:
     def turn(self) -> None:
         """Send what is wanted, follow what is sent, send newer metadata; then wait."""
         if self.run.paused() is None and self.run.held(INDEXING) == 0:
-            while self._send_next():
+            while self.send_next():
                 self.run.beats.beat()
             self._sync_metadata()
         due = self.follow() if self.run.paused() is None else None
@@ -69,7 +69,7 @@ class Indexer:
         self.run.wait_for_index(wait)
 
     # ---- sending, exactly once ---------------------------------------------------------------
-    def _send_next(self) -> bool:
+    def send_next(self) -> bool:
         """Send (or adopt) the next wanted indexing; False when there is none to send now."""
         if self.run.paused() is not None or self.run.held(INDEXING):
             return False
