@@ -221,3 +221,19 @@ def test_a_template_that_can_never_work_exits_78(daemon: Daemon) -> None:
     result = daemon.command("check")
     assert result.returncode == 78
     assert "watch[0].user_metadata.day: unknown field {mtim}" in result.stderr
+
+
+def test_many_indexed_assets_are_followed_together(daemon: Daemon) -> None:
+    configure(daemon)
+    daemon.sandbox.settings(indexing_seconds=1.5)
+    for number in range(6):
+        clip = daemon.watch / f"c{number}.mp4"
+        clip.write_bytes((FIXTURES / "clip.mp4").read_bytes() + bytes([number]))
+    daemon.start()
+    wait_for(lambda: sorted(indexings(daemon).values()) == ["ready"] * 6, timeout=40)
+    counts = daemon.sandbox.requests()
+    listed = sum(counts.get("indexed_list", {}).values())
+    one_by_one = sum(counts.get("indexed_retrieve", {}).values())
+    assert listed >= 1
+    assert one_by_one < 6  # not one request per indexed asset per look
+    assert daemon.stop() == 0

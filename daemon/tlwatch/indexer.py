@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tlwatch.api import Client
+from tlwatch.api import Client, IndexedAsset
 from tlwatch.config import Config
 from tlwatch.control import INDEXING, PAUSE_KEY, RunState
 from tlwatch.errors import (
@@ -135,21 +135,49 @@ class Indexer:
 
     # ---- following -----------------------------------------------------------------------------
     def follow(self) -> float | None:
-        """Check each indexed asset that is due; return when the next is due (None: none)."""
+        """Check each indexed asset that is due, those of one index together (its list, newest
+        first, 50 to a page); return when the next is due (None: none)."""
         rows = self.store.indexings(IndexState.INDEXING)
         keys = {(r.asset_id, r.index_id) for r in rows}
         self._schedule = {k: v for k, v in self._schedule.items() if k in keys}
         now = self.clock()
+        due: dict[str, list[IndexingRow]] = {}
         for row in rows:
             key = (row.asset_id, row.index_id)
-            due, interval = self._schedule.setdefault(key, (now, FIRST_INTERVAL))
-            if due > now + 0.5 or row.indexed_asset_id is None:
-                continue
-            self._schedule[key] = (now + interval, min(interval * 1.5, MAX_INTERVAL))
+            when, interval = self._schedule.setdefault(key, (now, FIRST_INTERVAL))
+            if when <= now + 0.5 and row.indexed_asset_id is not None:
+                self._schedule[key] = (now + interval, min(interval * 1.5, MAX_INTERVAL))
+                due.setdefault(row.index_id, []).append(row)
+        for index_id, batch in due.items():
             self.run.beats.beat()
-            if not self._check(row, row.indexed_asset_id):
+            if not self._check_index(index_id, batch):
                 break
         return min((when for when, _ in self._schedule.values()), default=None)
+
+    def _check_index(self, index_id: str, rows: list[IndexingRow]) -> bool:
+        """One index's due indexed assets: listed together when there are several, and any the
+        list leaves out retrieved alone. False to stop (paused)."""
+        found: dict[str, IndexedAsset] = {}
+        if len(rows) > 1:
+            wanted = {row.indexed_asset_id for row in rows}
+            pages = -(-len(rows) // 50) + 1
+            try:
+                for item in self.client.list_indexed_assets(index_id, pages=pages):
+                    if item.id in wanted:
+                        found[item.id] = item
+            except AuthError:
+                self.run.pause(PAUSE_KEY, "API key rejected")
+                return False
+            except ApiError as error:
+                log.info("cannot list index %s yet: %s", index_id, error)
+        for row in rows:
+            assert row.indexed_asset_id is not None
+            listed = found.get(row.indexed_asset_id)
+            if listed is not None:
+                self._record(row, listed)
+            elif not self._check(row, row.indexed_asset_id):
+                return False
+        return True
 
     def _check(self, row: IndexingRow, indexed_id: str) -> bool:
         """Retrieve one indexed asset and record what changed; False to stop (paused)."""
@@ -170,13 +198,17 @@ class Indexer:
                 error,
             )
             return True
+        self._record(row, found)
+        return True
+
+    def _record(self, row: IndexingRow, found: IndexedAsset) -> None:
         if found.status != row.status:
             took = self.clock() - (row.sent_at or self.clock())
             log.info(
                 "%s: index %s: %s %s → %s after %.0f s",
                 _shown(self.store, row),
                 row.index_id,
-                indexed_id,
+                found.id,
                 row.status or "new",
                 found.status,
                 took,
@@ -185,7 +217,6 @@ class Indexer:
             self.store.indexing_status(row.asset_id, row.index_id, found.status, said)
         if found.status == "ready":
             self._indexed(row)
-        return True
 
     def _indexed(self, row: IndexingRow) -> None:
         """Indexing ended ready: a folder that waits for it now moves or deletes the file."""
