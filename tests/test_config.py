@@ -12,6 +12,7 @@ from tlwatch.config import (
     ApiConfig,
     DaemonConfig,
     LoggingConfig,
+    MetricsConfig,
     StateConfig,
     WatchConfig,
     load,
@@ -89,7 +90,14 @@ def test_the_key_comes_from_env_then_credentials_then_file(
 def test_every_config_key_is_documented_in_the_example_and_the_readme() -> None:
     example = (TOP / "config.example.toml").read_text()
     readme = (TOP / "README.md").read_text()
-    for section in (ApiConfig, StateConfig, LoggingConfig, DaemonConfig, WatchConfig):
+    for section in (
+        ApiConfig,
+        StateConfig,
+        LoggingConfig,
+        DaemonConfig,
+        MetricsConfig,
+        WatchConfig,
+    ):
         for field in fields(section):
             assert f"{field.name} =" in example or f"# {field.name} =" in example, field.name
             assert field.name in readme, field.name
@@ -156,3 +164,19 @@ def test_templates_that_can_never_work_are_errors_with_their_key_path(tmp_path: 
         assert f"watch[0].user_metadata.{key}:" in problems
     assert "user_metadata.ok" not in problems
     assert len(error.value.problems) == 5
+
+
+def test_metrics_listen_defaults_to_loopback(tmp_path: Path) -> None:
+    def listen(value: object) -> object:
+        return parse({"metrics": {"listen": value}}, source=tmp_path / "c").metrics.listen
+
+    assert listen("9811") == ("127.0.0.1", 9811)
+    assert listen(9811) == ("127.0.0.1", 9811)
+    assert listen("0.0.0.0:9811") == ("0.0.0.0", 9811)
+    assert listen("[::1]:9811") == ("::1", 9811)
+    with pytest.raises(ConfigError, match=r"metrics\.listen: must be an address"):
+        listen("nowhere")
+    config = parse(
+        {"watch": [{"path": "a/cams"}, {"path": "b/cams"}, {"path": "c", "name": "x"}]}, source=None
+    )
+    assert sorted(config.folder_names().values()) == ["cams", "cams-2", "x"]

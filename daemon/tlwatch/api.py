@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import threading
@@ -207,11 +208,13 @@ class Client:
         sleep: Callable[[float], object] = time.sleep,
         cancel: threading.Event | None = None,
         progress: Callable[[], None] = lambda: None,
+        on_answer: Callable[[str, int], None] = lambda endpoint, code: None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._key = api_key
         self._cancel = cancel or threading.Event()  # set: abandon uploads in flight (shutdown)
         self._progress = progress  # called as bytes go out: a sign of life for the watchdog
+        self._on_answer = on_answer  # (endpoint name, HTTP status; 0: no answer), for metrics
         self.base_url = base_url.rstrip("/")
         self.max_attempts = max_attempts
         self.backoff = backoff
@@ -553,9 +556,11 @@ class Client:
 
     def _once(self, method: str, path: str, idempotent: bool, **kwargs: Any) -> httpx.Response:
         shown = f"{method} {_shown(path)}"
+        endpoint = endpoint_name(method, path)
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as error:
+            self._on_answer(endpoint, 0)
             reason = redact_url(f"{type(error).__name__}: {error}").replace(self._key, "<key>")
             if idempotent or isinstance(error, _NOT_SENT):
                 raise TransportError(f"{shown}: {reason}") from None
@@ -563,6 +568,7 @@ class Client:
                 f"{shown}: no answer ({reason}); it may have been stored"
             ) from None
         log.debug("%s -> %s", shown, response.status_code)
+        self._on_answer(endpoint, response.status_code)
         if response.is_success:
             return response
         raise _error_for(shown, response)
@@ -600,6 +606,39 @@ class _Sockets(httpcore.SyncBackend):
         for sock in list(self._open):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+_ENDPOINTS = [
+    (method, re.compile(pattern), name)
+    for method, pattern, name in (
+        ("POST", r"assets/multipart-uploads/[^/]+/presigned-urls", "multipart.urls"),
+        ("GET", r"assets/multipart-uploads/[^/]+", "multipart.status"),
+        ("POST", r"assets/multipart-uploads/[^/]+", "multipart.report"),
+        ("GET", r"assets/multipart-uploads", "multipart.list"),
+        ("POST", r"assets/multipart-uploads", "multipart.create"),
+        ("PATCH", r"assets/[^/]+/user-metadata", "assets.metadata"),
+        ("GET", r"assets/[^/]+/indexed-assets", "assets.indexes"),
+        ("GET", r"assets/[^/]+", "assets.retrieve"),
+        ("DELETE", r"assets/[^/]+", "assets.delete"),
+        ("GET", r"assets", "assets.list"),
+        ("POST", r"assets", "assets.create"),
+        ("GET", r"indexes/[^/]+/indexed-assets/[^/]+", "indexing.retrieve"),
+        ("PATCH", r"indexes/[^/]+/indexed-assets/[^/]+", "indexing.metadata"),
+        ("GET", r"indexes/[^/]+/indexed-assets", "indexing.list"),
+        ("POST", r"indexes/[^/]+/indexed-assets", "indexing.create"),
+    )
+]
+
+
+def endpoint_name(method: str, path: str) -> str:
+    """Given a request, return its endpoint as a template name (never a URL, never an id)."""
+    if "://" in path:
+        return "multipart.chunk" if method == "PUT" else "other"
+    target = path.split("?", 1)[0].strip("/")
+    for wanted, pattern, name in _ENDPOINTS:
+        if wanted == method and pattern.fullmatch(target):
+            return name
+    return "other"
 
 
 def _shown(path: str) -> str:

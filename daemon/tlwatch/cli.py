@@ -105,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
         "show counts per folder and state, folders offline, uploads in flight and recent failures",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    health = add(
+        "health",
+        _health,
+        "say whether the daemon runs and is well (exit 0), or what is wrong (exit 1)",
+        "Reads the record the running daemon writes every 5 s beside its store: not running, "
+        "paused (API key rejected, store unwritable), a stuck thread or an offline folder is "
+        "unhealthy. Fit for a container HEALTHCHECK and for monitoring.",
+    )
+    health.add_argument("--json", action="store_true", help="machine-readable output")
     listing = add("list", _list, "list recorded files")
     listing.add_argument("--state", choices=[s.value for s in _states()], help="only this state")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
@@ -459,6 +468,20 @@ def _status(args: argparse.Namespace) -> int:
     for row in failures:
         print(f"  {row.state}: {row.shown}: {row.reason}")
     return EXIT_OK
+
+
+def _health(args: argparse.Namespace) -> int:
+    from tlwatch.health import record_path, verdict
+
+    config = _config(args)
+    found = verdict(record_path(config.state.path))
+    if args.json:
+        print(json.dumps(found, indent=2))
+    elif found["healthy"]:
+        print("healthy")
+    else:
+        print("unhealthy: " + "; ".join(found["problems"]))
+    return EXIT_OK if found["healthy"] else EXIT_FAILURE
 
 
 def _row_json(row: FileRow, indexings: Sequence[IndexingRow] = ()) -> dict[str, Any]:

@@ -69,6 +69,12 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    listen: tuple[str, int] | None = None  # serve /metrics here ("9811": 127.0.0.1:9811)
+    textfile: Path | None = None  # write the same text here every 15 s (node_exporter)
+
+
+@dataclass(frozen=True)
 class WatchConfig:
     path: Path
     recursive: bool = True
@@ -83,6 +89,7 @@ class WatchConfig:
     index_id: str | None = None  # index every ready asset of this folder into that index
     index_kinds: frozenset[Kind] = frozenset({Kind.VIDEO, Kind.AUDIO})
     enable_video_stream: bool | None = None  # sent with each indexing request when set
+    name: str | None = None  # its label in metrics (default: the folder's own name, made unique)
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,20 @@ class Config:
     logging: LoggingConfig
     daemon: DaemonConfig
     watch: tuple[WatchConfig, ...]
+    metrics: MetricsConfig = MetricsConfig()
+
+    def folder_names(self) -> dict[bytes, str]:
+        """Each watched folder's short name, for labels: its `name`, else its last path
+        component, made unique with -2, -3... Never a whole path."""
+        names: dict[bytes, str] = {}
+        for watch in self.watch:
+            base = watch.name or watch.path.name or "root"
+            name, number = base, 1
+            while name in names.values():
+                number += 1
+                name = f"{base}-{number}"
+            names[os.fsencode(watch.path)] = name
+        return names
 
     def watch_for(self, path: bytes) -> WatchConfig | None:
         """Given an absolute path, return the watched folder it belongs to (the deepest one)."""
@@ -288,7 +309,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
     where = f"{source}: " if source else ""
     base = source.parent if source else Path.cwd()
     top = _Reader(data, where, problems)
-    for name in ("api", "state", "logging", "daemon", "watch"):
+    for name in ("api", "state", "logging", "daemon", "watch", "metrics"):
         top.seen.add(name)
     top.finish()
     api = _api(_section(data, "api", problems, where), base, private)
@@ -301,10 +322,22 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
     daemon = _section(data, "daemon", problems, where)
     daemon_config = daemon.fields(DaemonConfig, DAEMON_KEYS)
     daemon.finish()
+    metrics = _section(data, "metrics", problems, where)
+    specs = {"listen": METRICS_KEYS["listen"], "textfile": (_path_under(base), "a path")}
+    metrics_config = metrics.fields(MetricsConfig, specs)
+    metrics.finish()
     watches = _watches(data.get("watch", []), base, problems, where)
     if problems:
         raise ConfigError(problems)
-    return Config(source, api, StateConfig(state_path), log_config, daemon_config, watches)
+    return Config(
+        source,
+        api,
+        StateConfig(state_path),
+        log_config,
+        daemon_config,
+        watches,
+        metrics_config,
+    )
 
 
 def _api(reader: _Reader, base: Path, private: bool) -> ApiConfig:
@@ -329,6 +362,19 @@ def _url(value: Any) -> str:
     return text.rstrip("/")
 
 
+def _listen(value: Any) -> tuple[str, int]:
+    """ "9811" or ":9811" -> loopback; "HOST:9811" -> that address."""
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else _text(value)
+    host, _, port = text.rpartition(":")
+    number = int(port)
+    if not 0 < number < 65536:
+        raise ValueError
+    return (host.strip("[]") or "127.0.0.1", number)
+
+
+METRICS_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "listen": (_listen, 'an address to serve /metrics on, like "127.0.0.1:9811"'),
+}
 SECONDS = "a number of seconds"
 API_KEYS: dict[str, Spec] = {
     "base_url": (_url, "an http(s) URL"),
@@ -395,6 +441,7 @@ WATCH_KEYS: dict[str, Spec] = {
     "index_id": (_text, "an index id (a non-empty string)"),
     "index_kinds": (_kinds, 'a list of "video", "audio", "image"'),
     "enable_video_stream": (_boolean, "true or false"),
+    "name": (_text, "a short name (a non-empty string)"),
 }
 
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from tlwatch.errors import StoreUnavailable
+from tlwatch.events import Event, Paused, nowhere
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,11 @@ class Heartbeats:
 class RunState:
     """The run's shared, thread-safe state. Methods only: no attribute is set from outside."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.time, publish: Callable[[Event], None] = nowhere
+    ) -> None:
         self.clock = clock
+        self.publish = publish  # what happened, for the metrics and the health record
         self.stop = threading.Event()  # stop taking new work
         self.cancel = threading.Event()  # abandon uploads in flight
         self.beats = Heartbeats()
@@ -79,6 +83,8 @@ class RunState:
         with self._lock:
             new = cause not in self._pauses
             self._pauses[cause] = reason
+        if new:
+            self.publish(Paused(cause, True, reason))
         return new
 
     def resume(self, cause: str) -> bool:
@@ -86,6 +92,7 @@ class RunState:
         with self._lock:
             lifted = self._pauses.pop(cause, None) is not None
         if lifted:
+            self.publish(Paused(cause, False))
             self.wake_workers()
             self.wake_poller()
         return lifted

@@ -1,4 +1,5 @@
-"""What the daemon is doing and whether it is well: the status line, and the watchdog's verdict.
+"""What the daemon is doing and whether it is well: the status line, the watchdog's verdict, and
+the health record `tlwatch health` reads.
 
 `Snapshot` is the one line shown on a terminal during `tlwatch scan` and in systemd's STATUS=.
 `Watchdog` pings systemd while every thread is alive and making progress; a stuck one stops the
@@ -7,13 +8,19 @@ pings, so systemd restarts the daemon.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from tlwatch.control import Heartbeats
+from tlwatch.events import Event, FolderChanged, Paused, Stuck, nowhere
 from tlwatch.sdnotify import Notifier
 from tlwatch.state import Store
 
@@ -60,27 +67,117 @@ class Watchdog:
         notifier: Notifier,
         beats: Heartbeats,
         threads: Callable[[], list[threading.Thread]],
+        publish: Callable[[Event], None] = nowhere,
     ) -> None:
         self.notifier, self.beats, self.threads = notifier, beats, threads
+        self.publish = publish
         self._next_ping = 0.0
         self._stuck: list[str] = []
 
     def tick(self, now: float) -> None:
-        interval = self.notifier.watchdog_seconds
-        if interval is None or now < self._next_ping:
-            return
+        """Look for stuck threads (published when that changes); ping while there are none."""
         stuck = sorted(
             {t.name for t in self.threads() if not t.is_alive()} | {*self.beats.stalled()}
         )
-        if stuck:
-            if stuck != self._stuck:
-                names = ", ".join(stuck)
-                log.error(
-                    "no progress from %s: no more watchdog pings (systemd restarts us)", names
-                )
-                self.notifier.status(f"stuck: {names}")
+        if stuck != self._stuck:
             self._stuck = stuck
+            self.publish(Stuck(tuple(stuck)))
+            if stuck:
+                names = ", ".join(stuck)
+                pings = " no more watchdog pings (systemd restarts us)" if self.pings else ""
+                log.error("no progress from %s:%s", names, pings)
+                self.notifier.status(f"stuck: {names}")
+        interval = self.notifier.watchdog_seconds
+        if stuck or interval is None or now < self._next_ping:
             return
-        self._stuck = []
         self.notifier.watchdog()
         self._next_ping = now + interval / 2
+
+    @property
+    def pings(self) -> bool:
+        return self.notifier.watchdog_seconds is not None
+
+
+HEALTH_SECONDS = 5.0  # how often the daemon writes its health record
+STALE_AFTER = 3 * HEALTH_SECONDS + 5.0  # a record older than this: the daemon is not running
+
+
+def record_path(store_path: Path) -> Path:
+    """Where the daemon writes its health record: beside its store."""
+    return store_path.with_name(store_path.name + ".health")
+
+
+class HealthRecord:
+    """What "healthy" means, kept from the events, and written for `tlwatch health` to read."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path, self.clock = path, clock
+        self.paused: dict[str, str] = {}
+        self.stuck: tuple[str, ...] = ()
+        self.offline: dict[str, str] = {}
+        self._next_write = 0.0
+
+    def hear(self, event: Event) -> None:
+        if isinstance(event, Paused):
+            if event.on:
+                self.paused[event.cause] = event.reason or event.cause
+            else:
+                self.paused.pop(event.cause, None)
+        elif isinstance(event, Stuck):
+            self.stuck = event.threads
+        elif isinstance(event, FolderChanged):
+            name = os.fsdecode(event.path)
+            if event.online:
+                self.offline.pop(name, None)
+            else:
+                self.offline[name] = event.reason or "offline"
+
+    def tick(self, now: float) -> None:
+        if now >= self._next_write:
+            self._next_write = now + HEALTH_SECONDS
+            self.write()
+
+    def write(self) -> None:
+        record = {
+            "pid": os.getpid(),
+            "at": self.clock(),
+            "paused": self.paused,
+            "stuck": list(self.stuck),
+            "offline": self.offline,
+        }
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        try:
+            temporary.write_text(json.dumps(record))
+            temporary.replace(self.path)
+        except OSError as error:
+            log.debug("cannot write the health record %s: %s", self.path, error.strerror)
+
+    def remove(self) -> None:
+        """At a clean stop: not running, said plainly."""
+        self.path.unlink(missing_ok=True)
+
+
+def verdict(path: Path, *, clock: Callable[[], float] = time.time) -> dict[str, Any]:
+    """Read the daemon's health record: is it running, is it healthy, and if not, why."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"running": False, "healthy": False, "problems": ["not running"]}
+    running = _alive(int(record.get("pid", 0))) and clock() - float(record["at"]) < STALE_AFTER
+    problems = [] if running else ["not running"]
+    problems += [f"paused: {reason}" for reason in record.get("paused", {}).values()]
+    problems += [f"stuck: {name}" for name in record.get("stuck", [])]
+    problems += [f"offline: {p} ({why})" for p, why in record.get("offline", {}).items()]
+    return {"running": running, "healthy": not problems, "problems": problems, **record}
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: it exists
+    return True

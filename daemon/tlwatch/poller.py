@@ -19,6 +19,7 @@ from tlwatch.api import Asset, Client
 from tlwatch.config import Config, WatchConfig
 from tlwatch.control import PAUSE_KEY, RunState
 from tlwatch.errors import ApiError, AuthError, NotFound, TransientError
+from tlwatch.events import AssetReady
 from tlwatch.intake import index_for
 from tlwatch.models import FileState, regular_signature, shown
 from tlwatch.state import FileRow, Store
@@ -157,6 +158,7 @@ class Poller:
         ]
         if not self.store.mark_ready(row.id, wanted):
             return  # the file changed meanwhile and is on its way again
+        self.run.publish(AssetReady(self.clock() - (row.uploaded_at or self.clock())))
         if wanted:
             self.run.wake_indexer()
         if watch is not None and acts and not index_id:  # with an index: once it is indexed

@@ -22,11 +22,13 @@ from tlwatch.api import Client
 from tlwatch.config import Config, load, read_api_key, restart_needed
 from tlwatch.control import RunState, run_loop
 from tlwatch.errors import ConfigError
+from tlwatch.events import Answered, Hub
 from tlwatch.folders import Folders
-from tlwatch.health import Watchdog
+from tlwatch.health import HealthRecord, Watchdog, record_path
 from tlwatch.indexer import Indexer
 from tlwatch.intake import Intake, IntakeWorker
 from tlwatch.keycheck import KeyCheck
+from tlwatch.metrics import Metrics
 from tlwatch.poller import Poller
 from tlwatch.sdnotify import Notifier
 from tlwatch.state import Store
@@ -53,7 +55,8 @@ class Runner:
     ) -> None:
         self._config = config
         self.mode = mode
-        self.run_state = RunState()
+        self.hub = Hub()  # what happened, once: the metrics and the health record listen
+        self.run_state = RunState(publish=self.hub.publish)
         self.notifier = notifier or Notifier()
         self._uploader = uploader  # a seam: tests pass one that stalls
         self._threads: list[threading.Thread] = []
@@ -67,7 +70,7 @@ class Runner:
     def run(self) -> int:
         """Run until stopped (or, in a one-pass mode, until everything pending is done); return the
         exit code (1 when a one-pass scan had to stop because the key was rejected)."""
-        store = Store(self._config.state.path)
+        store = Store(self._config.state.path, publish=self.hub.publish)
         try:
             key = read_api_key(self._config)
             logs.add_secret(key)
@@ -79,6 +82,7 @@ class Runner:
                 cancel=self.run_state.cancel,
                 progress=self.run_state.beats.beat,
                 backoff=self._config.daemon.request_backoff,
+                on_answer=lambda endpoint, code: self.hub.publish(Answered(endpoint, code)),
             ) as client:
                 self._serve(store, client, key)
         finally:
@@ -106,6 +110,22 @@ class Runner:
         indexer = Indexer(store, client, self.config, run)
         poll_seconds = self._config.daemon.poll_interval_seconds
         watcher = Watcher(run.look_at, self._trouble, poll_seconds=poll_seconds)
+        keys = KeyCheck(key, client, self.config, run)
+        stores = StoreCheck(
+            store, run, in_flight=uploader.in_flight, grace=lambda: self._config.api.timeout_seconds
+        )
+        metrics = Metrics(store, self.config)
+        health = HealthRecord(record_path(self._config.state.path))
+        self.hub.listen(metrics.hear)
+        self.hub.listen(health.hear)
+        metrics.apply()
+
+        def reload() -> bool:
+            asked = self._reload_if_asked()
+            if asked:
+                metrics.apply()
+            return asked
+
         ticks = Ticks(
             self.config,
             run,
@@ -114,16 +134,10 @@ class Runner:
             intake,
             folders,
             watcher,
-            KeyCheck(key, client, self.config, run),
-            StoreCheck(
-                store,
-                run,
-                in_flight=uploader.in_flight,
-                grace=lambda: self._config.api.timeout_seconds,
-            ),
-            Watchdog(self.notifier, run.beats, lambda: list(self._threads)),
+            Watchdog(self.notifier, run.beats, lambda: list(self._threads), self.hub.publish),
             self.mode,
-            reload=self._reload_if_asked,
+            reload=reload,
+            tickers=(lambda now: keys.tick(), lambda now: stores.tick(), metrics.tick, health.tick),
         )
         if not self.mode.once:
             ticks.watch_folders()
@@ -141,6 +155,8 @@ class Runner:
         finally:
             self._shutdown(watcher, client)
             intake.close()
+            metrics.close()
+            health.remove()
 
     def _start(self, name: str, turn: Callable[[], None], quiet_limit: float) -> None:
         self.run_state.beats.expect(name, quiet_limit)

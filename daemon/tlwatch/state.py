@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tlwatch.errors import StoreError, StoreLocked, StoreUnavailable
+from tlwatch.events import Event, StateChanged, nowhere
 from tlwatch.models import FileState, IndexState, Media, Signature, relative_to, shown
 
 log = logging.getLogger(__name__)
@@ -194,14 +195,20 @@ class Store:
     """The store. Thread-safe (one connection behind a lock); a context manager."""
 
     def __init__(
-        self, path: Path, *, exclusive: bool = True, clock: Callable[[], float] = time.time
+        self,
+        path: Path,
+        *,
+        exclusive: bool = True,
+        clock: Callable[[], float] = time.time,
+        publish: Callable[[Event], None] = nowhere,
     ) -> None:
         self.path = path
         self.clock = clock
+        self.publish = publish  # each committed change of state is published
         self.rebuilt = False  # True when a corrupt store was moved aside at open
         self._lock = threading.RLock()
         self._lock_file: int | None = None
-        self._said: list[tuple[bytes, str | None, str, str | None]] = []  # logged after COMMIT
+        self._said: list[tuple[bytes, bytes, str | None, str, str | None]] = []  # after COMMIT
         self._batch: tuple[int, bool] | None = None  # (thread, durable) while a batch is open
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if exclusive:
@@ -316,8 +323,9 @@ class Store:
                         self._db.execute("ROLLBACK")
                 if durable:
                     self._db.execute("PRAGMA synchronous=NORMAL")
-            for change in self._said:  # told only once it is true
-                _log_change(*change)
+            for root, name, old, new, reason in self._said:  # told only once it is true
+                _log_change(name, old, new, reason)
+                self.publish(StateChanged(root, old, new, reason))
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock, _unavailable("cannot read"):
@@ -813,7 +821,7 @@ class Store:
                 file_id = int(cursor.lastrowid or 0)
                 self._set(db, file_id, {"reason": reason, **values})
                 self._event(db, file_id, "state", None, state, reason)
-                self._said.append((relative_to(path, root), None, state, reason))
+                self._said.append((root, relative_to(path, root), None, state, reason))
             else:
                 fresh = {"root": root, **_signature(signature), **values}
                 self._change(db, _row(found), state, fresh, reason)
@@ -852,7 +860,7 @@ class Store:
         self._set(db, row.id, {"state": state, "reason": reason, **values})
         if state != row.state:
             self._event(db, row.id, "state", row.state, state, reason)
-            self._said.append((row.name, row.state, state, reason))
+            self._said.append((row.root, row.name, row.state, state, reason))
 
     def _set(self, db: sqlite3.Connection, file_id: int, values: dict[str, Any]) -> None:
         values = {**values, "updated_at": self.clock()}

@@ -8,20 +8,19 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tlwatch.config import Config
 from tlwatch.control import PAUSE_KEY, Guard, RunState
 from tlwatch.errors import StoreUnavailable
+from tlwatch.events import FolderChanged
 from tlwatch.folders import Folders
 from tlwatch.health import Snapshot, Watchdog
 from tlwatch.intake import IntakeWorker
-from tlwatch.keycheck import KeyCheck
 from tlwatch.models import FileState
 from tlwatch.sdnotify import Notifier
 from tlwatch.state import Store
-from tlwatch.storecheck import StoreCheck
 from tlwatch.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -56,16 +55,16 @@ class Ticks:
         intake: IntakeWorker,
         folders: Folders,
         watcher: Watcher,
-        keys: KeyCheck,
-        stores: StoreCheck,
         watchdog: Watchdog,
         mode: Pass,
         *,
         reload: Callable[[], bool],
+        tickers: Sequence[Callable[[float], None]] = (),
     ) -> None:
         self.config, self.run, self.notifier, self.store = config, run, notifier, store
-        self.intake, self.folders, self.watcher, self.keys = intake, folders, watcher, keys
-        self.stores, self.watchdog, self.mode, self.reload = stores, watchdog, mode, reload
+        self.intake, self.folders, self.watcher = intake, folders, watcher
+        self.watchdog, self.mode, self.reload = watchdog, mode, reload
+        self.tickers = tickers  # the key and store checks, metrics, the health record
         self._next_scan = self._scan_time(time.monotonic())
         self._next_snapshot = 0.0
         self._paused: str | None = None
@@ -95,8 +94,8 @@ class Ticks:
             self.run.rescan()
         if not self.mode.once:
             self.watch_folders()
-        self.keys.tick()
-        self.stores.tick()
+        for ticker in self.tickers:
+            ticker(now)
         if self.mode.once and self.run.paused(PAUSE_KEY):
             log.error("stopping the scan: the API key is rejected (nothing was marked failed)")
             return EXIT_FAILURE
@@ -140,6 +139,7 @@ class Ticks:
                 self.run.wake_workers()  # its queued files may go now
             for path, online, reason in changes:
                 self.store.set_folder(os.fsencode(path), online, reason)
+                self.run.publish(FolderChanged(os.fsencode(path), online, reason))
         if not self.watcher.healthy():
             log.warning("a watcher thread stopped: rescanning every watched folder")
             self.run.rescan()

@@ -31,7 +31,8 @@ from tlwatch.errors import (
     SourceChanged,
     TransientError,
 )
-from tlwatch.models import Kind, regular_signature
+from tlwatch.events import Uploaded
+from tlwatch.models import FileState, Kind, regular_signature
 from tlwatch.state import FileRow, Store
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,12 @@ IMAGE_LIMIT = 32_000_000
 MULTIPART_LIMIT = 10_000_000_000
 
 
+RESULTS = {
+    FileState.UPLOADED: "ok",
+    FileState.READY: "ok",
+    FileState.FAILED: "failed",
+    FileState.SKIPPED: "failed",
+}
 IDLE_WAIT = 5.0  # the longest an idle worker waits before looking at the queue again
 
 
@@ -129,6 +136,12 @@ class Uploader:
         """Upload a claimed file; whatever happens, leave it in a state that says what's next.
         `fresh_token`: the token given at its claim; any other token it carries was sent by an
         earlier attempt, whose asset may exist: it is looked for first."""
+        done = self._attempt(row, fresh_token)
+        result = RESULTS.get(done.state, "retried")
+        self.run.publish(Uploaded(result, row.size if result == "ok" else 0))
+        return done
+
+    def _attempt(self, row: FileRow, fresh_token: str | None) -> FileRow:
         try:
             return self._upload(row, fresh_token)
         except ApiError as error:

@@ -1,0 +1,168 @@
+"""Prometheus metrics: the only module that imports prometheus_client.
+
+It listens to the event hub and reads the store when scraped; it never writes the store. Served on
+`[metrics] listen` (loopback unless another address is named) and/or written to `[metrics]
+textfile` every 15 s for node_exporter's textfile collector (a temporary file, then a rename).
+Labels are short names (`folder` is `[[watch]] name`), never a path, a file name or an asset id.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import write_to_textfile
+from prometheus_client.registry import Collector
+
+from tlwatch import __version__
+from tlwatch.config import Config, MetricsConfig
+from tlwatch.events import (
+    Answered,
+    AssetReady,
+    Event,
+    FolderChanged,
+    Paused,
+    Stuck,
+    Uploaded,
+)
+from tlwatch.state import Store
+
+log = logging.getLogger(__name__)
+
+TEXTFILE_SECONDS = 15.0
+PAUSE_CAUSES = {"key": "key_rejected", "store": "store_unwritable"}
+READY_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200)
+
+
+class _Files(Collector):
+    """tlwatch_files{folder,state}: counted in the store at each scrape."""
+
+    def __init__(self, store: Store, config: Callable[[], Config]) -> None:
+        self.store, self.config = store, config
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "tlwatch_files",
+            "Recorded files by watched folder and state",
+            labels=["folder", "state"],
+        )
+        names = self.config().folder_names()
+        for (root, state), count in sorted(self.store.counts().items()):
+            family.add_metric([names.get(root, "one-off"), state], count)
+        yield family
+
+
+class Metrics:
+    def __init__(self, store: Store, config: Callable[[], Config]) -> None:
+        self.config = config
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        info = Gauge("tlwatch_build_info", "tlwatch's version", ["version"], registry=registry)
+        info.labels(__version__).set(1)
+        registry.register(_Files(store, config))
+        self.uploads = Counter(
+            "tlwatch_uploads", "Uploads that ended, by result", ["result"], registry=registry
+        )
+        self.upload_bytes = Counter(
+            "tlwatch_upload_bytes", "Bytes of the files uploaded", registry=registry
+        )
+        self.requests = Counter(
+            "tlwatch_api_requests",
+            "API requests by endpoint and HTTP status (0: no answer)",
+            ["endpoint", "code"],
+            registry=registry,
+        )
+        self.paused = Gauge(
+            "tlwatch_paused", "1 while paused, by reason", ["reason"], registry=registry
+        )
+        for reason in PAUSE_CAUSES.values():
+            self.paused.labels(reason).set(0)
+        self.stuck = Gauge("tlwatch_stuck_threads", "Threads making no progress", registry=registry)
+        self.online = Gauge(
+            "tlwatch_folder_online",
+            "1 while a watched folder is online",
+            ["folder"],
+            registry=registry,
+        )
+        self.ready = Histogram(
+            "tlwatch_asset_ready_seconds",
+            "From an upload recorded to its asset ready",
+            buckets=READY_BUCKETS,
+            registry=registry,
+        )
+        self.last_success = Gauge(
+            "tlwatch_last_success_timestamp_seconds",
+            "When an upload last succeeded (Unix time)",
+            registry=registry,
+        )
+        for name in config().folder_names().values():
+            self.online.labels(name).set(1)
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._serving: MetricsConfig = MetricsConfig()
+        self._next_write = 0.0
+
+    # ---- listening ------------------------------------------------------------------------
+    def hear(self, event: Event) -> None:
+        if isinstance(event, Uploaded):
+            self.uploads.labels(event.result).inc()
+            if event.result == "ok":
+                self.upload_bytes.inc(event.size)
+                self.last_success.set(time.time())
+        elif isinstance(event, Answered):
+            self.requests.labels(event.endpoint, str(event.code)).inc()
+        elif isinstance(event, Paused):
+            self.paused.labels(PAUSE_CAUSES.get(event.cause, event.cause)).set(int(event.on))
+        elif isinstance(event, FolderChanged):
+            name = self.config().folder_names().get(event.path)
+            if name is not None:
+                self.online.labels(name).set(int(event.online))
+        elif isinstance(event, AssetReady):
+            self.ready.observe(max(event.seconds, 0.0))
+        elif isinstance(event, Stuck):
+            self.stuck.set(len(event.threads))
+
+    # ---- serving --------------------------------------------------------------------------
+    def apply(self) -> None:
+        """Serve (or stop serving) as `[metrics]` says now: at start and after a reload."""
+        wanted = self.config().metrics
+        if wanted.listen != self._serving.listen:
+            self._stop_server()
+            if wanted.listen is not None:
+                host, port = wanted.listen
+                try:
+                    self._server, self._thread = start_http_server(port, host, self.registry)
+                    log.info("metrics: serving http://%s:%d/metrics", host, port)
+                except OSError as error:
+                    log.error("metrics: cannot listen on %s:%d: %s", host, port, error.strerror)
+        self._serving = wanted
+
+    def tick(self, now: float) -> None:
+        """Write the textfile, every 15 s."""
+        path = self.config().metrics.textfile
+        if path is None or now < self._next_write:
+            return
+        self._next_write = now + TEXTFILE_SECONDS
+        try:
+            write_to_textfile(str(path), self.registry)
+        except OSError as error:
+            log.warning("metrics: cannot write %s: %s", path, error.strerror)
+
+    def close(self) -> None:
+        """Stop serving; the textfile says the last word."""
+        self._stop_server()
+        self._next_write = 0.0
+        self.tick(time.monotonic())
+
+    def _stop_server(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
