@@ -13,6 +13,7 @@ from tlwatch.config import (
     DaemonConfig,
     LoggingConfig,
     MetricsConfig,
+    NotifyConfig,
     StateConfig,
     WatchConfig,
     load,
@@ -96,6 +97,7 @@ def test_every_config_key_is_documented_in_the_example_and_the_readme() -> None:
         LoggingConfig,
         DaemonConfig,
         MetricsConfig,
+        NotifyConfig,
         WatchConfig,
     ):
         for field in fields(section):

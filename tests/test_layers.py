@@ -14,6 +14,7 @@ OWNERS = {
     "magic": "sniff.py",
     "sqlite3": "state.py",
     "prometheus_client": "metrics.py",
+    "apprise": "notify.py",
 }
 
 

@@ -74,6 +74,17 @@ class MetricsConfig:
     textfile: Path | None = None  # write the same text here every 15 s (node_exporter)
 
 
+NOTIFY_EVENTS = ("failed", "skipped", "paused", "resumed", "offline", "online", "stuck", "summary")
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    urls: tuple[str, ...] = ()  # Apprise URLs: ntfys://topic, json://host/path, mailtos://...
+    events: frozenset[str] = frozenset(NOTIFY_EVENTS)
+    heartbeat_url: str | None = None  # GET while healthy, URL/fail while not
+    heartbeat_seconds: float = 300.0
+
+
 @dataclass(frozen=True)
 class WatchConfig:
     path: Path
@@ -101,6 +112,7 @@ class Config:
     daemon: DaemonConfig
     watch: tuple[WatchConfig, ...]
     metrics: MetricsConfig = MetricsConfig()
+    notify: NotifyConfig = NotifyConfig()
 
     def folder_names(self) -> dict[bytes, str]:
         """Each watched folder's short name, for labels: its `name`, else its last path
@@ -309,7 +321,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
     where = f"{source}: " if source else ""
     base = source.parent if source else Path.cwd()
     top = _Reader(data, where, problems)
-    for name in ("api", "state", "logging", "daemon", "watch", "metrics"):
+    for name in ("api", "state", "logging", "daemon", "watch", "metrics", "notify"):
         top.seen.add(name)
     top.finish()
     api = _api(_section(data, "api", problems, where), base, private)
@@ -326,6 +338,9 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
     specs = {"listen": METRICS_KEYS["listen"], "textfile": (_path_under(base), "a path")}
     metrics_config = metrics.fields(MetricsConfig, specs)
     metrics.finish()
+    notify = _section(data, "notify", problems, where)
+    notify_config = notify.fields(NotifyConfig, NOTIFY_KEYS)
+    notify.finish()
     watches = _watches(data.get("watch", []), base, problems, where)
     if problems:
         raise ConfigError(problems)
@@ -337,6 +352,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
         daemon_config,
         watches,
         metrics_config,
+        notify_config,
     )
 
 
@@ -374,6 +390,30 @@ def _listen(value: Any) -> tuple[str, int]:
 
 METRICS_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "listen": (_listen, 'an address to serve /metrics on, like "127.0.0.1:9811"'),
+}
+
+
+def _urls(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and "://" in v for v in value):
+        raise TypeError
+    return tuple(value)
+
+
+def _events(value: Any) -> frozenset[str]:
+    if not isinstance(value, list) or not set(value) <= set(NOTIFY_EVENTS):
+        raise TypeError
+    return frozenset(value)
+
+
+def _http_url(value: Any) -> str:
+    return _url(value)
+
+
+NOTIFY_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "urls": (_urls, 'a list of Apprise URLs, like ["ntfys://my-topic"]'),
+    "events": (_events, f"a list of {', '.join(repr(e) for e in NOTIFY_EVENTS)}"),
+    "heartbeat_url": (_http_url, "an http(s) URL"),
+    "heartbeat_seconds": (_number(1.0), "a number of seconds >= 1"),
 }
 SECONDS = "a number of seconds"
 API_KEYS: dict[str, Spec] = {

@@ -24,6 +24,8 @@ class StateChanged:
     old: str | None
     new: str
     reason: str | None
+    name: bytes = b""  # below its watched folder
+    asset_id: str | None = None
 
 
 @dataclass(frozen=True)

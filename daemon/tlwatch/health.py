@@ -132,6 +132,9 @@ class HealthRecord:
             else:
                 self.offline[name] = event.reason or "offline"
 
+    def healthy(self) -> bool:
+        return not (self.paused or self.stuck or self.offline)
+
     def tick(self, now: float) -> None:
         if now >= self._next_write:
             self._next_write = now + HEALTH_SECONDS

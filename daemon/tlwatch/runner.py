@@ -29,6 +29,7 @@ from tlwatch.indexer import Indexer
 from tlwatch.intake import Intake, IntakeWorker
 from tlwatch.keycheck import KeyCheck
 from tlwatch.metrics import Metrics
+from tlwatch.notify import Notifications
 from tlwatch.poller import Poller
 from tlwatch.sdnotify import Notifier
 from tlwatch.state import Store
@@ -116,9 +117,12 @@ class Runner:
         )
         metrics = Metrics(store, self.config)
         health = HealthRecord(record_path(self._config.state.path))
+        notifications = Notifications(self.config, health)
         self.hub.listen(metrics.hear)
         self.hub.listen(health.hear)
+        self.hub.listen(notifications.hear)
         metrics.apply()
+        notifications.start()
 
         def reload() -> bool:
             asked = self._reload_if_asked()
@@ -156,6 +160,7 @@ class Runner:
             self._shutdown(watcher, client)
             intake.close()
             metrics.close()
+            notifications.close()
             health.remove()
 
     def _start(self, name: str, turn: Callable[[], None], quiet_limit: float) -> None:

@@ -208,7 +208,7 @@ class Store:
         self.rebuilt = False  # True when a corrupt store was moved aside at open
         self._lock = threading.RLock()
         self._lock_file: int | None = None
-        self._said: list[tuple[bytes, bytes, str | None, str, str | None]] = []  # after COMMIT
+        self._said: list[StateChanged] = []  # logged and published after COMMIT
         self._batch: tuple[int, bool] | None = None  # (thread, durable) while a batch is open
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if exclusive:
@@ -323,9 +323,9 @@ class Store:
                         self._db.execute("ROLLBACK")
                 if durable:
                     self._db.execute("PRAGMA synchronous=NORMAL")
-            for root, name, old, new, reason in self._said:  # told only once it is true
-                _log_change(name, old, new, reason)
-                self.publish(StateChanged(root, old, new, reason))
+            for change in self._said:  # told only once it is true
+                _log_change(change.name, change.old, change.new, change.reason)
+                self.publish(change)
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock, _unavailable("cannot read"):
@@ -821,7 +821,9 @@ class Store:
                 file_id = int(cursor.lastrowid or 0)
                 self._set(db, file_id, {"reason": reason, **values})
                 self._event(db, file_id, "state", None, state, reason)
-                self._said.append((root, relative_to(path, root), None, state, reason))
+                name = relative_to(path, root)
+                asset = values.get("asset_id")
+                self._said.append(StateChanged(root, None, state, reason, name, asset))
             else:
                 fresh = {"root": root, **_signature(signature), **values}
                 self._change(db, _row(found), state, fresh, reason)
@@ -860,7 +862,8 @@ class Store:
         self._set(db, row.id, {"state": state, "reason": reason, **values})
         if state != row.state:
             self._event(db, row.id, "state", row.state, state, reason)
-            self._said.append((row.root, row.name, row.state, state, reason))
+            asset = values.get("asset_id", row.asset_id)
+            self._said.append(StateChanged(row.root, row.state, state, reason, row.name, asset))
 
     def _set(self, db: sqlite3.Connection, file_id: int, values: dict[str, Any]) -> None:
         values = {**values, "updated_at": self.clock()}
