@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/small_files.py
 	$(BIN)/python bench/big_tree.py
 	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/bandwidth.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache daemon/*.egg-info

@@ -503,7 +503,8 @@ def test_init_writes_a_config_that_loads(tmp_path: Path) -> None:
 
 
 def test_every_command_has_help() -> None:
-    commands = ["run", "scan", "upload", "status", "list", "retry", "init", "check", "sandbox"]
+    commands = ["run", "scan", "upload", "status", "health", "list", "retry", "index", "init"]
+    commands += ["check", "sandbox"]
     for command in [[], *([c] for c in commands)]:
         result = subprocess.run(
             [sys.executable, "-m", "tlwatch", *command, "--help"],

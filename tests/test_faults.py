@@ -19,6 +19,7 @@ from tlwatch.errors import (
     ServerError,
     TransportError,
 )
+from tlwatch.limits import Pacer
 from tlwatch.retry import Backoff
 from tlwatch.sandbox import DEMO_API_KEY
 
@@ -32,18 +33,24 @@ def clip(tmp_path: Path, size: int = 4096) -> Path:
 
 
 class Sleeps:
-    """Records the waits the client asks for instead of sleeping."""
+    """Records the waits the client asks for instead of sleeping; time moves on by as much."""
 
     def __init__(self) -> None:
         self.waits: list[float] = []
+        self.skipped = 0.0
 
     def __call__(self, seconds: float) -> bool:
         self.waits.append(seconds)
+        self.skipped += seconds
         return False
+
+    def clock(self) -> float:
+        return time.time() + self.skipped
 
 
 def make_client(sandbox: Sandbox, sleeps: Sleeps, **options: object) -> Client:
-    return Client(DEMO_API_KEY, base_url=sandbox.base_url, sleep=sleeps, **options)  # type: ignore[arg-type]
+    pacer = Pacer(clock=sleeps.clock)
+    return Client(DEMO_API_KEY, base_url=sandbox.base_url, sleep=sleeps, pacer=pacer, **options)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

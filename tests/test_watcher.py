@@ -28,8 +28,8 @@ def test_events_name_the_touched_paths(tmp_path: Path) -> None:
 
 
 def test_a_real_inotify_queue_overflow_asks_for_a_rescan(tmp_path: Path) -> None:
-    """The kernel's queue is made tiny for this one inotify instance (the limit is read when the
-    instance is made), then flooded: whatever watchdog version is installed must tell us."""
+    """The kernel's queue is made tiny while this test's inotify instance is made (the limit is
+    read then), and flooded: whatever watchdog version is installed must tell us."""
     try:
         old = QUEUE_KNOB.read_text()
         QUEUE_KNOB.write_text("16")
@@ -38,14 +38,14 @@ def test_a_real_inotify_queue_overflow_asks_for_a_rescan(tmp_path: Path) -> None
     troubles: list[str] = []
     watcher = Watcher(lambda path: None, troubles.append)
     try:
-        watcher.watch([Folder(tmp_path, recursive=False, poll=False)])
-    finally:
-        QUEUE_KNOB.write_text(old)
-    try:
-        for index in range(3000):
+        watcher.watch(
+            [Folder(tmp_path, recursive=False, poll=False)]
+        )  # its emitter may start late:
+        for index in range(20000):  # the knob stays low until the flood is over
             (tmp_path / f"f{index}").write_bytes(b"x")
             if troubles:
                 break
         wait_for(lambda: "the inotify queue overflowed" in troubles)
     finally:
+        QUEUE_KNOB.write_text(old)
         watcher.close()

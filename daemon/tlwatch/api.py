@@ -42,6 +42,7 @@ from tlwatch.errors import (
     TransientError,
     TransportError,
 )
+from tlwatch.limits import Bandwidth, Pacer, family_of
 from tlwatch.logs import redact_url
 from tlwatch.retry import Backoff, server_wait
 
@@ -209,12 +210,16 @@ class Client:
         cancel: threading.Event | None = None,
         progress: Callable[[], None] = lambda: None,
         on_answer: Callable[[str, int], None] = lambda endpoint, code: None,
+        pacer: Pacer | None = None,
+        bandwidth: Bandwidth | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._key = api_key
         self._cancel = cancel or threading.Event()  # set: abandon uploads in flight (shutdown)
         self._progress = progress  # called as bytes go out: a sign of life for the watchdog
         self._on_answer = on_answer  # (endpoint name, HTTP status; 0: no answer), for metrics
+        self.pacer = pacer or Pacer()  # waits out a used-up rate-limit window, per family
+        self.bandwidth = bandwidth or Bandwidth(None)  # the upload rate cap, shared
         self.base_url = base_url.rstrip("/")
         self.max_attempts = max_attempts
         self.backoff = backoff
@@ -244,6 +249,13 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
+    def _sent(self, size: int) -> None:
+        """A piece of a file is about to go out: a sign of life, and the bandwidth cap's wait."""
+        self._progress()
+        delay = self.bandwidth.take(size)
+        if delay > 0:
+            self._sleep(delay)
+
     def abort(self) -> None:
         """From another thread: stop uploads in flight and shut every connection down, so
         requests blocked on the network fail at once (shutdown). Their outcome is then unknown."""
@@ -265,7 +277,7 @@ class Client:
         fields = _create_fields("direct", name, user_metadata, enable_hls, enable_thumbnail)
         with open(path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
-            body = _FormBody(fields, file, size, name, self._cancel, self._progress)
+            body = _FormBody(fields, file, size, name, self._cancel, self._sent)
             response = self._call(
                 "POST", "assets", idempotent=False, content=body.stream(), headers=body.headers
             )
@@ -283,7 +295,7 @@ class Client:
         """Ask the platform to fetch a public URL as a new asset. Never retried."""
         fields = _create_fields("url", filename, user_metadata, enable_hls, enable_thumbnail)
         fields.append(("url", url))
-        body = _FormBody(fields, None, 0, "", self._cancel, self._progress)
+        body = _FormBody(fields, None, 0, "", self._cancel, self._sent)
         response = self._call(
             "POST", "assets", idempotent=False, content=body.stream(), headers=body.headers
         )
@@ -409,7 +421,7 @@ class Client:
         response = self._call(
             "PUT",
             url.url,
-            content=_pieces(data, self._progress),
+            content=_pieces(data, self._sent),
             headers=sized,
             api=False,
             attempts=1,
@@ -557,6 +569,13 @@ class Client:
     def _once(self, method: str, path: str, idempotent: bool, **kwargs: Any) -> httpx.Response:
         shown = f"{method} {_shown(path)}"
         endpoint = endpoint_name(method, path)
+        family = family_of(endpoint)
+        while (wait := self.pacer.take(family)) > 0:
+            log.debug(
+                "%s: the %s rate-limit window is used up; waiting %.1f s", shown, family, wait
+            )
+            if self._sleep(wait):
+                break  # stopping: the request goes (or is cut short) as it would have
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as error:
@@ -569,6 +588,7 @@ class Client:
             ) from None
         log.debug("%s -> %s", shown, response.status_code)
         self._on_answer(endpoint, response.status_code)
+        self.pacer.observe(family, response.headers)
         if response.is_success:
             return response
         raise _error_for(shown, response)
@@ -699,7 +719,7 @@ class _FormBody:
         size: int,
         filename: str,
         cancel: threading.Event,
-        progress: Callable[[], None],
+        progress: Callable[[int], None],
     ) -> None:
         self.cancel, self.progress = cancel, progress
         self.boundary = secrets.token_hex(16)
@@ -735,7 +755,7 @@ class _FormBody:
         while self.file is not None and left > 0:
             if self.cancel.is_set():
                 raise Cancelled("upload abandoned: shutting down")
-            self.progress()
+            self.progress(min(PIECE, left))
             piece = self.file.read(min(PIECE, left))
             if not piece:
                 raise SourceChanged("the file shrank while it was being uploaded")
@@ -744,15 +764,16 @@ class _FormBody:
         yield self.tail
 
 
-def _pieces(data: bytes | memoryview, progress: Callable[[], None]) -> Iterator[memoryview]:
+def _pieces(data: bytes | memoryview, progress: Callable[[int], None]) -> Iterator[memoryview]:
     """Given a chunk, yield it as 1 MiB views. A generator, not the bytes themselves: httpx keeps
     a request's `content` alive in a reference cycle until the next garbage collection, and
     httpcore copies what is left of a buffer after each partial send (quadratic for one big piece).
     """
     view = memoryview(data)
     for start in range(0, len(view), PIECE):
-        progress()
-        yield view[start : start + PIECE]
+        piece = view[start : start + PIECE]
+        progress(len(piece))
+        yield piece
 
 
 def _read_chunk(

@@ -238,6 +238,12 @@ def _add_sandbox(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="assets whose filename contains TEXT fail indexing (repeatable)",
     )
     add(
+        "--rate-limit",
+        metavar="N/SECONDS",
+        help="answer 429 past N requests per SECONDS per endpoint family, with X-Ratelimit-* "
+        "headers on every answer (e.g. 10/10)",
+    )
+    add(
         "--fault",
         action="append",
         default=[],
@@ -327,6 +333,7 @@ def _upload(args: argparse.Namespace) -> int:
     from tlwatch import logs
     from tlwatch.api import Client
     from tlwatch.config import read_api_key
+    from tlwatch.limits import Bandwidth
     from tlwatch.state import Store
 
     key = read_api_key(config)
@@ -338,6 +345,7 @@ def _upload(args: argparse.Namespace) -> int:
             base_url=config.api.base_url,
             timeout=config.api.timeout_seconds,
             backoff=config.daemon.request_backoff,
+            bandwidth=Bandwidth(config.api.max_upload_rate),
         ) as client,
     ):
         if args.url:
@@ -417,6 +425,7 @@ def _open_store(args: argparse.Namespace) -> Store:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from tlwatch.health import record_path, verdict
     from tlwatch.models import FileState
 
     with _open_store(args) as store:
@@ -428,6 +437,8 @@ def _status(args: argparse.Namespace) -> int:
             if not online
         }
         indexing = Counter(i.state.value for i in store.all_indexings())
+        daemon = verdict(record_path(store.path))
+    limits = daemon.get("limits", {}) if daemon["running"] else {}
     folders: dict[str, Counter[str]] = {}
     for row in rows:
         folders.setdefault(os.fsdecode(row.root) or "(one-off)", Counter())[row.state.value] += 1
@@ -445,6 +456,7 @@ def _status(args: argparse.Namespace) -> int:
                     "totals": dict(sum(folders.values(), Counter())),
                     "offline": offline,
                     "indexing": dict(indexing),
+                    "limits": limits,
                     "in_flight": [_row_json(r) for r in flight],
                     "recent_failures": [_row_json(r) for r in failures],
                 },
@@ -458,6 +470,8 @@ def _status(args: argparse.Namespace) -> int:
         print("nothing recorded yet")
     if indexing:
         print("indexing: " + ", ".join(f"{n} {s}" for s, n in sorted(indexing.items())))
+    if limits:
+        print("limits: " + _limits_line(limits))
     for name, reason in offline.items():
         print(f"  offline: {name} ({reason}); its files wait for it")
     for row in flight:
@@ -482,6 +496,16 @@ def _health(args: argparse.Namespace) -> int:
     else:
         print("unhealthy: " + "; ".join(found["problems"]))
     return EXIT_OK if found["healthy"] else EXIT_FAILURE
+
+
+def _limits_line(limits: dict[str, Any]) -> str:
+    rate = limits.get("upload_rate_limit")
+    parts = [f"upload rate {rate / 1e6:.1f} MB/s" if rate else "upload rate unlimited"]
+    parts.append(f"{limits.get('upload_workers_allowed')} upload worker(s) sending")
+    for family, window in sorted((limits.get("pacing") or {}).items()):
+        if window.get("remaining") is not None:
+            parts.append(f"{family} {window['remaining']}/{window.get('limit')} left")
+    return ", ".join(parts)
 
 
 def _row_json(row: FileRow, indexings: Sequence[IndexingRow] = ()) -> dict[str, Any]:
@@ -663,6 +687,12 @@ def _run_sandbox(args: argparse.Namespace) -> int:
         indexing_seconds=args.indexing_seconds,
         fail_index_names=args.fail_index_name,
     )
+    if args.rate_limit:
+        count, _, seconds = args.rate_limit.partition("/")
+        try:
+            settings.rate_limit, settings.rate_window = int(count), float(seconds or 10)
+        except ValueError:
+            return _fail("sandbox: --rate-limit: give N/SECONDS, like 10/10", EXIT_USAGE)
     try:
         faults = [Fault.parse(spec) for spec in args.fault]
     except (TypeError, ValueError) as error:

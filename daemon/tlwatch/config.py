@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tlwatch.errors import ConfigError
+from tlwatch.limits import Timetable
 from tlwatch.metadata import template_problem
 from tlwatch.models import Kind, is_under
 from tlwatch.retry import Backoff
@@ -35,6 +36,7 @@ class ApiConfig:
     direct_upload_limit: int = 200_000_000
     enable_hls: bool | None = None
     enable_thumbnail: bool | None = None
+    max_upload_rate: Timetable | None = None  # "4MB", "4MiB", or "08:00,2MB 19:00,off"
 
 
 @dataclass(frozen=True)
@@ -371,6 +373,11 @@ def _api(reader: _Reader, base: Path, private: bool) -> ApiConfig:
     return config
 
 
+def _timetable(text: str) -> Timetable | None:
+    table = Timetable.parse(text)
+    return None if all(rate is None for _, rate in table.entries) else table
+
+
 def _url(value: Any) -> str:
     text = _text(value)
     if not text.startswith(("http://", "https://")):
@@ -423,6 +430,10 @@ API_KEYS: dict[str, Spec] = {
     "direct_upload_limit": (_integer(1), "a number of bytes >= 1"),
     "enable_hls": (_boolean, "true or false"),
     "enable_thumbnail": (_boolean, "true or false"),
+    "max_upload_rate": (
+        lambda value: _timetable(_text(value)),
+        'a rate like "4MB" or "4MiB", "off", or a timetable like "08:00,2MB 19:00,off"',
+    ),
 }
 LOGGING_KEYS: dict[str, Spec] = {
     "level": (

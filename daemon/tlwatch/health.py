@@ -110,8 +110,14 @@ def record_path(store_path: Path) -> Path:
 class HealthRecord:
     """What "healthy" means, kept from the events, and written for `tlwatch health` to read."""
 
-    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
-        self.path, self.clock = path, clock
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        limits: Callable[[], dict[str, Any]] = dict,
+    ) -> None:
+        self.path, self.clock, self.limits = path, clock, limits
         self.paused: dict[str, str] = {}
         self.stuck: tuple[str, ...] = ()
         self.offline: dict[str, str] = {}
@@ -147,6 +153,7 @@ class HealthRecord:
             "paused": self.paused,
             "stuck": list(self.stuck),
             "offline": self.offline,
+            "limits": self.limits(),
         }
         temporary = self.path.with_name(self.path.name + ".tmp")
         try:

@@ -28,6 +28,7 @@ from tlwatch.health import HealthRecord, Watchdog, record_path
 from tlwatch.indexer import Indexer
 from tlwatch.intake import Intake, IntakeWorker
 from tlwatch.keycheck import KeyCheck
+from tlwatch.limits import Bandwidth, Concurrency, Pacer
 from tlwatch.metrics import Metrics
 from tlwatch.notify import Notifications
 from tlwatch.poller import Poller
@@ -58,6 +59,8 @@ class Runner:
         self.mode = mode
         self.hub = Hub()  # what happened, once: the metrics and the health record listen
         self.run_state = RunState(publish=self.hub.publish)
+        self.pacer = Pacer()  # the server's rate-limit windows, per family
+        self.bandwidth = Bandwidth(None)  # [api] max_upload_rate, shared by every worker
         self.notifier = notifier or Notifier()
         self._uploader = uploader  # a seam: tests pass one that stalls
         self._threads: list[threading.Thread] = []
@@ -75,6 +78,7 @@ class Runner:
         try:
             key = read_api_key(self._config)
             logs.add_secret(key)
+            self.bandwidth.set(self._config.api.max_upload_rate)
             with Client(
                 key,
                 base_url=self._config.api.base_url,
@@ -84,6 +88,8 @@ class Runner:
                 progress=self.run_state.beats.beat,
                 backoff=self._config.daemon.request_backoff,
                 on_answer=lambda endpoint, code: self.hub.publish(Answered(endpoint, code)),
+                pacer=self.pacer,
+                bandwidth=self.bandwidth,
             ) as client:
                 self._serve(store, client, key)
         finally:
@@ -106,7 +112,10 @@ class Runner:
             run,
         )
         folders = Folders(self.config)
-        uploader = self._uploader(store, client, self.config, run, offline=folders.gone_now)
+        concurrency = Concurrency(self._config.api.max_concurrent_uploads)
+        uploader = self._uploader(
+            store, client, self.config, run, offline=folders.gone_now, concurrency=concurrency
+        )
         poller = Poller(store, client, self.config, run)
         indexer = Indexer(store, client, self.config, run)
         poll_seconds = self._config.daemon.poll_interval_seconds
@@ -116,7 +125,14 @@ class Runner:
             store, run, in_flight=uploader.in_flight, grace=lambda: self._config.api.timeout_seconds
         )
         metrics = Metrics(store, self.config)
-        health = HealthRecord(record_path(self._config.state.path))
+        health = HealthRecord(
+            record_path(self._config.state.path),
+            limits=lambda: {
+                "pacing": self.pacer.snapshot(),
+                "upload_rate_limit": self.bandwidth.rate(),
+                "upload_workers_allowed": concurrency.allowed,
+            },
+        )
         notifications = Notifications(self.config, health)
         self.hub.listen(metrics.hear)
         self.hub.listen(health.hear)
@@ -128,6 +144,7 @@ class Runner:
             asked = self._reload_if_asked()
             if asked:
                 metrics.apply()
+                self.bandwidth.set(self._config.api.max_upload_rate)
             return asked
 
         ticks = Ticks(

@@ -28,10 +28,12 @@ from tlwatch.errors import (
     OutcomeUnknown,
     RateLimited,
     RequestRejected,
+    ServerError,
     SourceChanged,
     TransientError,
 )
 from tlwatch.events import Uploaded
+from tlwatch.limits import Concurrency
 from tlwatch.models import FileState, Kind, regular_signature
 from tlwatch.state import FileRow, Store
 
@@ -88,10 +90,12 @@ class Uploader:
         run: RunState,
         *,
         offline: Callable[[bytes], bool] = lambda root: not os.path.isdir(root),
+        concurrency: Concurrency | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store, self.client, self.config, self.run = store, client, config, run
         self.offline = offline  # is this watched folder offline right now (a card pulled)?
+        self.concurrency = concurrency or Concurrency(config().api.max_concurrent_uploads)
         self.clock = clock
         self._in_flight: set[int] = set()
         self._claiming = threading.Lock()
@@ -106,7 +110,8 @@ class Uploader:
         held = self.run.held()
         token = secrets.token_hex(16)
         with self._claiming:
-            busy = self.run.paused() or held > 0
+            crowded = len(self._in_flight) >= self.concurrency.allowed  # the API struggles
+            busy = self.run.paused() or held > 0 or crowded
             row = None if busy else self.store.claim_next(token, self.run.offline())
             if row is not None:
                 self._in_flight.add(row.id)
@@ -138,6 +143,8 @@ class Uploader:
         earlier attempt, whose asset may exist: it is looked for first."""
         done = self._attempt(row, fresh_token)
         result = RESULTS.get(done.state, "retried")
+        if result == "ok":
+            self.concurrency.succeeded()
         self.run.publish(Uploaded(result, row.size if result == "ok" else 0))
         return done
 
@@ -177,6 +184,8 @@ class Uploader:
             grace = max(error.retry_after or 0.0, self.config().api.timeout_seconds)
             return self._requeue(row, str(error), wait=grace)
         if isinstance(error, TransientError):
+            if isinstance(error, RateLimited | ServerError):
+                self.concurrency.failed()
             later = self._requeue(row, str(error), wait=error.retry_after)
             if isinstance(error, RateLimited):
                 self._hold(later.next_attempt_at or self.clock())  # slow every worker down

@@ -318,6 +318,18 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if needs_key and request.headers.get("x-api-key") != self.service.settings.api_key:
             request.body.drain()
             return _error(401, "api_key_invalid", "The API key is invalid or missing.")
+        if needs_key and self.service.settings.rate_limit:
+            allowed, headers = self.service.rate_check(endpoint)
+            if not allowed:
+                request.body.drain()
+                message = "rate limit exceeded: wait for the window to reset"
+                return Reply(429, {"code": "too_many_requests", "message": message}, headers)
+            reply = self._handle(handler, request)
+            reply.headers = {**(reply.headers or {}), **headers}
+            return reply
+        return self._handle(handler, request)
+
+    def _handle(self, handler: Handler, request: Request) -> Reply:
         try:
             return handler(self.service, request)
         except Refusal as refusal:

@@ -47,6 +47,8 @@ class Settings:
     small_ready_bytes: int = 1_000_000  # generation 2: smaller assets are `ready` at once
     fail_names: list[str] = field(default_factory=list)
     indexing_seconds: float = 2.0  # from an indexed asset's creation to ready/failed
+    rate_limit: int = 0  # requests per window per endpoint family (0: no limit)
+    rate_window: float = 10.0  # seconds
     fail_index_names: list[str] = field(default_factory=list)  # these filenames fail indexing
 
     def update(self, changes: Json) -> None:
@@ -185,6 +187,7 @@ class Service:
         self.grants: dict[str, Grant] = {}
         self.faults: list[Fault] = []
         self.requests: Counter[tuple[str, str]] = Counter()
+        self.windows: dict[str, tuple[float, int]] = {}  # family -> (window start, used)
         self.indexes: dict[str, Any] = {}  # id -> indexes.Index
         self.indexed: dict[str, Any] = {}  # id -> indexes.IndexedAsset
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -193,6 +196,30 @@ class Service:
     def wall() -> float:
         """Epoch seconds, for the timestamps the API shows."""
         return time.time()
+
+    # ---- the rate-limit mode --------------------------------------------------------------
+    def rate_check(self, endpoint: str) -> tuple[bool, dict[str, str]]:
+        """Count one request of the endpoint's family: (allowed, X-Ratelimit-* headers)."""
+        limit, window = self.settings.rate_limit, self.settings.rate_window
+        family = rate_family(endpoint)
+        now = self.wall()
+        with self.lock:
+            start, used = self.windows.get(family, (now, 0))
+            if now >= start + window:
+                start, used = now, 0
+            allowed = used < limit
+            used += 1 if allowed else 0
+            self.windows[family] = (start, used)
+        reset = start + window
+        headers = {
+            "X-Ratelimit-Limit": str(limit),
+            "X-Ratelimit-Remaining": str(max(limit - used, 0)),
+            "X-Ratelimit-Used": str(used),
+            "X-Ratelimit-Reset": str(int(reset) + (reset % 1 > 0)),
+        }
+        if not allowed:
+            headers["Retry-After"] = str(max(int(reset - now) + 1, 1))
+        return allowed, headers
 
     # ---- faults and counters -------------------------------------------------------------
     def take_fault(self, endpoint: str) -> Fault | None:
@@ -336,6 +363,17 @@ class Service:
             row["complete"] = asset.done_at is not None
             rows.append(row)
         return rows
+
+
+def rate_family(endpoint: str) -> str:
+    """The sandbox's endpoint name -> its rate-limit family (as the platform groups them)."""
+    if endpoint == "create":
+        return "create"
+    if endpoint.startswith("multipart"):
+        return "multipart"
+    if endpoint.startswith(("indexed", "index")):
+        return "indexing"
+    return "retrieve"
 
 
 def int_param(

@@ -1,0 +1,244 @@
+"""Respecting the account and the uplink: pacing from the server's rate-limit headers, the upload
+bandwidth cap (with a timetable), and fewer upload workers while the server struggles.
+
+Pure but for the clocks, which are injected. Thread-safe: every worker shares one of each.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+log = logging.getLogger(__name__)
+
+RESERVE = 1  # requests left unused in each window, for the organisation's other tools
+
+
+def family_of(endpoint: str) -> str:
+    """Given an endpoint name (`api.endpoint_name`), return its rate-limit family."""
+    if endpoint == "assets.create":
+        return "create"
+    if endpoint.startswith("multipart."):
+        return "multipart"
+    if endpoint.startswith("indexing."):
+        return "indexing"
+    return "retrieve"
+
+
+@dataclass
+class Window:
+    limit: int | None = None
+    remaining: int | None = None
+    reset_at: float | None = None  # epoch seconds
+
+
+class Pacer:
+    """Reads `X-Ratelimit-*` on every answer, per family; when a family's window is used up (but
+    for a reserve), its next request waits until the window resets."""
+
+    def __init__(self, clock: Callable[[], float] = time.time, reserve: int = RESERVE) -> None:
+        self.clock, self.reserve = clock, reserve
+        self._windows: dict[str, Window] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, family: str, headers: Mapping[str, str]) -> None:
+        limit = _int(headers.get("x-ratelimit-limit"))
+        remaining = _int(headers.get("x-ratelimit-remaining"))
+        used = _int(headers.get("x-ratelimit-used"))
+        if remaining is None and limit is not None and used is not None:
+            remaining = limit - used
+        reset = _float(headers.get("x-ratelimit-reset"))
+        if remaining is None and reset is None:
+            return
+        with self._lock:
+            window = self._windows.setdefault(family, Window())
+            window.limit = limit if limit is not None else window.limit
+            if remaining is not None:
+                # Answers arrive out of order: within one window, the lowest count is the truth.
+                same = (
+                    window.reset_at is not None
+                    and reset is not None
+                    and abs(_epoch(reset, self.clock()) - window.reset_at) < 1.0
+                )
+                low = (
+                    min(remaining, window.remaining)
+                    if same and window.remaining is not None
+                    else None
+                )
+                window.remaining = low if low is not None else remaining
+            if reset is not None:
+                window.reset_at = _epoch(reset, self.clock())
+
+    def take(self, family: str) -> float:
+        """Seconds to wait before a request of this family may go (0: now, and it is counted)."""
+        now = self.clock()
+        with self._lock:
+            window = self._windows.get(family)
+            if window is None or window.remaining is None:
+                return 0.0
+            if window.reset_at is not None and now >= window.reset_at:
+                window.remaining = None  # a new window: the next answer says how it stands
+                return 0.0
+            if window.remaining > self.reserve:
+                window.remaining -= 1
+                return 0.0
+            return max((window.reset_at or now) - now, 0.0) + 0.05
+
+    def snapshot(self) -> dict[str, dict[str, float | int | None]]:
+        """Each family's window as last seen, for `status` and the metrics."""
+        with self._lock:
+            return {
+                family: {"limit": w.limit, "remaining": w.remaining, "reset_at": w.reset_at}
+                for family, w in self._windows.items()
+            }
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(float(text)) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _epoch(reset: float, now: float) -> float:
+    """`X-Ratelimit-Reset` is documented as epoch seconds; a small number can only be a delta."""
+    return reset if reset > 1e9 else now + reset
+
+
+# ---- bandwidth ---------------------------------------------------------------------------------
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(i?)[bB]?\s*$")
+_UNITS = {"": 1, "k": 1, "m": 2, "g": 3}
+
+
+def parse_rate(text: str) -> float | None:
+    """Given "4MB" (SI), "4MiB" (binary), "500kB", "off", return bytes per second (None: off).
+    Raise ValueError for anything else."""
+    if text.strip().lower() in ("off", "none", "unlimited"):
+        return None
+    matched = _SIZE.match(text)
+    if matched is None:
+        raise ValueError(f"not a rate: {text!r}")
+    number, unit, binary = matched.groups()
+    base = 1024 if binary else 1000
+    rate = float(number) * float(base ** _UNITS[unit.lower()])
+    if rate <= 0:
+        raise ValueError(f"not a rate: {text!r}")
+    return rate
+
+
+@dataclass(frozen=True)
+class Timetable:
+    """A rate, or rates by time of day: "08:00,2MB 19:00,10MB 23:00,off" (rclone's form)."""
+
+    entries: tuple[tuple[int, float | None], ...]  # (minute of the day, rate), sorted
+
+    @classmethod
+    def parse(cls, text: str) -> Timetable:
+        parts = text.split()
+        if len(parts) == 1 and "," not in parts[0]:
+            return cls(((0, parse_rate(parts[0])),))
+        entries = []
+        for part in parts:
+            when, _, rate = part.partition(",")
+            hours, _, minutes = when.partition(":")
+            if not (hours.isdigit() and minutes.isdigit() and rate):
+                raise ValueError(f"not HH:MM,RATE: {part!r}")
+            minute = int(hours) * 60 + int(minutes)
+            if not (0 <= int(hours) < 24 and 0 <= int(minutes) < 60):
+                raise ValueError(f"not a time of day: {when!r}")
+            entries.append((minute, parse_rate(rate)))
+        return cls(tuple(sorted(entries)))
+
+    def rate_at(self, when: datetime) -> float | None:
+        """The rate in force at a local time (before the first entry: the last one's, from the
+        evening before)."""
+        minute = when.hour * 60 + when.minute
+        rate = self.entries[-1][1]
+        for start, value in self.entries:
+            if start <= minute:
+                rate = value
+        return rate
+
+
+class Bandwidth:
+    """One token bucket for every upload worker and every multipart chunk: over any 10 s, the
+    bytes sent stay within the rate in force (a burst of at most `BURST` seconds)."""
+
+    BURST = 0.5
+
+    def __init__(
+        self,
+        timetable: Timetable | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        local_time: Callable[[], datetime] = datetime.now,
+    ) -> None:
+        self.timetable, self.clock, self.local_time = timetable, clock, local_time
+        self._lock = threading.Lock()
+        self._tokens = 0.0
+        self._at = clock()
+
+    def set(self, timetable: Timetable | None) -> None:
+        """A reload: the new limit applies from the next piece, uploads in flight go on."""
+        self.timetable = timetable
+
+    def rate(self) -> float | None:
+        """The limit in force now (bytes per second; None: none)."""
+        return self.timetable.rate_at(self.local_time()) if self.timetable else None
+
+    def take(self, size: int) -> float:
+        """Count `size` bytes about to be sent; return how long to wait first (0: now)."""
+        rate = self.rate()
+        if rate is None:
+            return 0.0
+        with self._lock:
+            now = self.clock()
+            self._tokens = min(self._tokens + (now - self._at) * rate, rate * self.BURST)
+            self._at = now
+            self._tokens -= size
+            return max(-self._tokens / rate, 0.0)
+
+
+# ---- concurrency -------------------------------------------------------------------------------
+class Concurrency:
+    """Additive increase, multiplicative decrease of the upload workers allowed to send: halved
+    after repeated 429 or 5xx answers, one more after a run of successes; each change logged."""
+
+    FAILURES = 2  # in a row, before halving
+    SUCCESSES = 10  # in a row, before adding one back
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.allowed = most
+        self._failures = self._successes = 0
+        self._lock = threading.Lock()
+
+    def failed(self) -> None:
+        with self._lock:
+            self._successes = 0
+            self._failures += 1
+            if self._failures >= self.FAILURES and self.allowed > 1:
+                self.allowed = max(1, self.allowed // 2)
+                self._failures = 0
+                log.warning("the API is struggling: %d upload worker(s) send for now", self.allowed)
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._failures = 0
+            self._successes += 1
+            if self._successes >= self.SUCCESSES and self.allowed < self.most:
+                self.allowed += 1
+                self._successes = 0
+                log.info("the API keeps up: %d upload worker(s) send", self.allowed)

@@ -1,0 +1,145 @@
+"""Pacing from rate-limit headers, the bandwidth cap and its timetable, fewer workers while the
+API struggles: on fake clocks; and the whole daemon against the sandbox's rate-limit mode."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tlwatch.config import parse
+from tlwatch.errors import ConfigError
+from tlwatch.limits import Bandwidth, Concurrency, Pacer, Timetable, family_of, parse_rate
+from tlwatch.sandbox import Settings
+
+from conftest import FIXTURES, Daemon, sha256_file
+
+
+def test_the_pacer_waits_out_a_used_up_window() -> None:
+    now = [1_800_000_000.0]
+    pacer = Pacer(clock=lambda: now[0], reserve=1)
+    assert pacer.take("create") == 0  # nothing known yet
+    pacer.observe(
+        "create",
+        {
+            "x-ratelimit-limit": "10",
+            "x-ratelimit-remaining": "3",
+            "x-ratelimit-reset": str(now[0] + 8),
+        },
+    )
+    assert pacer.take("create") == 0  # 3 -> 2
+    assert pacer.take("create") == 0  # 2 -> 1: the reserve is left
+    assert pacer.take("create") == pytest.approx(8.05)
+    assert pacer.take("retrieve") == 0  # another family is not held
+    pacer.observe(
+        "create", {"x-ratelimit-used": "10", "x-ratelimit-limit": "10", "x-ratelimit-reset": "5"}
+    )
+    assert pacer.take("create") == pytest.approx(5.05)  # a small reset is a delta
+    now[0] += 6
+    assert pacer.take("create") == 0  # a new window
+
+
+def test_rates_and_timetables() -> None:
+    assert parse_rate("4MB") == 4_000_000
+    assert parse_rate("4MiB") == 4 * 1024 * 1024
+    assert parse_rate("500kB") == 500_000
+    assert parse_rate("off") is None
+    with pytest.raises(ValueError, match="not a rate"):
+        parse_rate("fast")
+    table = Timetable.parse("08:00,2MB 19:00,10MB 23:00,off")
+    assert table.rate_at(datetime(2026, 11, 28, 7, 59)) is None  # still last night's "off"
+    assert table.rate_at(datetime(2026, 11, 28, 8, 0)) == 2_000_000
+    assert table.rate_at(datetime(2026, 11, 28, 19, 30)) == 10_000_000
+    assert table.rate_at(datetime(2026, 11, 28, 23, 59)) is None
+    assert table.rate_at(datetime(2026, 11, 29, 8, 1)) == 2_000_000  # the day rolls over
+    with pytest.raises(ValueError, match="not HH:MM"):
+        Timetable.parse("8am,2MB 19:00,off")
+
+
+def test_the_bandwidth_cap_holds_within_ten_percent_over_ten_seconds() -> None:
+    now = [0.0]
+    bucket = Bandwidth(Timetable.parse("4MB"), clock=lambda: now[0])
+    sent = 0
+    while now[0] < 10.0:
+        wait = bucket.take(256 * 1024)
+        now[0] += wait + 0.001  # the piece goes out after its wait
+        sent += 256 * 1024
+    rate = sent / now[0]
+    assert 0.9 * 4_000_000 <= rate <= 1.1 * 4_000_000
+    bucket.set(None)  # a reload turns it off: no wait at all
+    assert bucket.take(10**9) == 0
+
+
+def test_the_cap_follows_its_timetable_through_the_day() -> None:
+    clock = [datetime(2026, 11, 28, 7, 0)]
+    bucket = Bandwidth(Timetable.parse("08:00,1MB 20:00,off"), local_time=lambda: clock[0])
+    assert bucket.rate() is None
+    clock[0] = datetime(2026, 11, 28, 9, 0)
+    assert bucket.rate() == 1_000_000
+
+
+def test_workers_are_halved_on_trouble_and_come_back_one_by_one() -> None:
+    workers = Concurrency(4)
+    workers.failed()
+    assert workers.allowed == 4  # one failure is not a trend
+    workers.failed()
+    assert workers.allowed == 2
+    for _ in range(9):
+        workers.succeeded()
+    assert workers.allowed == 2
+    workers.succeeded()
+    assert workers.allowed == 3
+
+
+def test_endpoint_families() -> None:
+    assert [
+        family_of(e)
+        for e in ("assets.create", "multipart.report", "indexing.create", "assets.list")
+    ] == [
+        "create",
+        "multipart",
+        "indexing",
+        "retrieve",
+    ]
+
+
+def test_a_bad_rate_names_its_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"api\.max_upload_rate: must be a rate like"):
+        parse({"api": {"max_upload_rate": "lots"}}, source=tmp_path / "c.toml")
+    config = parse({"api": {"max_upload_rate": "08:00,2MB 23:00,off"}}, source=None)
+    assert config.api.max_upload_rate is not None
+
+
+@pytest.fixture
+def sandbox_settings() -> Settings:
+    return Settings(processing_seconds=0.2, rate_limit=5, rate_window=2.0)
+
+
+def test_a_rate_limited_server_sees_few_429s_and_everything_arrives_once(daemon: Daemon) -> None:
+    names = []
+    for number in range(20):
+        path = daemon.watch / f"c{number:02d}.mp4"
+        path.write_bytes((FIXTURES / "clip.mp4").read_bytes() + bytes([number]))
+        names.append(path)
+    result = daemon.command("scan")
+    assert result.returncode == 0, result.stderr
+    assert daemon.assets_by_sha() == {sha256_file(p): 1 for p in names}
+    refused = daemon.sandbox.requests().get("create", {}).get("429", 0)
+    assert refused <= 3, daemon.sandbox.requests()
+
+
+def test_status_shows_the_limits_in_force(daemon: Daemon) -> None:
+    import json
+
+    from conftest import wait_for
+
+    daemon.configure(api='max_upload_rate = "4MB"')
+    daemon.start()
+    found = wait_for(
+        lambda: (got := json.loads(daemon.command("status", "--json").stdout))["limits"] and got
+    )
+    assert found["limits"]["upload_rate_limit"] == 4_000_000
+    assert found["limits"]["upload_workers_allowed"] == 2
+    assert "limits: upload rate 4.0 MB/s" in daemon.command("status").stdout
+    assert daemon.stop() == 0
