@@ -10,6 +10,7 @@ import pytest
 
 from tlwatch.config import (
     ApiConfig,
+    BudgetConfig,
     DaemonConfig,
     LoggingConfig,
     MetricsConfig,
@@ -98,6 +99,7 @@ def test_every_config_key_is_documented_in_the_example_and_the_readme() -> None:
         DaemonConfig,
         MetricsConfig,
         NotifyConfig,
+        BudgetConfig,
         WatchConfig,
     ):
         for field in fields(section):

@@ -15,6 +15,7 @@ OWNERS = {
     "sqlite3": "state.py",
     "prometheus_client": "metrics.py",
     "apprise": "notify.py",
+    "pymediainfo": "duration.py",
 }
 
 

@@ -502,6 +502,13 @@ def _limits_line(limits: dict[str, Any]) -> str:
     rate = limits.get("upload_rate_limit")
     parts = [f"upload rate {rate / 1e6:.1f} MB/s" if rate else "upload rate unlimited"]
     parts.append(f"{limits.get('upload_workers_allowed')} upload worker(s) sending")
+    budget = limits.get("budget") or {}
+    if budget.get("per_day_minutes") is not None:
+        parts.append(f"today {budget['today_minutes']:.2f} of {budget['per_day_minutes']:.2f} min")
+    if budget.get("max_total_minutes") is not None:
+        parts.append(
+            f"in all {budget['total_minutes']:.2f} of {budget['max_total_minutes']:.2f} min"
+        )
     for family, window in sorted((limits.get("pacing") or {}).items()):
         if window.get("remaining") is not None:
             parts.append(f"{family} {window['remaining']}/{window.get('limit')} left")

@@ -76,6 +76,12 @@ class MetricsConfig:
     textfile: Path | None = None  # write the same text here every 15 s (node_exporter)
 
 
+@dataclass(frozen=True)
+class BudgetConfig:
+    max_media_minutes_per_day: float | None = None  # local day; held files go on at midnight
+    max_media_minutes_total: float | None = None  # held until the budget is raised (SIGHUP)
+
+
 NOTIFY_EVENTS = ("failed", "skipped", "paused", "resumed", "offline", "online", "stuck", "summary")
 
 
@@ -115,6 +121,7 @@ class Config:
     watch: tuple[WatchConfig, ...]
     metrics: MetricsConfig = MetricsConfig()
     notify: NotifyConfig = NotifyConfig()
+    budget: BudgetConfig = BudgetConfig()
 
     def folder_names(self) -> dict[bytes, str]:
         """Each watched folder's short name, for labels: its `name`, else its last path
@@ -323,7 +330,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
     where = f"{source}: " if source else ""
     base = source.parent if source else Path.cwd()
     top = _Reader(data, where, problems)
-    for name in ("api", "state", "logging", "daemon", "watch", "metrics", "notify"):
+    for name in ("api", "state", "logging", "daemon", "watch", "metrics", "notify", "budget"):
         top.seen.add(name)
     top.finish()
     api = _api(_section(data, "api", problems, where), base, private)
@@ -343,6 +350,12 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
     notify = _section(data, "notify", problems, where)
     notify_config = notify.fields(NotifyConfig, NOTIFY_KEYS)
     notify.finish()
+    budget = _section(data, "budget", problems, where)
+    minutes = (_number(0.0), "a number of minutes >= 0")
+    budget_config = budget.fields(
+        BudgetConfig, {"max_media_minutes_per_day": minutes, "max_media_minutes_total": minutes}
+    )
+    budget.finish()
     watches = _watches(data.get("watch", []), base, problems, where)
     if problems:
         raise ConfigError(problems)
@@ -355,6 +368,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
         watches,
         metrics_config,
         notify_config,
+        budget_config,
     )
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from tlwatch.api import Asset
 from tlwatch.config import Config
 from tlwatch.control import PAUSE_STORE, SCAN, STORE_RETRY, WAKE, RunState
+from tlwatch.duration import duration_seconds
 from tlwatch.metadata import Facts, SidecarError, Value, media_of, merged
 from tlwatch.models import FileState, Kind, Media, Signature, regular_signature, shown
 from tlwatch.scan import outside_roots, skip_reason, walk
@@ -184,7 +185,7 @@ class Intake:
         row = self.store.by_path(media_path)
         if row is None or row.sha256 is None or row.kind is None or row.mime is None:
             return
-        media = Media(row.mime, row.kind, row.sha256)
+        media = Media(row.mime, row.kind, row.sha256, row.duration)
         try:
             metadata = self._metadata(row.path, row.root, row.signature, media)
         except SidecarError as error:
@@ -234,7 +235,11 @@ def _read(claim: _Claim) -> _Read:
         sniffed = sniff(claim.path)
         if sniffed.kind is None or sniffed.kind not in claim.kinds:
             return sniffed
-        return Media(sniffed.mime, sniffed.kind, sha256_of(claim.path, claim.progress))
+        digest = sha256_of(claim.path, claim.progress)
+        seconds = 0.0 if sniffed.kind == Kind.IMAGE else duration_seconds(claim.path)
+        if seconds is None:
+            log.info("%s: cannot read its duration; it counts as zero", shown(claim.path))
+        return Media(sniffed.mime, sniffed.kind, digest, seconds)
     except OSError as error:
         return error
 

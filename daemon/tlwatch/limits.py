@@ -242,3 +242,32 @@ class Concurrency:
                 self.allowed += 1
                 self._successes = 0
                 log.info("the API keeps up: %d upload worker(s) send", self.allowed)
+
+
+# ---- media-minute budgets ---------------------------------------------------------------------
+DAILY, TOTAL = "daily media budget", "total media budget"
+
+
+def budget_verdict(
+    minutes: float,
+    used_today: float,
+    used_total: float,
+    per_day: float | None,
+    total: float | None,
+) -> str | None:
+    """Given a file's minutes and what was used, return why it must wait (None: it may go).
+    Pure. The reason starts with DAILY or TOTAL, so each hold is released by its own event."""
+    if total is not None and used_total + minutes > total:
+        return f"{TOTAL}: {_min(used_total)} of {_min(total)} min used"
+    if per_day is not None and used_today + minutes > per_day:
+        return f"{DAILY}: {_min(used_today)} of {_min(per_day)} min used"
+    return None
+
+
+def _min(minutes: float) -> str:
+    return f"{minutes:.1f}" if minutes >= 10 else f"{minutes:.2f}"
+
+
+def day_start(now: datetime) -> float:
+    """The local midnight that began `now`'s day, as epoch seconds."""
+    return now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()

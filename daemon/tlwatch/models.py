@@ -58,6 +58,7 @@ class Media:
     mime: str
     kind: str
     sha256: str
+    duration: float | None = None  # seconds (images: 0; None: could not be read)
 
 
 def regular_signature(path: bytes) -> Signature | None:

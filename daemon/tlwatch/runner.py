@@ -36,7 +36,7 @@ from tlwatch.sdnotify import Notifier
 from tlwatch.state import Store
 from tlwatch.storecheck import StoreCheck
 from tlwatch.ticks import Pass, Ticks
-from tlwatch.uploader import Uploader, remote_assets
+from tlwatch.uploader import BudgetRelease, Uploader, budget_used, remote_assets
 from tlwatch.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -125,12 +125,14 @@ class Runner:
             store, run, in_flight=uploader.in_flight, grace=lambda: self._config.api.timeout_seconds
         )
         metrics = Metrics(store, self.config)
+        budgets = BudgetRelease(store, run)
         health = HealthRecord(
             record_path(self._config.state.path),
             limits=lambda: {
                 "pacing": self.pacer.snapshot(),
                 "upload_rate_limit": self.bandwidth.rate(),
                 "upload_workers_allowed": concurrency.allowed,
+                "budget": budget_used(store, self._config),
             },
         )
         notifications = Notifications(self.config, health)
@@ -145,6 +147,7 @@ class Runner:
             if asked:
                 metrics.apply()
                 self.bandwidth.set(self._config.api.max_upload_rate)
+                budgets.reloaded()
             return asked
 
         ticks = Ticks(
@@ -158,7 +161,13 @@ class Runner:
             Watchdog(self.notifier, run.beats, lambda: list(self._threads), self.hub.publish),
             self.mode,
             reload=reload,
-            tickers=(lambda now: keys.tick(), lambda now: stores.tick(), metrics.tick, health.tick),
+            tickers=(
+                lambda now: keys.tick(),
+                lambda now: stores.tick(),
+                budgets.tick,
+                metrics.tick,
+                health.tick,
+            ),
         )
         if not self.mode.once:
             ticks.watch_folders()

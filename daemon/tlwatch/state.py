@@ -108,6 +108,9 @@ MIGRATIONS = [
     );
     CREATE INDEX indexings_state ON indexings(state, next_attempt_at);
     """,
+    """
+    ALTER TABLE files ADD COLUMN duration REAL;
+    """,
 ]
 
 
@@ -138,6 +141,7 @@ class FileRow:
     uploaded_at: float | None
     metadata: str | None  # the user metadata it is (or was) sent with, as JSON
     metadata_pending: str | None  # newer user metadata, to be sent to its asset
+    duration: float | None  # seconds of media (for the budgets)
 
     @property
     def user_metadata(self) -> dict[str, Any]:
@@ -586,6 +590,29 @@ class Store:
             file_id, FileState.QUEUED, reason, _FRESH_UPLOAD, expect=FileState.UPLOADED
         )
 
+    def hold_claimed(self, file_id: int, reason: str) -> FileRow:
+        """A claimed file waits after all (a media budget is used up); nothing was sent."""
+        return self._move(file_id, FileState.HELD, reason, {"next_attempt_at": None})
+
+    def release_held(self, reason_prefix: str) -> int:
+        """Files held for a reason starting with `reason_prefix` go back to the queue."""
+        rows = [
+            r for r in self.in_state(FileState.HELD) if (r.reason or "").startswith(reason_prefix)
+        ]
+        for row in rows:
+            self._move(row.id, FileState.QUEUED, "released: the budget allows it now", {})
+        return len(rows)
+
+    def media_minutes(self, since: float = 0.0, exclude: int | None = None) -> float:
+        """Minutes of media sent (uploaded, whatever became of it) since `since` (epoch), and
+        being sent now (but `exclude`)."""
+        rows = self._query(
+            "SELECT COALESCE(SUM(duration), 0) FROM files WHERE (uploaded_at >= ? "
+            "OR state = ?) AND id IS NOT ?",
+            (since, FileState.UPLOADING, exclude),
+        )
+        return float(rows[0][0]) / 60.0
+
     def skip(self, file_id: int, reason: str) -> FileRow:
         """This file can never be uploaded as it is."""
         return self._move(file_id, FileState.SKIPPED, reason, {})
@@ -906,6 +933,8 @@ LEGAL: frozenset[tuple[FileState | None, FileState]] = frozenset(
         (FileState.UPLOADED, FileState.FAILED),
         (FileState.FAILED, FileState.QUEUED),
         (FileState.SKIPPED, FileState.QUEUED),
+        (FileState.UPLOADING, FileState.HELD),
+        (FileState.HELD, FileState.QUEUED),
     }
 )
 
@@ -948,7 +977,12 @@ def _json(metadata: Mapping[str, Any]) -> str:
 
 
 def _media(media: Media) -> dict[str, Any]:
-    return {"mime": media.mime, "kind": media.kind, "sha256": media.sha256}
+    return {
+        "mime": media.mime,
+        "kind": media.kind,
+        "sha256": media.sha256,
+        "duration": media.duration,
+    }
 
 
 def _signature(signature: Signature) -> dict[str, int]:

@@ -14,6 +14,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from tlwatch.api import Asset, Client, MultipartSession, api_filename
@@ -33,7 +34,7 @@ from tlwatch.errors import (
     TransientError,
 )
 from tlwatch.events import Uploaded
-from tlwatch.limits import Concurrency
+from tlwatch.limits import DAILY, TOTAL, Concurrency, budget_verdict, day_start
 from tlwatch.models import FileState, Kind, regular_signature
 from tlwatch.state import FileRow, Store
 
@@ -92,11 +93,12 @@ class Uploader:
         offline: Callable[[bytes], bool] = lambda root: not os.path.isdir(root),
         concurrency: Concurrency | None = None,
         clock: Callable[[], float] = time.time,
+        local_time: Callable[[], datetime] = datetime.now,
     ) -> None:
         self.store, self.client, self.config, self.run = store, client, config, run
         self.offline = offline  # is this watched folder offline right now (a card pulled)?
         self.concurrency = concurrency or Concurrency(config().api.max_concurrent_uploads)
-        self.clock = clock
+        self.clock, self.local_time = clock, local_time
         self._in_flight: set[int] = set()
         self._claiming = threading.Lock()
 
@@ -119,6 +121,8 @@ class Uploader:
             self.run.wait_for_work(self._idle_wait(held))
             return
         try:
+            if self._over_budget(row):
+                return
             self.upload(row, fresh_token=token)
         except Exception:
             reason = "interrupted by shutdown" if self.run.cancel.is_set() else "unexpected error"
@@ -128,6 +132,24 @@ class Uploader:
         finally:
             with self._claiming:
                 self._in_flight.discard(row.id)
+
+    def _over_budget(self, row: FileRow) -> bool:
+        """A claimed file that would take the day or the total past its budget waits (held)."""
+        budget = self.config().budget
+        if budget.max_media_minutes_per_day is None and budget.max_media_minutes_total is None:
+            return False
+        today = day_start(self.local_time())
+        reason = budget_verdict(
+            (row.duration or 0.0) / 60.0,
+            self.store.media_minutes(today, exclude=row.id),
+            self.store.media_minutes(0.0, exclude=row.id),
+            budget.max_media_minutes_per_day,
+            budget.max_media_minutes_total,
+        )
+        if reason is None:
+            return False
+        self.store.hold_claimed(row.id, reason)
+        return True
 
     def _idle_wait(self, held: float) -> float:
         if held > 0:
@@ -355,3 +377,43 @@ class Uploader:
             self.client.delete(asset_id, force=True)
         except ApiError as error:
             log.warning("could not delete stale asset %s: %s", asset_id, error)
+
+
+def budget_used(store: Store, config: Config) -> dict[str, float | None]:
+    """The media minutes used today and in all, with the budgets, for `status`."""
+    budget = config.budget
+    if budget.max_media_minutes_per_day is None and budget.max_media_minutes_total is None:
+        return {}
+    return {
+        "today_minutes": round(store.media_minutes(day_start(datetime.now())), 2),
+        "per_day_minutes": budget.max_media_minutes_per_day,
+        "total_minutes": round(store.media_minutes(0.0), 2),
+        "max_total_minutes": budget.max_media_minutes_total,
+    }
+
+
+class BudgetRelease:
+    """Files held by a media budget go back to the queue when it may allow them: at local
+    midnight (the daily budget), and after a reload (a raised budget); they are checked again
+    when claimed."""
+
+    def __init__(
+        self, store: Store, run: RunState, *, local_time: Callable[[], datetime] = datetime.now
+    ) -> None:
+        self.store, self.run, self.local_time = store, run, local_time
+        self._day = local_time().date()
+
+    def tick(self, now: float) -> None:
+        day = self.local_time().date()
+        if day != self._day:
+            self._day = day
+            self._release("a new day", DAILY)
+
+    def reloaded(self) -> None:
+        self._release("the configuration was reloaded", DAILY, TOTAL)
+
+    def _release(self, why: str, *prefixes: str) -> None:
+        released = sum(self.store.release_held(prefix) for prefix in prefixes)
+        if released:
+            log.info("%s: %d file(s) held by a media budget go on", why, released)
+            self.run.wake_workers()
