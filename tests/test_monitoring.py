@@ -66,6 +66,8 @@ def test_metrics_are_served_and_written_with_short_labels(daemon: Daemon) -> Non
     assert found[("tlwatch_folder_online", (("folder", "cams"),))] == 1
     assert found[("tlwatch_last_success_timestamp_seconds", ())] > time.time() - 600
     assert any(name == "tlwatch_build_info" for name, _ in found)
+    assert found[("tlwatch_upload_workers_allowed", ())] == 2
+    assert found[("tlwatch_upload_rate_limit_bytes_per_second", ())] == 0  # no cap
     labels = {value for _, pairs in found for _, value in pairs}
     assert not any("/" in value or value in MEDIA for value in labels)  # no path, no file
     assert textfile.exists()  # written at start, then every 15 s...

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -57,14 +58,58 @@ class _Files(Collector):
         yield family
 
 
+class _Limits(Collector):
+    """The limits in force, as the daemon's record of them says at each scrape."""
+
+    def __init__(self, limits: Callable[[], dict[str, Any]]) -> None:
+        self.limits = limits
+
+    def collect(self) -> Iterator[Metric]:
+        found = self.limits()
+        remaining = GaugeMetricFamily(
+            "tlwatch_ratelimit_remaining",
+            "Requests left in the API's rate-limit window, by endpoint family, as last said",
+            labels=["family"],
+        )
+        for family, window in sorted((found.get("pacing") or {}).items()):
+            if window.get("remaining") is not None:
+                remaining.add_metric([family], window["remaining"])
+        yield remaining
+        rate = GaugeMetricFamily(
+            "tlwatch_upload_rate_limit_bytes_per_second",
+            "The upload bandwidth cap in force (0: none)",
+        )
+        rate.add_metric([], found.get("upload_rate_limit") or 0)
+        yield rate
+        workers = GaugeMetricFamily(
+            "tlwatch_upload_workers_allowed", "Upload workers allowed to send (fewer on trouble)"
+        )
+        workers.add_metric([], found.get("upload_workers_allowed") or 0)
+        yield workers
+        budget = found.get("budget") or {}
+        minutes = GaugeMetricFamily(
+            "tlwatch_media_minutes_sent", "Media minutes sent, by period", labels=["period"]
+        )
+        for period, key in (("today", "today_minutes"), ("total", "total_minutes")):
+            if budget.get(key) is not None:
+                minutes.add_metric([period], budget[key])
+        yield minutes
+
+
 class Metrics:
-    def __init__(self, store: Store, config: Callable[[], Config]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: Callable[[], Config],
+        limits: Callable[[], dict[str, Any]] = dict,
+    ) -> None:
         self.config = config
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         info = Gauge("tlwatch_build_info", "tlwatch's version", ["version"], registry=registry)
         info.labels(__version__).set(1)
         registry.register(_Files(store, config))
+        registry.register(_Limits(limits))
         self.uploads = Counter(
             "tlwatch_uploads", "Uploads that ended, by result", ["result"], registry=registry
         )

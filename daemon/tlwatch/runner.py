@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from tlwatch import logs
 from tlwatch.api import Client
@@ -124,17 +125,18 @@ class Runner:
         stores = StoreCheck(
             store, run, in_flight=uploader.in_flight, grace=lambda: self._config.api.timeout_seconds
         )
-        metrics = Metrics(store, self.config)
-        budgets = BudgetRelease(store, run)
-        health = HealthRecord(
-            record_path(self._config.state.path),
-            limits=lambda: {
+
+        def limits() -> dict[str, Any]:
+            return {
                 "pacing": self.pacer.snapshot(),
                 "upload_rate_limit": self.bandwidth.rate(),
                 "upload_workers_allowed": concurrency.allowed,
                 "budget": budget_used(store, self._config),
-            },
-        )
+            }
+
+        metrics = Metrics(store, self.config, limits)
+        budgets = BudgetRelease(store, run)
+        health = HealthRecord(record_path(self._config.state.path), limits=limits)
         notifications = Notifications(self.config, health)
         self.hub.listen(metrics.hear)
         self.hub.listen(health.hear)
