@@ -73,6 +73,8 @@ class Indexer:
         """Send (or adopt) the next wanted indexing; False when there is none to send now."""
         if self.run.paused() is not None or self.run.held(INDEXING):
             return False
+        if not self.store.indexing_due():  # a read: no write transaction while idle
+            return False
         row = self.store.claim_indexing()
         if row is None:
             return False

@@ -698,6 +698,14 @@ class Store:
             )
             return cursor.rowcount == 1
 
+    def indexing_due(self) -> bool:
+        """Is a queued indexing due now? (One indexed read.)"""
+        rows = self._query(
+            "SELECT 1 FROM indexings WHERE state = ? AND COALESCE(next_attempt_at, 0) <= ? LIMIT 1",
+            (IndexState.QUEUED, self.clock()),
+        )
+        return bool(rows)
+
     def claim_indexing(self) -> IndexingRow | None:
         """Take the first queued indexing that is due: it becomes `sending`, attempts + 1.
         Durable: this is the intent."""

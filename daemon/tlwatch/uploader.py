@@ -114,6 +114,8 @@ class Uploader:
         with self._claiming:
             crowded = len(self._in_flight) >= self.concurrency.allowed  # the API struggles
             busy = self.run.paused() or held > 0 or crowded
+            due = self.store.next_due()  # a read: no write transaction while idle
+            busy = busy or due is None or due > self.clock()
             row = None if busy else self.store.claim_next(token, self.run.offline())
             if row is not None:
                 self._in_flight.add(row.id)
