@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 FIRST_INTERVAL = 2.0  # an indexed asset's first check, seconds after it was sent
 MAX_INTERVAL = 30.0
-IDLE_WAIT = 5.0  # the longest between two looks at the store (`tlwatch retry`, `tlwatch index`)
+IDLE_WAIT = 15.0  # the longest between two looks at the store (`tlwatch retry`, `tlwatch index`)
 
 
 class Indexer:

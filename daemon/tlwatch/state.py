@@ -111,6 +111,9 @@ MIGRATIONS = [
     """
     ALTER TABLE files ADD COLUMN duration REAL;
     """,
+    """
+    CREATE INDEX files_metadata_pending ON files(id) WHERE metadata_pending IS NOT NULL;
+    """,
 ]
 
 
@@ -461,8 +464,9 @@ class Store:
     def metadata_to_send(self) -> list[FileRow]:
         """Files whose asset waits for newer user metadata."""
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM files WHERE metadata_pending IS NOT NULL "
-            "AND asset_id IS NOT NULL AND state IN (?, ?) ORDER BY id",
+            f"SELECT {_COLUMNS} FROM files INDEXED BY files_metadata_pending "
+            "WHERE metadata_pending IS NOT NULL AND asset_id IS NOT NULL AND state IN (?, ?) "
+            "ORDER BY id",
             (FileState.UPLOADED, FileState.READY),
         )
         return [_row(r) for r in rows]
