@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tlwatch.config import parse
-from tlwatch.folders import Folders, Probe, verdict
+from tlwatch.folders import BACK, Folders, Probe, verdict
 
 
 def test_the_verdict() -> None:
@@ -54,7 +54,7 @@ def test_a_card_unmounted_then_another_mounted(
     assert folders.gone_now(os.fsencode(card))
     assert folders.check() == []  # said once
     disk.folders[str(card)] = (51, 2)  # another card
-    assert folders.check() == [(card, True, None)]
+    assert folders.check() == [(card, True, BACK)]
     assert [f.identity for f in folders.present()] == [(51, 2)]
     assert not folders.gone_now(os.fsencode(card))
     said = [r.getMessage() for r in caplog.records]

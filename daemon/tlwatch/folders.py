@@ -25,6 +25,7 @@ from tlwatch.watcher import Folder
 log = logging.getLogger(__name__)
 
 Stat = Callable[[str], os.stat_result]
+BACK = "back online"  # the reason `check` gives a folder that was offline
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,9 @@ class Folders:
         self._offline: dict[Path, str] = {}  # folder -> why
 
     def check(self) -> list[tuple[Path, bool, str | None]]:
-        """Look at every watched folder; return what changed, as (folder, online, reason).
-        A folder replaced under its path counts as a change (watch and scan it anew)."""
+        """Look at every watched folder; return what changed, as (folder, online, reason): why it
+        is offline, or BACK when it is online again. A folder first seen, or replaced under its
+        path, is a change too (watch and scan it anew), with no reason."""
         changes: list[tuple[Path, bool, str | None]] = []
         watched = {watch.path for watch in self.config().watch}
         for table in (self._online, self._offline):  # folders a reload dropped
@@ -83,10 +85,11 @@ class Folders:
                     self._say_offline(watch.path, reason)
                 continue
             before = self._online.get(watch.path)
-            if watch.path in self._offline or before is None or before != now:
-                if watch.path in self._offline or before is not None:
+            back = watch.path in self._offline
+            if back or before is None or before != now:
+                if back or before is not None:
                     self._say_online(watch.path, before, now)
-                changes.append((watch.path, True, None))
+                changes.append((watch.path, True, BACK if back else None))
             self._offline.pop(watch.path, None)
             self._online[watch.path] = now
         return changes

@@ -10,13 +10,12 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from tlwatch.config import Config
 from tlwatch.control import PAUSE_KEY, Guard, RunState
 from tlwatch.errors import StoreUnavailable
 from tlwatch.events import FolderChanged
-from tlwatch.folders import Folders
+from tlwatch.folders import BACK, Folders
 from tlwatch.health import Snapshot, Watchdog
 from tlwatch.intake import IntakeWorker
 from tlwatch.models import FileState
@@ -69,7 +68,6 @@ class Ticks:
         self._next_scan = self._scan_time(time.monotonic())
         self._next_snapshot = 0.0
         self._paused: str | None = None
-        self._was_offline: set[Path] = set()
 
     def loop(self) -> int:
         """Tick until stopped (or a one-pass run is over); return the exit code. A tick that
@@ -141,12 +139,8 @@ class Ticks:
                 self.run.wake_workers()  # its queued files may go now
             for path, online, reason in changes:
                 self.store.set_folder(os.fsencode(path), online, reason)
-                if not online or path in self._was_offline:  # not a folder merely first seen
+                if not online or reason == BACK:  # not a folder merely first seen
                     self.run.publish(FolderChanged(os.fsencode(path), online, reason))
-                if online:
-                    self._was_offline.discard(path)
-                else:
-                    self._was_offline.add(path)
         if not self.watcher.healthy():
             log.warning("a watcher thread stopped: rescanning every watched folder")
             self.run.rescan()

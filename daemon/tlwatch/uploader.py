@@ -120,7 +120,7 @@ class Uploader:
             if row is not None:
                 self._in_flight.add(row.id)
         if row is None:
-            self.run.wait_for_work(self._idle_wait(held))
+            self.run.wait_for_work(self._idle_wait(held, due))
             return
         try:
             if self._over_budget(row):
@@ -153,10 +153,9 @@ class Uploader:
         self.store.hold_claimed(row.id, reason)
         return True
 
-    def _idle_wait(self, held: float) -> float:
+    def _idle_wait(self, held: float, due: float | None) -> float:
         if held > 0:
             return min(max(held, 0.05), IDLE_WAIT)
-        due = self.store.next_due()
         if due is None or self.run.paused():
             return IDLE_WAIT
         return min(max(due - self.clock(), 0.05), IDLE_WAIT)
