@@ -4,6 +4,7 @@ midnight or when the budget is raised."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from datetime import datetime
 from pathlib import Path
@@ -75,3 +76,16 @@ def test_budgets_hold_files_and_a_raised_total_releases_them(daemon: Daemon) -> 
     daemon.wait_states({f"c{n}.mp4": "ready" for n in range(3)}, timeout=30)
     assert len(daemon.sandbox.assets()) == 3
     assert daemon.stop() == 0
+
+
+def test_a_one_off_upload_obeys_the_budget_too(daemon: Daemon) -> None:
+    daemon.configure()
+    daemon.config.write_text(
+        daemon.config.read_text() + "[budget]\nmax_media_minutes_total = 0.01\n"
+    )
+    clip = daemon.root / "elsewhere.mp4"
+    shutil.copy(FIXTURES / "clip.mp4", clip)  # one second: over a budget of 0.6 s
+    result = daemon.command("upload", str(clip))
+    assert result.returncode == 1
+    assert "held" in result.stderr and "total media budget" in result.stderr
+    assert daemon.sandbox.assets() == []

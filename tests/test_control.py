@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -62,14 +63,25 @@ def test_pauses_have_causes_and_resume_wakes_workers() -> None:
     assert run.pause("store", "state store unwritable")
     assert run.paused() == "API key rejected; state store unwritable"
     assert run.paused(PAUSE_KEY) == "API key rejected"
-    woken = threading.Event()
-    waiter = threading.Thread(target=lambda: (run.wait_for_work(10), woken.set()))
-    waiter.start()
+    seen = run.work.seen()
     assert run.resume(PAUSE_KEY)
-    waiter.join(timeout=5)
-    assert woken.is_set()
+    assert run.work.wait(seen, 0)  # the wake-up is kept: a worker that looked before it wakes
     assert not run.resume(PAUSE_KEY)
     assert run.paused() == "state store unwritable"
+
+
+def test_a_wake_up_before_the_wait_is_never_lost() -> None:
+    run = RunState()
+    for wakeup in (run.work, run.polls, run.indexing, run.chores):
+        seen = wakeup.seen()
+        assert not wakeup.wait(seen, 0)  # nothing happened since the look
+        wakeup.wake()  # after the look, before the wait: an Event cleared after waiting lost it
+        assert wakeup.wait(seen, 0)
+        seen = wakeup.seen()
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(wakeup.wait, seen, 30)
+            wakeup.wake()
+            assert waiting.result(timeout=10)
 
 
 def test_a_rate_limit_hold_only_grows() -> None:

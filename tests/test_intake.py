@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from tlwatch import intake as intake_module
 from tlwatch.control import RunState
-from tlwatch.intake import Intake, IntakeWorker, sha256_of
+from tlwatch.intake import Intake, IntakeWorker, Stopped, sha256_of
 from tlwatch.models import FileState, Signature
 from tlwatch.state import Store
 
@@ -129,12 +131,92 @@ def test_many_files_are_read_in_the_pool_and_recorded_together(tmp_path: Path) -
     with Store(config.state.path) as store, ThreadPoolExecutor(2) as pool:
         rows = Intake(store, lambda: config, pool=pool).take_many(files)
         by_name = {os.path.basename(r.path): r for r in rows if r is not None}
-    assert [by_name[os.fsencode(n)].state for n in names] == [
-        FileState.QUEUED,
+    assert [by_name[os.fsencode(n)].state for n in names[1:]] == [
         FileState.QUEUED,
         FileState.QUEUED,
         FileState.IGNORED,
         FileState.IGNORED,
     ]
-    assert by_name[b"again.mp4"].state == FileState.DUPLICATE  # its twin, in the same batch
+    # Recorded as their reads finish: whichever twin came first holds the content.
+    twins = {by_name[b"clip.mp4"].state, by_name[b"again.mp4"].state}
+    assert twins == {FileState.QUEUED, FileState.DUPLICATE}
     assert by_name[b"clip.mp4"].sha256 == sha256_file(folder / "clip.mp4")
+
+
+def test_reading_a_big_file_holds_no_store_lock_and_workers_hear_after_commit(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path, "http://127.0.0.1:9")
+    folder = tmp_path / "w"
+    folder.mkdir()
+    big = folder / "big.mp4"
+    big.write_bytes((FIXTURES / "clip.mp4").read_bytes() + os.urandom(3 << 20))
+    shutil.copy(FIXTURES / "tone.wav", folder / "small.wav")
+    files = [(os.fsencode(p), Signature.of(p.stat())) for p in (big, folder / "small.wav")]
+    writes: list[bool] = []
+    told: list[list[str]] = []
+    with Store(config.state.path) as store, ThreadPoolExecutor(2) as pool:
+
+        def progress() -> None:  # while the big file is hashed, another thread writes
+            writer = threading.Thread(target=lambda: (store.probe(), writes.append(True)))
+            writer.start()
+            writer.join(timeout=5)
+            assert not writer.is_alive(), "a write waited for the hashing"
+
+        def queued() -> None:  # told only once the row can be read from another connection
+            with Store(config.state.path, exclusive=False) as reader:
+                told.append(sorted(r.state.value for r in reader.all()))
+
+        intake = Intake(store, lambda: config, pool=pool, progress=progress, queued=queued)
+        rows = intake.take_many(files)
+    assert all(r is not None and r.state == FileState.QUEUED for r in rows)
+    assert len(writes) >= 4  # every MiB of the big file
+    assert told and all(told) and told[-1] == ["queued", "queued"]
+
+
+def test_a_library_error_fails_that_file_with_its_reason_not_the_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = make_config(tmp_path, "http://127.0.0.1:9")
+    folder = tmp_path / "w"
+    folder.mkdir()
+    for name in ("clip.mp4", "tone.wav", "clip.mov"):
+        shutil.copy(FIXTURES / name, folder / name)
+    real = intake_module.duration_seconds
+
+    def duration(path: bytes) -> float | None:  # pymediainfo choking on one file
+        if path.endswith(b".mov"):
+            raise ValueError("mediainfo could not parse it")
+        return real(path)
+
+    monkeypatch.setattr(intake_module, "duration_seconds", duration)
+    files = [(os.fsencode(p), Signature.of(p.stat())) for p in sorted(folder.iterdir())]
+    with Store(config.state.path) as store, ThreadPoolExecutor(2) as pool:
+        intake = Intake(store, lambda: config, pool=pool)
+        rows = {os.path.basename(r.path): r for r in intake.take_many(files) if r is not None}
+        assert rows[b"clip.mp4"].state == FileState.QUEUED
+        assert rows[b"tone.wav"].state == FileState.QUEUED
+        failed = rows[b"clip.mov"]
+        assert failed.state == FileState.FAILED
+        assert failed.reason == "cannot read it: ValueError: mediainfo could not parse it"
+        again = intake.take(os.fsencode(folder / "clip.mov"), failed.signature)
+        assert again is not None and again.updated_at == failed.updated_at  # not read again
+        store.retry([failed.id])  # `tlwatch retry`: read again when next seen
+        monkeypatch.setattr(intake_module, "duration_seconds", real)
+        path = os.fsencode(folder / "clip.mov")
+        fixed = intake.take(path, Signature.of(os.stat(path)))
+        assert fixed is not None and fixed.state == FileState.QUEUED
+
+
+def test_hashing_gives_up_when_told_to_stop(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(os.urandom((1 << 20) * 4))
+    pieces: list[None] = []
+
+    def progress() -> None:
+        pieces.append(None)
+        if len(pieces) == 2:
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        sha256_of(os.fsencode(tmp_path / "f"), progress)
+    assert len(pieces) == 2  # not one piece more

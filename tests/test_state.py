@@ -30,8 +30,13 @@ def test_a_corrupt_store_is_moved_aside_not_silently_emptied(tmp_path: Path) -> 
         store.enqueue(b"/x/a.mp4", b"/x", SIG, MEDIA)
     path.write_bytes(b"this is not a database" * 100)
     with Store(path) as store:
-        assert store.rebuilt
+        assert store.rebuilding  # nothing is uploaded until the server's list is read
         assert store.all() == []
+    with Store(path) as store:
+        assert store.rebuilding  # a crash before that keeps it so: it is in the store
+        store.listed_remote({})
+    with Store(path) as store:
+        assert not store.rebuilding
     aside = [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name]
     assert aside and (tmp_path / aside[0]).read_bytes().startswith(b"this is not")
 
@@ -71,8 +76,8 @@ def test_an_illegal_transition_is_refused_and_changes_nothing(tmp_path: Path) ->
         row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
         with pytest.raises(StoreError, match="illegal transition queued → failed"):
             store.fail(row.id, "refused")  # never claimed: the API cannot have refused it
-        with pytest.raises(StoreError, match="illegal transition queued → skipped"):
-            store.skip(row.id, "too big")  # size verdicts are the uploader's, on claimed files
+        with pytest.raises(StoreError, match="illegal transition queued → ready"):
+            store._move(row.id, FileState.READY, None, {})  # only an uploaded asset is ready
         assert not store.mark_ready(row.id)  # expects `uploaded`: a file moved on is left alone
         assert store.get(row.id).state == FileState.QUEUED
         assert store.get(row.id).asset_id is None
@@ -99,8 +104,7 @@ def test_retry_and_a_new_version_reset_every_upload_field(tmp_path: Path) -> Non
         fields = (again.asset_id, again.upload_token, again.upload_id, again.total_chunks)
         assert fields == (None, None, None, None)
         assert again.attempts == 0
-        store.forget_session(row.id)
-        assert store.chunks(row.id) == {}
+        assert store.chunks(row.id) == {}  # the session's chunks went with it
 
 
 def test_recovery_requeues_interrupted_uploads_after_the_grace(tmp_path: Path) -> None:
@@ -154,7 +158,7 @@ def test_a_store_of_schema_two_is_migrated_with_each_files_folder(tmp_path: Path
             (b"/w", b"/w/sub/a.mp4"),
         )
     with Store(path) as store:
-        assert not store.rebuilt
+        assert not store.rebuilding
         assert store.known_in(b"/w/sub") == {b"/w/sub/a.mp4": (1, 2, 3)}
         assert store.known_in(b"/w") == {}
         assert store.all()[0].user_metadata == {}

@@ -6,12 +6,13 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tlwatch.api import Client
+from tlwatch.api import Asset, Client
 from tlwatch.config import Config
-from tlwatch.control import PAUSE_KEY, RunState
+from tlwatch.control import PAUSE_KEY, RunState, Wakeup
 from tlwatch.intake import Intake, IntakeWorker
 from tlwatch.models import FileState, Media, Signature
 from tlwatch.sandbox import DEMO_API_KEY
@@ -123,15 +124,28 @@ def test_a_worker_turn_uploads_the_next_file_and_wakes_the_poller(
     assert [a["id"] for a in sandbox.assets()] == [row.asset_id]
 
 
-class Waits(RunState):
-    """A run state whose workers note how long they would wait, instead of waiting."""
+class NotedWakeup(Wakeup):
+    """A wake-up that notes how long a worker would wait, instead of waiting."""
 
     def __init__(self) -> None:
         super().__init__()
         self.waits: list[float] = []
 
-    def wait_for_work(self, seconds: float) -> None:
+    def wait(self, seen: int, seconds: float) -> bool:
         self.waits.append(seconds)
+        return False
+
+
+class Waits(RunState):
+    """A run state whose workers note how long they would wait, instead of waiting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.work = self.noted = NotedWakeup()
+
+    @property
+    def waits(self) -> list[float]:
+        return self.noted.waits
 
 
 def test_a_paused_or_held_worker_claims_nothing(
@@ -169,3 +183,75 @@ def test_an_unexpected_error_puts_the_file_back_in_the_queue(
     row = store.get(queued.id)
     assert (row.state, row.reason) == (FileState.QUEUED, "unexpected error")
     assert row.next_attempt_at is not None
+
+
+def test_queued_files_in_an_offline_folder_cost_no_claim_and_no_spin(
+    tmp_path: Path, config: Config, store: Store, api: Client, sandbox: Sandbox
+) -> None:
+    clip = tmp_path / "w" / "clip.mp4"
+    shutil.copy(FIXTURES / "clip.mp4", clip)
+    queued = queue_file(store, clip)
+    run = Waits()
+    run.set_offline(frozenset({os.fsencode(tmp_path / "w")}))
+    uploader = Uploader(store, api, lambda: config, run)
+    for _ in range(3):
+        uploader.turn()
+    assert run.waits == [5.0, 5.0, 5.0]  # the idle wait, not a 50 ms spin
+    row = store.get(queued.id)
+    assert (row.state, row.attempts) == (FileState.QUEUED, 0)  # never claimed: no durable write
+    run.set_offline(frozenset())
+    uploader.turn()
+    assert store.get(queued.id).state == FileState.UPLOADED
+
+
+def test_a_file_deleted_while_it_is_sent_ends_skipped_without_an_error(
+    tmp_path: Path,
+    config: Config,
+    store: Store,
+    api: Client,
+    sandbox: Sandbox,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clip = tmp_path / "w" / "clip.mp4"
+    shutil.copy(FIXTURES / "clip.mp4", clip)
+    queued = queue_file(store, clip)
+
+    class Deleting(Client):
+        def create_direct(self, path: bytes, **fields: Any) -> Asset:
+            asset = super().create_direct(path, **fields)
+            os.unlink(path)  # deleted while the answer was on its way back
+            return asset
+
+    with Deleting(DEMO_API_KEY, base_url=sandbox.base_url, timeout=5) as deleting:
+        Uploader(store, deleting, lambda: config, RunState()).turn()
+    row = store.get(queued.id)
+    assert (row.state, row.reason) == (FileState.SKIPPED, "gone before it could be uploaded")
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert sandbox.assets() == []  # nothing of it stays on the server
+
+
+def test_a_rebuilt_store_sends_nothing_until_the_servers_list_is_read(
+    tmp_path: Path, config: Config, api: Client, sandbox: Sandbox
+) -> None:
+    clip = tmp_path / "w" / "clip.mp4"
+    shutil.copy(FIXTURES / "clip.mp4", clip)
+    with Store(config.state.path) as store:
+        queue_file(store, clip)
+        Uploader(store, api, lambda: config, RunState()).turn()
+    config.state.path.write_bytes(b"not a database" * 100)  # the store is lost
+    sandbox.fault(endpoint="list", status=500, times=50)
+    with Store(config.state.path) as store:
+        again = queue_file(store, clip)  # a scan finds the file again before the list is read
+        run = Waits()
+        Uploader(store, api, lambda: config, run).turn()
+        assert store.get(again.id).state == FileState.QUEUED
+        assert store.rebuilding
+    with Store(config.state.path) as store:  # a restart keeps waiting for the list
+        assert store.rebuilding
+        sandbox.admin("DELETE", "/_sandbox/faults")
+        Uploader(store, api, lambda: config, Waits()).turn()
+        row = store.get(again.id)
+        assert not store.rebuilding
+    assert row.state == FileState.UPLOADED
+    assert row.reason and row.reason.startswith("found on the server as asset")
+    assert len(sandbox.assets()) == 1  # adopted, not sent again

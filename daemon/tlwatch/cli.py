@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the real types for mypy; imported lazily at run time to kee
     from tlwatch.config import Config
     from tlwatch.health import Snapshot
     from tlwatch.models import FileState
-    from tlwatch.state import FileRow, IndexingRow, Store
+    from tlwatch.state import ChoreRow, FileRow, IndexingRow, Store
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -436,7 +436,13 @@ def _status(args: argparse.Namespace) -> int:
             for path, (online, reason, _) in store.folders().items()
             if not online
         }
-        indexing = Counter(i.state.value for i in store.all_indexings())
+        indexings = store.all_indexings()
+        indexing = Counter(i.state.value for i in indexings)
+        names = {r.id: r.shown for r in rows}
+        waiting = [_waiting_json(i, names) for i in indexings if _waits(i)]
+        chores = store.all_chores()
+        chore_counts = Counter(c.state.value for c in chores)
+        chore_failures = [_chore_json(c, names) for c in chores if c.state == "failed"]
         daemon = verdict(record_path(store.path))
     limits = daemon.get("limits", {}) if daemon["running"] else {}
     folders: dict[str, Counter[str]] = {}
@@ -456,6 +462,9 @@ def _status(args: argparse.Namespace) -> int:
                     "totals": dict(sum(folders.values(), Counter())),
                     "offline": offline,
                     "indexing": dict(indexing),
+                    "indexing_waits": waiting,
+                    "after_upload": dict(chore_counts),
+                    "after_upload_failures": chore_failures,
                     "limits": limits,
                     "in_flight": [_row_json(r) for r in flight],
                     "recent_failures": [_row_json(r) for r in failures],
@@ -470,6 +479,7 @@ def _status(args: argparse.Namespace) -> int:
         print("nothing recorded yet")
     if indexing:
         print("indexing: " + ", ".join(f"{n} {s}" for s, n in sorted(indexing.items())))
+    _print_after_upload(waiting, chore_counts, chore_failures)
     if limits:
         print("limits: " + _limits_line(limits))
     for name, reason in offline.items():
@@ -538,17 +548,54 @@ def _row_json(row: FileRow, indexings: Sequence[IndexingRow] = ()) -> dict[str, 
                 "reason": i.reason,
             }
             for i in indexings
-            if row.asset_id and i.asset_id == row.asset_id
         ],
+    }
+
+
+def _print_after_upload(
+    waiting: list[dict[str, Any]], counts: Counter[str], failures: list[dict[str, Any]]
+) -> None:
+    """What waits after the upload: indexings waiting and why, moves, deletes and updates."""
+    for wait in waiting:
+        print(f"  indexing waits: {wait['file']} into {wait['index_id']}: {wait['reason']}")
+    if counts:
+        print("after upload: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    for chore in failures:
+        print(f"  {chore['kind']} failed: {chore['file']}: {chore['reason']}")
+
+
+def _waits(indexing: IndexingRow) -> bool:
+    """A queued indexing that waits for a reason (a lost answer, an error, a rate limit)."""
+    return indexing.state == "queued" and indexing.reason is not None
+
+
+def _waiting_json(indexing: IndexingRow, names: dict[int, str]) -> dict[str, Any]:
+    return {
+        "file": names.get(indexing.file_id or -1, indexing.asset_id),
+        "index_id": indexing.index_id,
+        "reason": indexing.reason,
+        "next_attempt_at": indexing.next_attempt_at,
+    }
+
+
+def _chore_json(chore: ChoreRow, names: dict[int, str]) -> dict[str, Any]:
+    return {
+        "file": names.get(chore.file_id, str(chore.file_id)),
+        "kind": chore.kind.value,
+        "state": chore.state.value,
+        "reason": chore.reason,
     }
 
 
 def _list(args: argparse.Namespace) -> int:
     with _open_store(args) as store:
         rows = [r for r in store.all() if args.state is None or r.state == args.state]
-        indexings = store.all_indexings()
+        by_asset: dict[str, list[IndexingRow]] = {}
+        for indexing in store.all_indexings():  # one pass: grouped by asset
+            by_asset.setdefault(indexing.asset_id, []).append(indexing)
     if args.json:
-        print(json.dumps([_row_json(r, indexings) for r in rows], indent=2))
+        found = [_row_json(r, by_asset.get(r.asset_id or "", [])) for r in rows]
+        print(json.dumps(found, indent=2))
         return EXIT_OK
     for row in rows:
         detail = row.asset_id or row.reason or ""
@@ -557,13 +604,13 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _retry(args: argparse.Namespace) -> int:
-    from tlwatch.models import FileState, shown
+    from tlwatch.models import shown
 
     if not args.paths and not args.failed:
         return _fail("give PATHs or --failed", EXIT_USAGE)
     with _open_store(args) as store:
-        if args.failed:
-            ids = [r.id for r in store.in_state(FileState.FAILED)]
+        if args.failed:  # failed uploads, and failed indexings and chores of any file
+            ids = store.retriable()
         else:
             ids = []
             for raw in args.paths:

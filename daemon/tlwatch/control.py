@@ -57,6 +57,31 @@ class Heartbeats:
         )
 
 
+class Wakeup:
+    """A wake-up that is never lost: `wake` (called after COMMIT) bumps a generation; a thread
+    notes the generation before it looks at the store, and `wait` returns at once if it moved
+    on since. Nothing is missed between a look and a wait."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._generation = 0
+
+    def seen(self) -> int:
+        """The generation now: note it before looking for work."""
+        with self._changed:
+            return self._generation
+
+    def wake(self) -> None:
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
+    def wait(self, seen: int, seconds: float) -> bool:
+        """Wait until woken after `seen` (at most `seconds`); True when woken."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._generation != seen, seconds)
+
+
 class RunState:
     """The run's shared, thread-safe state. Methods only: no attribute is set from outside."""
 
@@ -73,9 +98,10 @@ class RunState:
         self._pauses: dict[str, str] = {}  # why nothing is uploaded, by cause
         self._holds: dict[str, float] = {}  # family -> epoch seconds: rate limited until
         self._offline: frozenset[bytes] = frozenset()  # watched folders that are not there now
-        self._work = threading.Condition()
-        self._poll = threading.Event()
-        self._index = threading.Event()
+        self.work = Wakeup()  # the upload workers: a file queued, a pause lifted, a slot free
+        self.polls = Wakeup()  # the poller: an asset to follow
+        self.indexing = Wakeup()  # the indexer: an indexing wanted
+        self.chores = Wakeup()  # the chores worker: a move, delete or metadata update due
 
     # ---- pauses and holds ------------------------------------------------------------------
     def pause(self, cause: str, reason: str) -> bool:
@@ -95,6 +121,8 @@ class RunState:
             self.publish(Paused(cause, False))
             self.wake_workers()
             self.wake_poller()
+            self.wake_indexer()
+            self.wake_chores()
         return lifted
 
     def paused(self, cause: str | None = None) -> str | None:
@@ -133,32 +161,23 @@ class RunState:
         self.inbox.put(SCAN)
 
     def wake_workers(self) -> None:
-        with self._work:
-            self._work.notify_all()
-
-    def wait_for_work(self, seconds: float) -> None:
-        with self._work:
-            self._work.wait(seconds)
+        self.work.wake()
 
     def wake_poller(self) -> None:
-        self._poll.set()
-
-    def wait_for_poll(self, seconds: float) -> None:
-        self._poll.wait(seconds)
-        self._poll.clear()
+        self.polls.wake()
 
     def wake_indexer(self) -> None:
-        self._index.set()
+        self.indexing.wake()
 
-    def wait_for_index(self, seconds: float) -> None:
-        self._index.wait(seconds)
-        self._index.clear()
+    def wake_chores(self) -> None:
+        self.chores.wake()
 
     def wake_all(self) -> None:
         self.inbox.put(WAKE)
         self.wake_workers()
         self.wake_poller()
         self.wake_indexer()
+        self.wake_chores()
 
     def sleep(self, seconds: float) -> bool:
         """A stop-aware sleep that beats every few seconds (the client's retry wait). True when

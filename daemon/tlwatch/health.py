@@ -21,12 +21,13 @@ from typing import Any
 
 from tlwatch.control import Heartbeats
 from tlwatch.events import Event, FolderChanged, Paused, Stuck, nowhere
+from tlwatch.models import FileState
 from tlwatch.sdnotify import Notifier
 from tlwatch.state import Store
 
 log = logging.getLogger(__name__)
 
-ORDER = ("queued", "uploading", "uploaded", "ready", "duplicate", "ignored", "skipped", "failed")
+ORDER = tuple(FileState)  # every state, in the journey's order
 
 
 @dataclass(frozen=True)

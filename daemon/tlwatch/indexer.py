@@ -5,8 +5,8 @@ their files' metadata.
 `sending`, is committed first), looks in the index first when an earlier attempt may have reached
 it (`GET /assets/{id}/indexed-assets`), and only then sends; the indexed asset's id is stored in
 the transaction that leaves `sending`. It follows each indexed asset until `ready` or `failed`,
-logging every change, then runs `after_upload` where the folder waits for indexing. It also sends
-newer user metadata (a sidecar added or changed) to the asset and its indexed assets.
+logging every change; where the folder waits for indexing, its ready indexing makes the move or
+delete owed (a chore, in the same transaction).
 
 A 429 holds indexing only (uploads go on); 400/404 end the indexing as failed with the API's code;
 a 401 pauses everything, like an upload's.
@@ -14,13 +14,13 @@ a 401 pauses everything, like an upload's.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from tlwatch.api import Client, IndexedAsset
+from tlwatch.chores import after_upload
 from tlwatch.config import Config
 from tlwatch.control import INDEXING, PAUSE_KEY, RunState
 from tlwatch.errors import (
@@ -31,8 +31,7 @@ from tlwatch.errors import (
     RateLimited,
     TransientError,
 )
-from tlwatch.models import IndexState, shown
-from tlwatch.poller import after_upload
+from tlwatch.models import ChoreKind, IndexState, shown
 from tlwatch.state import IndexingRow, Store
 
 log = logging.getLogger(__name__)
@@ -58,15 +57,15 @@ class Indexer:
 
     def turn(self) -> None:
         """Send what is wanted, follow what is sent, send newer metadata; then wait."""
+        seen = self.run.indexing.seen()
         if self.run.paused() is None and self.run.held(INDEXING) == 0:
             while self.send_next():
                 self.run.beats.beat()
-            self._sync_metadata()
         due = self.follow() if self.run.paused() is None else None
         wait = IDLE_WAIT if due is None else min(max(due - self.clock(), 0.05), IDLE_WAIT)
         if self.run.held(INDEXING):
             wait = min(wait, max(self.run.held(INDEXING), 0.05))
-        self.run.wait_for_index(wait)
+        self.run.indexing.wait(seen, wait)
 
     # ---- sending, exactly once ---------------------------------------------------------------
     def send_next(self) -> bool:
@@ -112,10 +111,12 @@ class Indexer:
         elif isinstance(error, TransientError):
             backoff = self.config().daemon.upload_backoff
             wait = error.retry_after
+            reason = str(error)
             if isinstance(error, OutcomeUnknown):  # the index may still be storing it
                 wait = max(wait or 0.0, self.config().api.timeout_seconds)
+                reason += "; looking in the index for it once that request would have ended"
             at = self.clock() + backoff.delay(row.attempts, server_wait=wait)
-            self.store.requeue_indexing(row.asset_id, row.index_id, str(error), at=at)
+            self.store.requeue_indexing(row.asset_id, row.index_id, reason, at=at)
             if isinstance(error, RateLimited) and self.run.hold(at, INDEXING):
                 log.warning("indexing is rate limited: none sent for %.0f s", at - self.clock())
         else:
@@ -204,57 +205,30 @@ class Indexer:
         return True
 
     def _record(self, row: IndexingRow, found: IndexedAsset) -> None:
-        if found.status != row.status:
-            took = self.clock() - (row.sent_at or self.clock())
-            log.info(
-                "%s: index %s: %s %s → %s after %.0f s",
-                _shown(self.store, row),
-                row.index_id,
-                found.id,
-                row.status or "new",
-                found.status,
-                took,
-            )
-            said = found.error or ("indexing failed" if found.status == "failed" else None)
-            self.store.indexing_status(row.asset_id, row.index_id, found.status, said)
-        if found.status == "ready":
-            self._indexed(row)
-
-    def _indexed(self, row: IndexingRow) -> None:
-        """Indexing ended ready: a folder that waits for it now moves or deletes the file."""
-        if row.file_id is None:
+        if found.status == row.status:
             return
-        file = self.store.get(row.file_id)
-        watch = self.config().watch_for(file.path)
-        if (
-            watch is not None
-            and watch.index_id == row.index_id
-            and file.root not in self.run.offline()
-        ):
-            after_upload(self.store, watch, file)
+        took = self.clock() - (row.sent_at or self.clock())
+        log.info(
+            "%s: index %s: %s %s → %s after %.0f s",
+            _shown(self.store, row),
+            row.index_id,
+            found.id,
+            row.status or "new",
+            found.status,
+            took,
+        )
+        said = found.error or ("indexing failed" if found.status == "failed" else None)
+        after = self._after(row) if found.status == "ready" else None
+        if self.store.indexing_status(row.asset_id, row.index_id, found.status, said, after):
+            self.run.wake_chores()
 
-    # ---- newer metadata -------------------------------------------------------------------------
-    def _sync_metadata(self) -> None:
-        """Send each file's newer user metadata to its asset and its indexed assets."""
-        for file in self.store.metadata_to_send():
-            assert file.asset_id is not None and file.metadata_pending is not None
-            wanted = json.loads(file.metadata_pending)
-            changes = {key: None for key in file.user_metadata if key not in wanted} | wanted
-            try:
-                self.client.update_asset_metadata(file.asset_id, changes)
-                for indexing in self.store.indexings_of(file.asset_id):
-                    if indexing.indexed_asset_id and indexing.file_id == file.id:
-                        self.client.update_indexed_metadata(
-                            indexing.index_id, indexing.indexed_asset_id, changes
-                        )
-            except AuthError:
-                self.run.pause(PAUSE_KEY, "API key rejected")
-                return
-            except ApiError as error:
-                log.info("%s: cannot update its metadata yet: %s", file.shown, error)
-                return
-            self.store.metadata_sent(file.id, file.metadata_pending)
-            log.info("%s: its asset's metadata is updated", file.shown)
+    def _after(self, row: IndexingRow) -> ChoreKind | None:
+        """The move or delete owed once this indexing is ready: where the file's folder
+        indexes into this index, it waited for it."""
+        if row.file_id is None:
+            return None
+        watch = self.config().watch_for(self.store.get(row.file_id).path)
+        return after_upload(watch) if watch and watch.index_id == row.index_id else None
 
 
 def _shown(store: Store, row: IndexingRow) -> str:

@@ -12,11 +12,10 @@ import os
 import queue
 import stat
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from tlwatch.api import Asset
 from tlwatch.config import Config
 from tlwatch.control import PAUSE_STORE, SCAN, STORE_RETRY, WAKE, RunState
 from tlwatch.duration import duration_seconds
@@ -38,9 +37,14 @@ SCAN_BATCH = 1000  # during a scan, settled files are recorded once this many ar
 READERS = min(os.cpu_count() or 2, 4)  # threads reading files at once (sniffing, hashing)
 
 
+class Stopped(Exception):
+    """Reading a file was given up: the daemon is stopping."""
+
+
 def sha256_of(path: bytes, progress: Callable[[], None] = lambda: None) -> str:
     """Given a path, return the SHA-256 of its content, read 1 MiB at a time; `progress` hears
-    each piece (hashing 10 GB off a slow share must not look like a hang to the watchdog)."""
+    each piece (hashing 10 GB off a slow share must not look like a hang to the watchdog) and
+    may raise `Stopped` to give up."""
     digest = hashlib.sha256()
     buffer = memoryview(bytearray(1 << 20))
     with open(path, "rb", buffering=0) as file:
@@ -60,16 +64,17 @@ class Intake:
         *,
         queued: Callable[[], None] = lambda: None,
         adopted: Callable[[], None] = lambda: None,
+        changed: Callable[[], None] = lambda: None,
         progress: Callable[[], None] = lambda: None,
-        remote: Mapping[str, Asset] | None = None,
         pool: Executor | None = None,
     ) -> None:
         self.store, self.config = store, config
         self.pool = pool  # reads several files at once (libmagic and hashing free the GIL)
-        self.queued, self.adopted = queued, adopted  # wake the upload workers / the poller
-        self.progress = progress  # a sign of life while a big file is hashed
-        self.remote = dict(remote or {})  # sha256 -> asset, when rebuilding a lost store
+        # Told after COMMIT: the upload workers, the poller, the chores worker.
+        self.queued, self.adopted, self.changed = queued, adopted, changed
+        self.progress = progress  # a sign of life while a big file is hashed; may raise Stopped
         self._unreadable: set[tuple[bytes, Signature]] = set()
+        self._tell: set[Callable[[], None]] = set()  # wake-ups owed once the batch commits
 
     def wanted(self, path: bytes) -> bool:
         """Cheap name checks, before settling: inside a watch, not hidden/temporary/excluded."""
@@ -89,15 +94,41 @@ class Intake:
         self, files: list[tuple[bytes, Signature]], *, force: bool = False
     ) -> list[FileRow | None]:
         """`take` for several settled files: their content is read in the pool (libmagic and
-        SHA-256 run outside the GIL), and what they are is recorded in one commit."""
+        SHA-256 run outside the GIL), never inside a transaction; the files read by then are
+        recorded together in one commit, and the threads that care are told after it."""
         steps = [self._claim(path, signature, force) for path, signature in files]
         todo = [step for step in steps if isinstance(step, _Claim)]
-        reads = self.pool.map(_read, todo) if self.pool and len(todo) > 1 else map(_read, todo)
         done: dict[int, FileRow | None] = {}
-        with self.store.batch(durable=bool(self.remote)):
-            for claim, read in zip(todo, reads, strict=True):
-                done[id(claim)] = self._record(claim, read)
-        return [done[id(step)] if isinstance(step, _Claim) else step for step in steps]
+        for group in self._reads(todo):
+            with self.store.batch():
+                for claim, read in group:
+                    done[id(claim)] = self._record(claim, read)
+            told, self._tell = self._tell, set()
+            for tell in told:
+                tell()
+        return [done.get(id(step)) if isinstance(step, _Claim) else step for step in steps]
+
+    def _reads(self, todo: list[_Claim]) -> Iterator[list[tuple[_Claim, _Read]]]:
+        """The files' reads, as they finish: each group is what is read by then (a 10 GB file
+        keeps no small one waiting). Stops early when the reading is given up (stopping)."""
+        if self.pool is None or len(todo) < 2:
+            for claim in todo:
+                read = _read(claim)
+                if read is None:
+                    return
+                yield [(claim, read)]
+            return
+        pending = {self.pool.submit(_read, claim): claim for claim in todo}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            group = [(pending.pop(f), f.result()) for f in finished]
+            ready = [(claim, read) for claim, read in group if read is not None]
+            if ready:
+                yield ready
+            if len(ready) < len(group):
+                for future in pending:
+                    future.cancel()
+                return
 
     def _claim(self, path: bytes, signature: Signature, force: bool) -> _Claim | FileRow | None:
         """What reading the file is for (its folder, the kinds wanted, its row): or, instead,
@@ -116,6 +147,9 @@ class Intake:
 
     def _record(self, claim: _Claim, read: _Read) -> FileRow | None:
         path, signature, root = claim.path, claim.signature, claim.root
+        if isinstance(read, _Failed):
+            log.warning("%s: cannot read its content (%s)", shown(path), read.why)
+            return self.store.unreadable(path, root, signature, f"cannot read it: {read.why}")
         if isinstance(read, OSError):
             # Not recorded: once it is readable (a chmod leaves size and mtime alone) the next
             # event or scan takes it. Said once per version of the file, not at every rescan.
@@ -151,16 +185,16 @@ class Intake:
             duplicate = self.store.duplicate(path, root, signature, media, twin, metadata)
             self._index_duplicate(duplicate, twin)
             return duplicate
-        remote = self.remote.get(media.sha256)
+        remote = self.store.remote_asset(media.sha256)  # a rebuilt store read the server's list
         if remote is not None:
-            found = f"found on the server as asset {remote.id}"
+            found = f"found on the server as asset {remote[0]}"
             adopted = self.store.adopt(
-                path, root, signature, media, remote.id, remote.status, found, metadata
+                path, root, signature, media, remote[0], remote[1], found, metadata, durable=False
             )
-            self.adopted()
+            self._tell.add(self.adopted)
             return adopted
         recorded = self.store.enqueue(path, root, signature, media, metadata)
-        self.queued()
+        self._tell.add(self.queued)
         return recorded
 
     def _metadata(
@@ -203,6 +237,7 @@ class Intake:
             self.store.set_metadata(row.id, metadata)
         elif row.user_metadata != metadata and row.state in SENT:
             self.store.want_metadata(row.id, metadata)
+            self.changed()
             log.info("%s: its sidecar changed: its asset's metadata will be updated", row.shown)
 
 
@@ -226,10 +261,19 @@ class _Claim:
     progress: Callable[[], None]
 
 
-_Read = Media | Sniffed | OSError  # media (sniffed and hashed), not wanted, or unreadable
+@dataclass(frozen=True)
+class _Failed:
+    """Reading the file failed in a way a retry of the same version will not fix (libmagic or
+    the duration reader raised): that version is recorded as failed, with the reason."""
+
+    why: str
 
 
-def _read(claim: _Claim) -> _Read:
+# Media (sniffed and hashed), not wanted, unreadable for now, failed; None: given up (stopping).
+_Read = Media | Sniffed | OSError | _Failed
+
+
+def _read(claim: _Claim) -> _Read | None:
     """Sniff the file and, when it is wanted media, hash it. Runs in the intake's pool."""
     try:
         sniffed = sniff(claim.path)
@@ -242,6 +286,10 @@ def _read(claim: _Claim) -> _Read:
         return Media(sniffed.mime, sniffed.kind, digest, seconds)
     except OSError as error:
         return error
+    except Stopped:
+        return None
+    except Exception as error:  # noqa: BLE001 - a library's bug fails this file, not the batch
+        return _Failed(f"{type(error).__name__}: {error}")
 
 
 def _signature(path: bytes) -> tuple[int, int, int] | None:

@@ -82,8 +82,11 @@ class Pacer:
             if window is None or window.remaining is None:
                 return 0.0
             if window.reset_at is not None and now >= window.reset_at:
-                window.remaining = None  # a new window: the next answer says how it stands
-                return 0.0
+                # A new window: full, as far as we know, until the next answer says how it
+                # stands (not unlimited: every thread at once would empty it).
+                window.remaining, window.reset_at = window.limit, None
+                if window.remaining is None:
+                    return 0.0
             if window.remaining > self.reserve:
                 window.remaining -= 1
                 return 0.0

@@ -12,6 +12,7 @@ start with `tlwatch_` are tlwatch's own.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import string
@@ -19,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from tlwatch.models import shown
 
 RESERVED = "tlwatch_"
 SIDECAR = b".json"
@@ -116,19 +119,21 @@ def read_sidecar(media: bytes) -> dict[str, Value] | None:
     except FileNotFoundError:
         return None
     except OSError as error:
-        raise SidecarError(f"sidecar {os.path.basename(path)!r}: {error.strerror}") from None
-    shown = repr(os.fsdecode(os.path.basename(path)))
+        if error.errno == errno.ENAMETOOLONG:
+            return None  # a name that cannot exist is no sidecar (a media name of 250+ bytes)
+        raise SidecarError(f"sidecar {shown(os.path.basename(path))}: {error.strerror}") from None
+    name = shown(os.path.basename(path))
     try:
         data = json.loads(raw)
     except ValueError as error:
-        raise SidecarError(f"sidecar {shown}: not valid JSON ({error})") from None
+        raise SidecarError(f"sidecar {name}: not valid JSON ({error})") from None
     if not isinstance(data, dict):
-        raise SidecarError(f"sidecar {shown}: must be a JSON object")
+        raise SidecarError(f"sidecar {name}: must be a JSON object")
     for key, value in data.items():
         if isinstance(value, dict | list) or value is None:
-            raise SidecarError(f"sidecar {shown}: key {key!r}: must be a string, number or boolean")
+            raise SidecarError(f"sidecar {name}: key {key!r}: must be a string, number or boolean")
         if key.startswith(RESERVED):
-            raise SidecarError(f"sidecar {shown}: key {key!r}: {RESERVED!r} keys are tlwatch's own")
+            raise SidecarError(f"sidecar {name}: key {key!r}: {RESERVED!r} keys are tlwatch's own")
     return data
 
 

@@ -9,9 +9,11 @@ Labels are short names (`folder` is `[[watch]] name`), never a path, a file name
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 
 TEXTFILE_SECONDS = 15.0
 PAUSE_CAUSES = {"key": "key_rejected", "store": "store_unwritable"}
+BIND_RETRY_SECONDS = 30.0  # a port taken at start (another program) may be free later
 READY_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 
 
@@ -52,9 +55,17 @@ class _Files(Collector):
             "Recorded files by watched folder and state",
             labels=["folder", "state"],
         )
-        names = self.config().folder_names()
-        for (root, state), count in sorted(self.store.counts().items()):
-            family.add_metric([names.get(root, "one-off"), state], count)
+        config = self.config()
+        names = config.folder_names()
+        for watch in config.watch:  # a file moved after upload still counts under its folder
+            if watch.move_to is not None:
+                names.setdefault(os.fsencode(watch.move_to), names[os.fsencode(watch.path)])
+        counts: dict[tuple[str, str], int] = {}
+        for (root, state), count in self.store.counts().items():
+            key = (names.get(root, "one-off"), state)
+            counts[key] = counts.get(key, 0) + count
+        for (name, state), count in sorted(counts.items()):
+            family.add_metric([name, state], count)
         yield family
 
 
@@ -150,6 +161,8 @@ class Metrics:
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._serving: MetricsConfig = MetricsConfig()
+        self._next_bind = 0.0  # when to try listening again after a failed bind
+        self._bind_failed = False
         self._next_write = 0.0
 
     # ---- listening ------------------------------------------------------------------------
@@ -178,17 +191,31 @@ class Metrics:
         wanted = self.config().metrics
         if wanted.listen != self._serving.listen:
             self._stop_server()
+            self._serving = replace(wanted, listen=None)
             if wanted.listen is not None:
                 host, port = wanted.listen
                 try:
                     self._server, self._thread = start_http_server(port, host, self.registry)
                     log.info("metrics: serving http://%s:%d/metrics", host, port)
-                except OSError as error:
-                    log.error("metrics: cannot listen on %s:%d: %s", host, port, error.strerror)
-        self._serving = wanted
+                    self._serving, self._bind_failed = wanted, False
+                except OSError as error:  # tried again at the next tick that is due
+                    self._next_bind = time.monotonic() + BIND_RETRY_SECONDS
+                    level = logging.DEBUG if self._bind_failed else logging.ERROR
+                    self._bind_failed = True
+                    log.log(
+                        level,
+                        "metrics: cannot listen on %s:%d: %s; trying again every %.0f s",
+                        host,
+                        port,
+                        error.strerror,
+                        BIND_RETRY_SECONDS,
+                    )
+        self._serving = replace(self._serving, textfile=wanted.textfile)
 
     def tick(self, now: float) -> None:
-        """Write the textfile, every 15 s."""
+        """Write the textfile, every 15 s; try again to listen where that failed."""
+        if self._serving.listen != self.config().metrics.listen and now >= self._next_bind:
+            self.apply()
         path = self.config().metrics.textfile
         if path is None or now < self._next_write:
             return

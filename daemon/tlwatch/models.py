@@ -32,6 +32,22 @@ class IndexState(enum.StrEnum):
     FAILED = "failed"  # refused (the reason carries the API's code) or failed indexing
 
 
+class ChoreState(enum.StrEnum):
+    """Where an obligation after the upload (a move, a delete, a metadata update) is."""
+
+    QUEUED = "queued"  # owed: to be done (or tried again after an error)
+    DOING = "doing"  # claimed by the chores worker; back to queued after a crash
+    DONE = "done"
+    DROPPED = "dropped"  # not owed any more: the file moved on (changed, gone, a newer update)
+    FAILED = "failed"  # cannot be done (the reason says why); `tlwatch retry` tries it again
+
+
+class ChoreKind(enum.StrEnum):
+    MOVE = "move"  # after_upload = "move"
+    DELETE = "delete"  # after_upload = "delete"
+    METADATA = "metadata"  # newer user metadata for the asset and its indexed assets
+
+
 class Kind(enum.StrEnum):
     VIDEO = "video"
     AUDIO = "audio"

@@ -123,7 +123,7 @@ class Notifications:
         self.config, self.health, self.clock = config, health, clock
         self.burst = Burst(clock)
         self._inbox: queue.Queue[Note] = queue.Queue()
-        self._failing = False
+        self._failing: set[str] = set()  # what fails now: delivery, the heartbeat
         self._next_beat = 0.0
         self._thread: threading.Thread | None = None
 
@@ -168,7 +168,7 @@ class Notifications:
         for url in urls:
             sender.add(url)
         done = bool(sender.notify(body=redact(note.body), title=redact(note.title)))
-        self._said(done, f"cannot deliver a notification ({note.title!r})")
+        self._said(done, "delivery", f"cannot deliver a notification ({note.title!r})")
 
     def _beat_in(self) -> float | None:
         if self.config().notify.heartbeat_url is None:
@@ -187,12 +187,14 @@ class Notifications:
             done = True
         except OSError:
             done = False
-        self._said(done, "cannot reach the heartbeat URL")
+        self._said(done, "heartbeat", "cannot reach the heartbeat URL")
 
-    def _said(self, done: bool, problem: str) -> None:
-        """One warning when delivery starts failing, one line when it works again."""
-        if not done and not self._failing:
+    def _said(self, done: bool, what: str, problem: str) -> None:
+        """One warning when `what` (delivery, the heartbeat) starts failing, one line when it
+        works again; each is followed on its own."""
+        if not done and what not in self._failing:
             log.warning("notifications: %s; quiet until it works again", problem)
-        elif done and self._failing:
-            log.info("notifications: delivered again")
-        self._failing = not done
+            self._failing.add(what)
+        elif done and what in self._failing:
+            log.info("notifications: %s works again", what)
+            self._failing.discard(what)

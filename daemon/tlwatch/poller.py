@@ -9,19 +9,17 @@ known or not, is still pending.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from tlwatch.api import Asset, Client
-from tlwatch.config import Config, WatchConfig
+from tlwatch.chores import after_upload
+from tlwatch.config import Config
 from tlwatch.control import PAUSE_KEY, RunState
 from tlwatch.errors import ApiError, AuthError, NotFound, TransientError
 from tlwatch.events import AssetReady
 from tlwatch.intake import index_for
-from tlwatch.models import FileState, regular_signature, shown
+from tlwatch.models import FileState
 from tlwatch.state import FileRow, Store
 
 log = logging.getLogger(__name__)
@@ -52,9 +50,10 @@ class Poller:
         (or an upload wakes it). Turns are at least `MIN_GAP` apart: a burst of uploads makes
         one look at the store, not one each."""
         started = self.clock()
+        seen = self.run.polls.seen()
         due = None if self.run.paused() else self.poll()
         wait = IDLE_WAIT if due is None else min(max(due - self.clock(), 0.05), IDLE_WAIT)
-        self.run.wait_for_poll(wait)
+        self.run.polls.wait(seen, wait)
         self.run.stop.wait(max(started + MIN_GAP - self.clock(), 0.0))
 
     def key_rejected(self) -> None:
@@ -147,45 +146,18 @@ class Poller:
         config = self.config()
         watch = config.watch_for(row.path)
         index_id = index_for(config, row)
-        acts = watch is not None and watch.after_upload != "keep"
-        if acts and row.root in self.run.offline():
-            return  # nothing is moved or deleted while its folder is offline: ready once back
         wanted = [(index_id, row.id)] if index_id else []
         wanted += [
             (other, dup.id)
             for dup in self.store.duplicates_of(row.id)
             if (other := index_for(config, dup)) is not None
         ]
-        if not self.store.mark_ready(row.id, wanted):
+        # A move or delete is owed now, or (where the folder indexes) once indexed.
+        after = after_upload(watch) if not index_id else None
+        if not self.store.mark_ready(row.id, wanted, after):
             return  # the file changed meanwhile and is on its way again
         self.run.publish(AssetReady(self.clock() - (row.uploaded_at or self.clock())))
         if wanted:
             self.run.wake_indexer()
-        if watch is not None and acts and not index_id:  # with an index: once it is indexed
-            after_upload(self.store, watch, self.store.get(row.id))
-
-
-def after_upload(store: Store, watch: WatchConfig, row: FileRow) -> None:
-    """Move or delete a file whose work is done, as its folder says; never one that changed."""
-    if watch.after_upload == "keep":
-        return
-    if regular_signature(row.path) != row.signature:
-        log.warning("%s: changed since it was uploaded; leaving it where it is", row.shown)
-        return
-    try:
-        if watch.after_upload == "delete":
-            os.unlink(row.path)
-            store.note(row.id, "deleted after upload, as configured")
-            log.info("%s: deleted after upload, as configured", row.shown)
-        elif watch.move_to is not None:
-            _move(store, row, watch.move_to)
-    except OSError as error:
-        log.warning("%s: %s after upload failed: %s", row.shown, watch.after_upload, error.strerror)
-
-
-def _move(store: Store, row: FileRow, folder: Path) -> None:
-    target = os.path.join(os.fsencode(folder), row.name)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    shutil.move(os.fsdecode(row.path), os.fsdecode(target))
-    store.relocate(row.id, target, os.fsencode(folder))
-    log.info("%s: moved to %s after upload, as configured", row.shown, shown(target))
+        if after is not None:
+            self.run.wake_chores()

@@ -9,6 +9,7 @@ loop lives beside its work (`IntakeWorker.turn`, `Uploader.turn`, `Poller.turn`)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ from typing import Any
 
 from tlwatch import logs
 from tlwatch.api import Client
+from tlwatch.chores import Chores
 from tlwatch.config import Config, load, read_api_key, restart_needed
 from tlwatch.control import RunState, run_loop
 from tlwatch.errors import ConfigError
@@ -27,7 +29,7 @@ from tlwatch.events import Answered, Hub
 from tlwatch.folders import Folders
 from tlwatch.health import HealthRecord, Watchdog, record_path
 from tlwatch.indexer import Indexer
-from tlwatch.intake import Intake, IntakeWorker
+from tlwatch.intake import Intake, IntakeWorker, Stopped
 from tlwatch.keycheck import KeyCheck
 from tlwatch.limits import Bandwidth, Concurrency, Pacer
 from tlwatch.metrics import Metrics
@@ -37,7 +39,7 @@ from tlwatch.sdnotify import Notifier
 from tlwatch.state import Store
 from tlwatch.storecheck import StoreCheck
 from tlwatch.ticks import Pass, Ticks
-from tlwatch.uploader import BudgetRelease, Uploader, budget_used, remote_assets
+from tlwatch.uploader import BudgetRelease, Uploader, budget_used
 from tlwatch.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -75,12 +77,12 @@ class Runner:
     def run(self) -> int:
         """Run until stopped (or, in a one-pass mode, until everything pending is done); return the
         exit code (1 when a one-pass scan had to stop because the key was rejected)."""
-        store = Store(self._config.state.path, publish=self.hub.publish)
-        try:
+        with contextlib.ExitStack() as parts:  # closed in the reverse order they were built
+            store = parts.enter_context(Store(self._config.state.path, publish=self.hub.publish))
             key = read_api_key(self._config)
             logs.add_secret(key)
             self.bandwidth.set(self._config.api.max_upload_rate)
-            with Client(
+            client = Client(
                 key,
                 base_url=self._config.api.base_url,
                 timeout=self._config.api.timeout_seconds,
@@ -91,13 +93,18 @@ class Runner:
                 on_answer=lambda endpoint, code: self.hub.publish(Answered(endpoint, code)),
                 pacer=self.pacer,
                 bandwidth=self.bandwidth,
-            ) as client:
-                self._serve(store, client, key)
-        finally:
-            store.close()
+            )
+            self._serve(store, parts.enter_context(client), key, parts)
         return self.exit_code
 
-    def _serve(self, store: Store, client: Client, key: str) -> None:
+    def _hashing(self) -> None:
+        """A piece of a file hashed: a sign of life on the intake's behalf; give up when
+        stopping (a 10 GB hash must not outlast systemd's stop timeout)."""
+        self.run_state.beats.beat("intake")
+        if self.run_state.stop.is_set():
+            raise Stopped
+
+    def _serve(self, store: Store, client: Client, key: str, parts: contextlib.ExitStack) -> None:
         run = self.run_state
         self._install_signals()
         store.recover(grace=self._config.api.timeout_seconds)
@@ -107,11 +114,12 @@ class Runner:
                 self.config,
                 queued=run.wake_workers,
                 adopted=run.wake_poller,
-                progress=lambda: run.beats.beat("intake"),  # hashing is on the intake's behalf
-                remote=remote_assets(client) if store.rebuilt else {},
+                changed=run.wake_chores,
+                progress=self._hashing,
             ),
             run,
         )
+        parts.callback(intake.close)
         folders = Folders(self.config)
         concurrency = Concurrency(self._config.api.max_concurrent_uploads)
         uploader = self._uploader(
@@ -119,6 +127,7 @@ class Runner:
         )
         poller = Poller(store, client, self.config, run)
         indexer = Indexer(store, client, self.config, run)
+        chores = Chores(store, client, self.config, run, offline=folders.gone_now)
         poll_seconds = self._config.daemon.poll_interval_seconds
         watcher = Watcher(run.look_at, self._trouble, poll_seconds=poll_seconds)
         keys = KeyCheck(key, client, self.config, run)
@@ -141,6 +150,9 @@ class Runner:
         self.hub.listen(metrics.hear)
         self.hub.listen(health.hear)
         self.hub.listen(notifications.hear)
+        parts.callback(health.remove)
+        parts.callback(notifications.close)
+        parts.callback(metrics.close)
         metrics.apply()
         notifications.start()
 
@@ -180,16 +192,11 @@ class Runner:
             self._start(f"upload-{number + 1}", uploader.turn, quiet + UPLOAD_LIMIT)
         self._start("poller", poller.turn, quiet + QUIET_LIMIT)
         self._start("indexer", indexer.turn, quiet + QUIET_LIMIT)
+        self._start("chores", chores.turn, quiet + QUIET_LIMIT)
+        parts.callback(self._shutdown, watcher, client, uploader)
         run.rescan()
         self.notifier.ready(ticks.snapshot().line())
-        try:
-            self.exit_code = ticks.loop()
-        finally:
-            self._shutdown(watcher, client)
-            intake.close()
-            metrics.close()
-            notifications.close()
-            health.remove()
+        self.exit_code = ticks.loop()
 
     def _start(self, name: str, turn: Callable[[], None], quiet_limit: float) -> None:
         self.run_state.beats.expect(name, quiet_limit)
@@ -240,7 +247,7 @@ class Runner:
         return True
 
     # ---- shutdown --------------------------------------------------------------------------
-    def _shutdown(self, watcher: Watcher, client: Client) -> None:
+    def _shutdown(self, watcher: Watcher, client: Client, uploader: Uploader) -> None:
         self.notifier.stopping()
         log.info("stopping: no longer watching folders")
         self.run_state.stop.set()
@@ -250,7 +257,12 @@ class Runner:
         for thread in self._threads:
             thread.join(timeout=max(deadline - time.monotonic(), 0.0))
         if any(t.is_alive() for t in self._threads):
-            log.info("stopping: abandoning uploads still in flight; they go back to the queue")
+            abandoned = uploader.in_flight_names()
+            log.info(
+                "stopping: abandoning %d upload(s) still in flight (%s); they go back to the queue",
+                len(abandoned),
+                ", ".join(abandoned) or "none",
+            )
             self.run_state.cancel.set()
             client.abort()
             for thread in self._threads:

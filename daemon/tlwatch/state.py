@@ -24,7 +24,16 @@ from typing import Any
 
 from tlwatch.errors import StoreError, StoreLocked, StoreUnavailable
 from tlwatch.events import Event, StateChanged, nowhere
-from tlwatch.models import FileState, IndexState, Media, Signature, relative_to, shown
+from tlwatch.models import (
+    ChoreKind,
+    ChoreState,
+    FileState,
+    IndexState,
+    Media,
+    Signature,
+    relative_to,
+    shown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +123,48 @@ MIGRATIONS = [
     """
     CREATE INDEX files_metadata_pending ON files(id) WHERE metadata_pending IS NOT NULL;
     """,
+    """
+    CREATE TABLE sent (
+        file_id INTEGER REFERENCES files(id) ON DELETE SET NULL,
+        at REAL NOT NULL,
+        duration REAL NOT NULL
+    );
+    CREATE INDEX sent_at ON sent(at);
+    INSERT INTO sent (file_id, at, duration)
+        SELECT id, uploaded_at, COALESCE(duration, 0) FROM files WHERE uploaded_at IS NOT NULL;
+    CREATE TABLE chores (
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        asset_id TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        detail TEXT,
+        target BLOB,
+        reason TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX chores_state ON chores(state, next_attempt_at);
+    CREATE INDEX chores_file ON chores(file_id);
+    INSERT INTO chores (file_id, kind, state, asset_id, size, mtime_ns, inode, detail,
+                        created_at, updated_at)
+        SELECT id, 'metadata', 'queued', asset_id, size, mtime_ns, inode, metadata_pending,
+               updated_at, updated_at
+        FROM files WHERE metadata_pending IS NOT NULL AND asset_id IS NOT NULL;
+    DROP INDEX files_metadata_pending;
+    ALTER TABLE files DROP COLUMN metadata_pending;
+    CREATE TABLE remote_assets (
+        sha256 TEXT PRIMARY KEY,
+        asset_id TEXT NOT NULL,
+        status TEXT NOT NULL
+    );
+    CREATE TABLE flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 ]
 
 
@@ -143,7 +194,6 @@ class FileRow:
     updated_at: float
     uploaded_at: float | None
     metadata: str | None  # the user metadata it is (or was) sent with, as JSON
-    metadata_pending: str | None  # newer user metadata, to be sent to its asset
     duration: float | None  # seconds of media (for the budgets)
 
     @property
@@ -188,6 +238,40 @@ class IndexingRow:
 _INDEXING_COLUMNS = ", ".join(f.name for f in fields(IndexingRow))
 
 
+@dataclass(frozen=True)
+class ChoreRow:
+    """One obligation after the upload, made for one version of a file (its asset and
+    signature): done only while the file is still that version."""
+
+    id: int
+    file_id: int
+    kind: ChoreKind
+    state: ChoreState
+    asset_id: str
+    size: int
+    mtime_ns: int
+    inode: int
+    detail: str | None  # metadata: the JSON to send
+    target: bytes | None  # move: the free name chosen, kept before the move starts
+    reason: str | None
+    attempts: int
+    next_attempt_at: float | None
+    created_at: float
+    updated_at: float
+
+    @property
+    def signature(self) -> Signature:
+        return Signature(self.size, self.mtime_ns, self.inode)
+
+
+_CHORE_COLUMNS = ", ".join(f.name for f in fields(ChoreRow))
+
+
+def _chore(values: tuple[Any, ...]) -> ChoreRow:
+    row = ChoreRow(*values)
+    return ChoreRow(**{**row.__dict__, "kind": ChoreKind(row.kind), "state": ChoreState(row.state)})
+
+
 def _indexing(values: tuple[Any, ...]) -> IndexingRow:
     row = IndexingRow(*values)
     return IndexingRow(**{**row.__dict__, "state": IndexState(row.state)})
@@ -212,7 +296,7 @@ class Store:
         self.path = path
         self.clock = clock
         self.publish = publish  # each committed change of state is published
-        self.rebuilt = False  # True when a corrupt store was moved aside at open
+        self._rebuilding: bool | None = None  # cached: a rebuild waits for the server's list
         self._lock = threading.RLock()
         self._lock_file: int | None = None
         self._said: list[StateChanged] = []  # logged and published after COMMIT
@@ -227,6 +311,8 @@ class Store:
                 raise StoreError(f"{path}: cannot read the store: {error}") from None
             self._move_aside(str(error))
             self._db = self._connect()
+            with self._transaction(durable=True) as db:  # until the server's list is read
+                db.execute("INSERT OR REPLACE INTO flags (name, value) VALUES ('rebuild', '1')")
 
     # ---- opening ---------------------------------------------------------------------------
     def _take_lock(self) -> None:
@@ -276,7 +362,6 @@ class Store:
             why,
             aside,
         )
-        self.rebuilt = True
 
     def close(self) -> None:
         with self._lock:
@@ -389,11 +474,15 @@ class Store:
     def all(self) -> list[FileRow]:
         return [_row(r) for r in self._query(f"SELECT {_COLUMNS} FROM files ORDER BY id")]
 
-    def next_due(self) -> float | None:
-        """The earliest time a queued file may be tried, or None when none is queued."""
+    def next_due(self, skip_roots: Iterable[bytes] = ()) -> float | None:
+        """The earliest time a queued file outside `skip_roots` (folders offline) may be tried,
+        or None when none is queued there."""
+        skip = tuple(skip_roots)
+        marks = ", ".join("?" * len(skip))
         rows = self._query(
-            "SELECT MIN(COALESCE(next_attempt_at, 0)) FROM files WHERE state = ?",
-            (FileState.QUEUED,),
+            "SELECT MIN(COALESCE(next_attempt_at, 0)) FROM files WHERE state = ? "
+            f"AND root NOT IN ({marks})",
+            (FileState.QUEUED, *skip),
         )
         value = rows[0][0]
         return None if value is None else float(value)
@@ -445,31 +534,21 @@ class Store:
     def set_metadata(self, file_id: int, metadata: Mapping[str, Any]) -> None:
         """The user metadata a file not yet sent goes with."""
         with self._transaction() as db:
-            self._set(db, file_id, {"metadata": _json(metadata), "metadata_pending": None})
+            self._set(db, file_id, {"metadata": _json(metadata)})
 
     def want_metadata(self, file_id: int, metadata: Mapping[str, Any]) -> None:
-        """Newer user metadata for a file already sent: its asset is to be updated."""
+        """Newer user metadata for a file already sent: its asset is to be updated (a chore,
+        replacing any earlier update not yet sent)."""
         with self._transaction() as db:
-            self._set(db, file_id, {"metadata_pending": _json(metadata)})
+            row = self._file_in(db, file_id)
+            if row.asset_id is not None:
+                self._want_chore(db, row, ChoreKind.METADATA, detail=_json(metadata))
 
-    def metadata_sent(self, file_id: int, metadata: str) -> None:
-        """The asset (and its indexed assets) now carry `metadata` (JSON)."""
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE files SET metadata = ?, metadata_pending = CASE WHEN metadata_pending = ? "
-                "THEN NULL ELSE metadata_pending END, updated_at = ? WHERE id = ?",
-                (metadata, metadata, self.clock(), file_id),
-            )
-
-    def metadata_to_send(self) -> list[FileRow]:
-        """Files whose asset waits for newer user metadata."""
-        rows = self._query(
-            f"SELECT {_COLUMNS} FROM files INDEXED BY files_metadata_pending "
-            "WHERE metadata_pending IS NOT NULL AND asset_id IS NOT NULL AND state IN (?, ?) "
-            "ORDER BY id",
-            (FileState.UPLOADED, FileState.READY),
-        )
-        return [_row(r) for r in rows]
+    def unreadable(self, path: bytes, root: bytes, signature: Signature, why: str) -> FileRow:
+        """Its content could not be judged (libmagic or the duration reader failed on it): this
+        version fails with the reason; a new version of the file is read again."""
+        values = {**_FRESH_UPLOAD, "mime": None, "kind": None, "sha256": None, "duplicate_of": None}
+        return self._record(path, root, signature, FileState.FAILED, why, values)
 
     def ignore(
         self, path: bytes, root: bytes, signature: Signature, mime: str, kind: str | None, why: str
@@ -503,13 +582,19 @@ class Store:
         asset_status: str,
         reason: str | None,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        durable: bool = True,
     ) -> FileRow:
-        """An asset the server already holds for this file (a rebuilt store, a URL upload)."""
+        """An asset the server already holds for this file (a rebuilt store, a URL upload).
+        `durable=False` where losing it to a power cut costs nothing (the intake adopting from
+        the kept list of a rebuild finds it again)."""
         values = {**_FRESH_UPLOAD, "duplicate_of": None, "asset_id": asset_id}
         values["metadata"] = _json(metadata or {})
         values |= {"asset_status": asset_status, "uploaded_at": self.clock()}
         values |= _media(media) if media else {"kind": None}
-        return self._record(path, root, signature, FileState.UPLOADED, reason, values, durable=True)
+        return self._record(
+            path, root, signature, FileState.UPLOADED, reason, values, durable=durable
+        )
 
     def touch(self, file_id: int, signature: Signature) -> None:
         """The same content under a new signature (touched, copied back): nothing to do."""
@@ -583,7 +668,14 @@ class Store:
         """The API holds an asset for this file: its id, in the transaction that says so."""
         values: dict[str, Any] = {"asset_id": asset_id, "asset_status": asset_status}
         values |= {"uploaded_at": self.clock(), "next_attempt_at": None}
-        return self._move(file_id, FileState.UPLOADED, None, values, durable=True)
+        with self.batch(durable=True):
+            row = self._move(file_id, FileState.UPLOADED, None, values, durable=True)
+            with self._transaction() as db:  # the ledger of what was sent, for the budgets
+                db.execute(
+                    "INSERT INTO sent (file_id, at, duration) VALUES (?, ?, ?)",
+                    (file_id, self.clock(), row.duration or 0.0),
+                )
+        return row
 
     def withdraw(self, file_id: int, reason: str) -> FileRow:
         """The asset just made of this file does not hold it (the file changed or vanished while
@@ -608,11 +700,11 @@ class Store:
         return len(rows)
 
     def media_minutes(self, since: float = 0.0, exclude: int | None = None) -> float:
-        """Minutes of media sent (uploaded, whatever became of it) since `since` (epoch), and
-        being sent now (but `exclude`)."""
+        """Minutes of media sent since `since` (epoch), from the ledger (a version sent twice
+        counts twice), and being sent now (but `exclude`)."""
         rows = self._query(
-            "SELECT COALESCE(SUM(duration), 0) FROM files WHERE (uploaded_at >= ? "
-            "OR state = ?) AND id IS NOT ?",
+            "SELECT (SELECT COALESCE(SUM(duration), 0) FROM sent WHERE at >= ?) + "
+            "(SELECT COALESCE(SUM(duration), 0) FROM files WHERE state = ? AND id IS NOT ?)",
             (since, FileState.UPLOADING, exclude),
         )
         return float(rows[0][0]) / 60.0
@@ -631,44 +723,69 @@ class Store:
             self._set(db, file_id, {"asset_status": new})
             self._event(db, file_id, "asset", old, new, detail)
 
-    def mark_ready(self, file_id: int, indexes: Iterable[tuple[str, int]] = ()) -> bool:
+    def mark_ready(
+        self,
+        file_id: int,
+        indexes: Iterable[tuple[str, int]] = (),
+        after: ChoreKind | None = None,
+    ) -> bool:
         """The asset is ready; False when the file had moved on (changed, on its way again).
         `indexes`: (index id, file id) pairs its asset is to be indexed into, wanted in the
-        same transaction (each pair once, ever)."""
+        same transaction (each pair once, ever); `after`: the move or delete now owed."""
         with self.batch():
             row = self._move(file_id, FileState.READY, None, {}, expect=FileState.UPLOADED)
             if row.state == FileState.READY and row.asset_id:
                 for index_id, asker in indexes:
                     self.want_index(row.asset_id, index_id, asker)
+                if after is not None:
+                    with self._transaction() as db:
+                        self._want_chore(db, row, after)
         return row.state == FileState.READY
 
-    def note(self, file_id: int, reason: str) -> None:
-        """A word about the file without a change of state (deleted after upload)."""
-        with self._transaction() as db:
-            self._set(db, file_id, {"reason": reason})
-
-    def relocate(self, file_id: int, path: bytes, root: bytes) -> None:
-        """The file was moved (after upload, as configured): it lives here now."""
-        with self._transaction() as db:
-            self._set(db, file_id, {"path": path, "root": root, "dir": os.path.dirname(path)})
+    def retriable(self) -> list[int]:
+        """The files with something failed: their upload, an indexing, or a chore."""
+        rows = self._query(
+            "SELECT id FROM files WHERE state = ? "
+            "UNION SELECT f.id FROM files f JOIN indexings i ON i.asset_id = f.asset_id "
+            "AND i.file_id = f.id WHERE i.state = ? "
+            "UNION SELECT file_id FROM chores WHERE state = ? ORDER BY 1",
+            (FileState.FAILED, IndexState.FAILED, ChoreState.FAILED),
+        )
+        return [int(r[0]) for r in rows]
 
     def retry(self, file_ids: Iterable[int]) -> list[FileRow]:
-        """Put failed or skipped files back in the queue, now, with fresh upload fields."""
-        moved = []
-        for file_id in file_ids:
+        """Put failed or skipped files back in the queue, now, with fresh upload fields; and
+        their failed indexings and chores. Each file is counted once."""
+        moved: dict[int, FileRow] = {}
+        for file_id in dict.fromkeys(file_ids):
             row = self.get(file_id)
-            for indexing in self.indexings_of(row.asset_id or ""):
-                if indexing.state == IndexState.FAILED:
-                    self.requeue_indexing(
-                        indexing.asset_id, indexing.index_id, "retry asked for", at=0.0, attempts=0
-                    )
-                    moved.append(row)
-            if row.state in (FileState.FAILED, FileState.SKIPPED):
+            if self._retry_after_upload(row):
+                moved[file_id] = row
+            if row.state == FileState.FAILED and row.sha256 is None:
+                with self._transaction() as db:  # never read: read it again when next seen
+                    self._set(db, file_id, {"size": -1, "reason": "to be read again"})
+                moved[file_id] = self.get(file_id)
+            elif row.state in (FileState.FAILED, FileState.SKIPPED):
                 self.forget_session(file_id)
-                moved.append(
-                    self._move(file_id, FileState.QUEUED, "retry asked for", _FRESH_UPLOAD)
+                moved[file_id] = self._move(
+                    file_id, FileState.QUEUED, "retry asked for", _FRESH_UPLOAD
                 )
-        return moved
+        return list(moved.values())
+
+    def _retry_after_upload(self, row: FileRow) -> bool:
+        """Failed indexings and chores of this file back in the queue; True if any."""
+        found = False
+        for indexing in self.indexings_of(row.asset_id or ""):
+            if indexing.state == IndexState.FAILED:
+                self.requeue_indexing(
+                    indexing.asset_id, indexing.index_id, "retry asked for", at=0.0, attempts=0
+                )
+                found = True
+        for chore in self.chores_of(row.id):
+            if chore.state == ChoreState.FAILED:
+                self.requeue_chore(chore, "retry asked for", at=0.0, attempts=0)
+                found = True
+        return found
 
     def recover(self, grace: float, keep: Iterable[int] = ()) -> None:
         """Uploads cut off (by a crash, or a store that could not record their end) go back to
@@ -688,6 +805,8 @@ class Store:
             at = max(self.clock(), indexing.updated_at + grace)
             reason = "interrupted; will look for it in the index before sending it again"
             self.requeue_indexing(indexing.asset_id, indexing.index_id, reason, at=at)
+        for chore in self.chores(ChoreState.DOING):
+            self.requeue_chore(chore, "interrupted; its guard is checked again", at=self.clock())
 
     # ---- indexing ------------------------------------------------------------------------
     def want_index(self, asset_id: str, index_id: str, file_id: int) -> bool:
@@ -733,14 +852,28 @@ class Store:
             self._index_change(db, row, IndexState.INDEXING, values, None)
 
     def indexing_status(
-        self, asset_id: str, index_id: str, status: str, reason: str | None
-    ) -> None:
-        """The indexed asset's status now; `ready` and `failed` end the indexing."""
+        self,
+        asset_id: str,
+        index_id: str,
+        status: str,
+        reason: str | None,
+        after: ChoreKind | None = None,
+    ) -> bool:
+        """The indexed asset's status now; `ready` and `failed` end the indexing. `after`: the
+        move or delete owed once it is ready, wanted in the same transaction, only while the
+        file is still the version whose asset was indexed. True when that chore was wanted."""
         state = {"ready": IndexState.READY, "failed": IndexState.FAILED}.get(status)
         with self._transaction() as db:
             row = self._indexing_in(db, asset_id, index_id)
             values = {"status": status}
             self._index_change(db, row, state or row.state, values, reason)
+            if state != IndexState.READY or after is None or row.file_id is None:
+                return False
+            file = self._file_in(db, row.file_id)
+            if file.state != FileState.READY or file.asset_id != asset_id:
+                return False  # a newer version of the file is on its way: it stays
+            self._want_chore(db, file, after)
+            return True
 
     def requeue_indexing(
         self, asset_id: str, index_id: str, reason: str, *, at: float, attempts: int | None = None
@@ -810,6 +943,203 @@ class Store:
             detail = f"index {row.index_id}" + (f": {reason}" if reason else "")
             self._event(db, row.file_id, "index", row.state, state, detail)
 
+    # ---- chores: what is owed after the upload ---------------------------------------------------
+    def _want_chore(
+        self, db: sqlite3.Connection, row: FileRow, kind: ChoreKind, detail: str | None = None
+    ) -> None:
+        """Owe `kind` for this version of the file (its asset and signature). A newer metadata
+        update replaces one not yet sent."""
+        assert row.asset_id is not None
+        now = self.clock()
+        if kind == ChoreKind.METADATA:
+            db.execute(
+                "UPDATE chores SET state = ?, reason = ?, updated_at = ? WHERE file_id = ? "
+                "AND kind = ? AND state IN (?, ?)",
+                (ChoreState.DROPPED, "superseded", now, row.id, kind, *_OPEN_CHORE),
+            )
+        db.execute(
+            "INSERT INTO chores (file_id, kind, state, asset_id, size, mtime_ns, inode, detail, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.id,
+                kind,
+                ChoreState.QUEUED,
+                row.asset_id,
+                *_signature(row.signature).values(),
+                detail,
+                now,
+                now,
+            ),
+        )
+        self._event(db, row.id, "chore", None, kind, None)
+
+    def chores(self, *states: ChoreState) -> list[ChoreRow]:
+        marks = ", ".join("?" * len(states))
+        rows = self._query(
+            f"SELECT {_CHORE_COLUMNS} FROM chores WHERE state IN ({marks}) ORDER BY id", states
+        )
+        return [_chore(r) for r in rows]
+
+    def all_chores(self) -> list[ChoreRow]:
+        return [_chore(r) for r in self._query(f"SELECT {_CHORE_COLUMNS} FROM chores ORDER BY id")]
+
+    def chores_of(self, file_id: int) -> list[ChoreRow]:
+        rows = self._query(
+            f"SELECT {_CHORE_COLUMNS} FROM chores WHERE file_id = ? ORDER BY id", (file_id,)
+        )
+        return [_chore(r) for r in rows]
+
+    def chore(self, chore_id: int) -> ChoreRow:
+        rows = self._query(f"SELECT {_CHORE_COLUMNS} FROM chores WHERE id = ?", (chore_id,))
+        if not rows:
+            raise StoreError(f"no chore #{chore_id} in the store")
+        return _chore(rows[0])
+
+    def _due_chores_sql(self, what: str, skip: tuple[bytes, ...], kinds: tuple[str, ...]) -> str:
+        return (
+            f"SELECT {what} FROM chores c JOIN files f ON f.id = c.file_id WHERE c.state = ? "
+            f"AND c.kind IN ({', '.join('?' * len(kinds))}) "
+            f"AND f.root NOT IN ({', '.join('?' * len(skip))})"
+        )
+
+    def next_chore_due(
+        self, skip_roots: Iterable[bytes], kinds: Iterable[ChoreKind]
+    ) -> float | None:
+        """When the next queued chore of `kinds` outside `skip_roots` is due (None: none)."""
+        skip, wanted = tuple(skip_roots), tuple(kinds)
+        sql = self._due_chores_sql("MIN(COALESCE(c.next_attempt_at, 0))", skip, wanted)
+        value = self._query(sql, (ChoreState.QUEUED, *wanted, *skip))[0][0]
+        return None if value is None else float(value)
+
+    def claim_chore(
+        self, skip_roots: Iterable[bytes], kinds: Iterable[ChoreKind]
+    ) -> ChoreRow | None:
+        """Take the first due chore of `kinds` whose folder is not in `skip_roots`: `doing`."""
+        skip, wanted = tuple(skip_roots), tuple(kinds)
+        columns = ", ".join(f"c.{f.name}" for f in fields(ChoreRow))
+        sql = self._due_chores_sql(columns, skip, wanted)
+        with self._transaction() as db:
+            found = db.execute(
+                sql + " AND COALESCE(c.next_attempt_at, 0) <= ? ORDER BY c.id LIMIT 1",
+                (ChoreState.QUEUED, *wanted, *skip, self.clock()),
+            ).fetchone()
+            if found is None:
+                return None
+            chore = _chore(found)
+            self._chore_change(db, chore, ChoreState.DOING, {"attempts": chore.attempts + 1})
+        return self.chore(chore.id)
+
+    def chore_target(self, chore: ChoreRow, target: bytes) -> ChoreRow:
+        """The free name a move goes to, kept (durably) before the move starts: a move cut off
+        by a crash finishes under the same name."""
+        with self._transaction(durable=True) as db:
+            db.execute("UPDATE chores SET target = ? WHERE id = ?", (target, chore.id))
+        return self.chore(chore.id)
+
+    def moved(self, chore: ChoreRow, path: bytes, root: bytes) -> None:
+        """The file was moved (after upload, as configured): it lives at `path` now."""
+        with self._transaction() as db:
+            self._chore_change(db, chore, ChoreState.DONE, {})
+            values = {"path": path, "root": root, "dir": os.path.dirname(path)}
+            self._set(db, chore.file_id, {**values, "reason": f"moved to {shown(path)}"})
+            self._event(db, chore.file_id, "chore", chore.kind, ChoreState.DONE, shown(path))
+
+    def deleted(self, chore: ChoreRow) -> None:
+        with self._transaction() as db:
+            self._chore_change(db, chore, ChoreState.DONE, {})
+            self._set(db, chore.file_id, {"reason": "deleted after upload, as configured"})
+            self._event(db, chore.file_id, "chore", chore.kind, ChoreState.DONE, None)
+
+    def metadata_sent(self, chore: ChoreRow) -> None:
+        """The asset (and its indexed assets) now carry the chore's metadata."""
+        with self._transaction() as db:
+            self._chore_change(db, chore, ChoreState.DONE, {})
+            self._set(db, chore.file_id, {"metadata": chore.detail})
+
+    def drop_chore(self, chore: ChoreRow, reason: str) -> None:
+        """Not owed any more: the file is not the version the chore was made for."""
+        with self._transaction() as db:
+            self._chore_change(db, chore, ChoreState.DROPPED, {}, reason)
+            self._event(db, chore.file_id, "chore", chore.kind, ChoreState.DROPPED, reason)
+
+    def fail_chore(self, chore: ChoreRow, reason: str) -> None:
+        with self._transaction() as db:
+            self._chore_change(db, chore, ChoreState.FAILED, {}, reason)
+            self._event(db, chore.file_id, "chore", chore.kind, ChoreState.FAILED, reason)
+
+    def requeue_chore(
+        self, chore: ChoreRow, reason: str, *, at: float, attempts: int | None = None
+    ) -> None:
+        values: dict[str, Any] = {"next_attempt_at": at}
+        if attempts is not None:
+            values["attempts"] = attempts
+        with self._transaction() as db:
+            now = _chore(
+                db.execute(
+                    f"SELECT {_CHORE_COLUMNS} FROM chores WHERE id = ?", (chore.id,)
+                ).fetchone()
+            )
+            self._chore_change(db, now, ChoreState.QUEUED, values, reason)
+
+    def _chore_change(
+        self,
+        db: sqlite3.Connection,
+        chore: ChoreRow,
+        state: ChoreState,
+        values: dict[str, Any],
+        reason: str | None = None,
+    ) -> None:
+        if (chore.state, state) not in CHORE_LEGAL:
+            raise StoreError(f"illegal chore transition {chore.state} → {state}")
+        values = {**values, "state": state, "reason": reason, "updated_at": self.clock()}
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        db.execute(f"UPDATE chores SET {assignments} WHERE id = ?", (*values.values(), chore.id))
+
+    # ---- a rebuilt store: nothing is sent until the server's list is read --------------------
+    @property
+    def rebuilding(self) -> bool:
+        """True from a rebuild (a damaged store moved aside) until the server's asset list has
+        been read and recorded: until then no file is uploaded. Survives a restart."""
+        if self._rebuilding is not False:
+            self._rebuilding = bool(self._query("SELECT 1 FROM flags WHERE name = 'rebuild'"))
+        return self._rebuilding
+
+    def listed_remote(self, assets: Mapping[str, tuple[str, str]]) -> int:
+        """The server's assets sent by tlwatch are read (sha256 -> (asset id, status)): kept for
+        the intake to adopt, the queued files with that content adopted now, and the rebuild
+        is over, in one transaction. Return how many queued files were adopted."""
+        now = self.clock()
+        with self._transaction(durable=True) as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO remote_assets (sha256, asset_id, status) VALUES (?, ?, ?)",
+                [(sha, asset_id, status) for sha, (asset_id, status) in assets.items()],
+            )
+            queued = db.execute(
+                f"SELECT {_COLUMNS} FROM files WHERE state = ?", (FileState.QUEUED,)
+            ).fetchall()
+            adopted = 0
+            for row in map(_row, queued):
+                found = assets.get(row.sha256 or "")
+                if found is not None:
+                    values = {"asset_id": found[0], "asset_status": found[1], "uploaded_at": now}
+                    reason = f"found on the server as asset {found[0]}"
+                    self._change(db, row, FileState.UPLOADED, values, reason, version=True)
+                    adopted += 1
+            db.execute("DELETE FROM flags WHERE name = 'rebuild'")
+        self._rebuilding = False
+        return adopted
+
+    def remote_asset(self, sha256: str) -> tuple[str, str] | None:
+        """The (asset id, status) the server held for this content when a rebuild read its list."""
+        rows = self._query("SELECT asset_id, status FROM remote_assets WHERE sha256 = ?", (sha256,))
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def _file_in(self, db: sqlite3.Connection, file_id: int) -> FileRow:
+        found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
+        if found is None:
+            raise StoreError(f"no file #{file_id} in the store")
+        return _row(found)
+
     # ---- watched folders -----------------------------------------------------------------
     def set_folder(self, path: bytes, online: bool, reason: str | None) -> None:
         """Record whether a watched folder is online (for `tlwatch status`)."""
@@ -843,7 +1173,7 @@ class Store:
         with self._transaction(durable=durable) as db:
             found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE path = ?", (path,)).fetchone()
             if found is None:
-                _check_legal(None, state)
+                _check_legal(None, state, VERSIONS)
                 cursor = db.execute(
                     "INSERT INTO files (root, path, dir, size, mtime_ns, inode, state, "
                     "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -865,7 +1195,7 @@ class Store:
                 self._said.append(StateChanged(root, None, state, reason, name, asset))
             else:
                 fresh = {"root": root, **_signature(signature), **values}
-                self._change(db, _row(found), state, fresh, reason)
+                self._change(db, _row(found), state, fresh, reason, version=True)
                 file_id = found[0]
         return self.get(file_id)
 
@@ -896,8 +1226,12 @@ class Store:
         state: FileState,
         values: dict[str, Any],
         reason: str | None,
+        *,
+        version: bool = False,
     ) -> None:
-        _check_legal(row.state, state)
+        """`version`: a new version of the file, as the intake judged it (or an adoption),
+        not a step of its journey."""
+        _check_legal(row.state, state, VERSIONS if version else JOURNEY)
         self._set(db, row.id, {"state": state, "reason": reason, **values})
         if state != row.state:
             self._event(db, row.id, "state", row.state, state, reason)
@@ -932,15 +1266,22 @@ _NEW_VERSION = (
     FileState.DUPLICATE,
     FileState.UPLOADED,
     FileState.HELD,
+    FileState.FAILED,  # its content could not be read
 )
-LEGAL: frozenset[tuple[FileState | None, FileState]] = frozenset(
-    {(old, new) for old in (None, *FileState) if old != FileState.UPLOADING for new in _NEW_VERSION}
-    | {
+_Moves = frozenset[tuple[FileState | None, FileState]]
+VERSIONS: _Moves = frozenset(
+    (old, new) for old in (None, *FileState) if old != FileState.UPLOADING for new in _NEW_VERSION
+)
+JOURNEY: _Moves = frozenset(
+    {
         (FileState.QUEUED, FileState.UPLOADING),
         (FileState.UPLOADING, FileState.QUEUED),
         (FileState.UPLOADING, FileState.UPLOADED),
+        (FileState.UPLOADED, FileState.QUEUED),  # withdrawn: it changed while it was sent
         (FileState.UPLOADING, FileState.FAILED),
         (FileState.UPLOADING, FileState.SKIPPED),
+        (FileState.QUEUED, FileState.SKIPPED),  # gone while its upload was being recorded
+        (FileState.QUEUED, FileState.QUEUED),  # withdrawn, then to wait for its folder
         (FileState.UPLOADED, FileState.READY),
         (FileState.UPLOADED, FileState.FAILED),
         (FileState.FAILED, FileState.QUEUED),
@@ -949,6 +1290,7 @@ LEGAL: frozenset[tuple[FileState | None, FileState]] = frozenset(
         (FileState.HELD, FileState.QUEUED),
     }
 )
+LEGAL: _Moves = VERSIONS | JOURNEY
 
 
 INDEX_LEGAL = frozenset(
@@ -966,8 +1308,28 @@ INDEX_LEGAL = frozenset(
 )
 
 
-def _check_legal(old: FileState | None, new: FileState) -> None:
-    if (old, new) not in LEGAL:
+CHORE_LEGAL = frozenset(
+    {
+        (ChoreState.QUEUED, ChoreState.DOING),
+        (ChoreState.QUEUED, ChoreState.QUEUED),
+        (ChoreState.QUEUED, ChoreState.DROPPED),  # superseded by a newer metadata update
+        (ChoreState.DOING, ChoreState.QUEUED),
+        (ChoreState.DOING, ChoreState.DONE),
+        (ChoreState.DOING, ChoreState.DROPPED),
+        (ChoreState.DOING, ChoreState.FAILED),
+        (ChoreState.FAILED, ChoreState.QUEUED),
+        (ChoreState.FAILED, ChoreState.DROPPED),
+    }
+)
+
+
+_OPEN_CHORE = (ChoreState.QUEUED, ChoreState.FAILED)
+
+
+def _check_legal(
+    old: FileState | None, new: FileState, table: frozenset[tuple[FileState | None, FileState]]
+) -> None:
+    if (old, new) not in table:
         raise StoreError(f"illegal transition {old or 'new'} → {new}")
 
 
@@ -979,7 +1341,6 @@ _FRESH_UPLOAD: dict[str, Any] = {
     "attempts": 0,
     "next_attempt_at": None,
     "uploaded_at": None,
-    "metadata_pending": None,
     **dict.fromkeys(_SESSION),
 }
 

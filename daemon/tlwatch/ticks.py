@@ -137,6 +137,7 @@ class Ticks:
             if any(online for _, online, _ in changes):
                 self.run.rescan()
                 self.run.wake_workers()  # its queued files may go now
+                self.run.wake_chores()  # and its moves and deletes
             for path, online, reason in changes:
                 self.store.set_folder(os.fsencode(path), online, reason)
                 if not online or reason == BACK:  # not a folder merely first seen

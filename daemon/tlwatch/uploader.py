@@ -65,21 +65,16 @@ def size_verdict(kind: str | None, size: int) -> str | None:
     return None
 
 
-def remote_assets(client: Client) -> dict[str, Asset]:
-    """The server's assets sent by tlwatch, by content hash: what a rebuilt store adopts."""
-    try:
-        assets = {
-            str(a.user_metadata[SHA_KEY]): a
-            for a in client.list_assets()
-            if a.user_metadata
-            and a.user_metadata.get(SHA_KEY)
-            and (a.method != "multipart" or a.status == "ready")  # not an orphaned session
-        }
-    except ApiError as error:
-        log.warning("cannot list the server's assets to rebuild the store: %s", error)
-        return {}
-    log.info("rebuilding the store: %d asset(s) on the server were sent by tlwatch", len(assets))
-    return assets
+def remote_assets(client: Client) -> dict[str, tuple[str, str]]:
+    """The server's assets sent by tlwatch, by content hash -> (asset id, status): what a
+    rebuilt store adopts. Raises ApiError when the list cannot be read."""
+    return {
+        str(a.user_metadata[SHA_KEY]): (a.id, a.status)
+        for a in client.list_assets()
+        if a.user_metadata
+        and a.user_metadata.get(SHA_KEY)
+        and (a.method != "multipart" or a.status == "ready")  # not an orphaned session
+    }
 
 
 class Uploader:
@@ -101,30 +96,32 @@ class Uploader:
         self.clock, self.local_time = clock, local_time
         self._in_flight: set[int] = set()
         self._claiming = threading.Lock()
+        self._next_listing = 0.0  # a rebuilt store: when to try the server's list again
 
     def in_flight(self) -> frozenset[int]:
         """The files being uploaded right now (by any worker)."""
         with self._claiming:
             return frozenset(self._in_flight)
 
+    def in_flight_names(self) -> list[str]:
+        """The files being uploaded right now, as shown in a log line."""
+        return [self.store.get(file_id).shown for file_id in sorted(self.in_flight())]
+
     def turn(self) -> None:
-        """One turn of an upload worker: upload the next due file, or wait for one."""
+        """One turn of an upload worker: upload the next due file, or wait for one. Idle is a
+        read of the store and a wait on the wake-up noted before it: nothing is missed."""
+        seen = self.run.work.seen()
         held = self.run.held()
         token = secrets.token_hex(16)
         with self._claiming:
-            crowded = len(self._in_flight) >= self.concurrency.allowed  # the API struggles
-            busy = self.run.paused() or held > 0 or crowded
-            due = self.store.next_due()  # a read: no write transaction while idle
-            busy = busy or due is None or due > self.clock()
-            row = None if busy else self.store.claim_next(token, self.run.offline())
-            if row is not None:
-                self._in_flight.add(row.id)
+            if self._rebuilding():
+                row, due = None, None
+            else:
+                row, due = self._claim(token, held)
         if row is None:
-            self.run.wait_for_work(self._idle_wait(held, due))
+            self.run.work.wait(seen, self._idle_wait(held, due))
             return
         try:
-            if self._over_budget(row):
-                return
             self.upload(row, fresh_token=token)
         except Exception:
             reason = "interrupted by shutdown" if self.run.cancel.is_set() else "unexpected error"
@@ -134,6 +131,50 @@ class Uploader:
         finally:
             with self._claiming:
                 self._in_flight.discard(row.id)
+            self.run.wake_workers()  # a slot is free
+
+    def _claim(self, token: str, held: float) -> tuple[FileRow | None, float | None]:
+        """Claim the next due file unless paused, held or crowded: (row, when the next is due).
+        Called under `_claiming`."""
+        offline = self.run.offline()
+        crowded = len(self._in_flight) >= self.concurrency.allowed  # the API struggles
+        if self.run.paused() or held > 0 or crowded:
+            return None, None
+        due = self.store.next_due(offline)  # a read: no write transaction while idle
+        if due is None or due > self.clock():
+            return None, due
+        row = self.store.claim_next(token, offline)
+        if row is not None:
+            self._in_flight.add(row.id)
+        return row, due
+
+    def _rebuilding(self) -> bool:
+        """A rebuilt store uploads nothing until the server's list of assets has been read and
+        recorded (what it holds is adopted, not sent again); a failed listing is retried."""
+        if not self.store.rebuilding:
+            return False
+        if self.clock() < self._next_listing:
+            return True
+        try:
+            assets = remote_assets(self.client)
+        except ApiError as error:
+            self._next_listing = self.clock() + self.config().daemon.upload_backoff.delay(3)
+            log.warning(
+                "the store was rebuilt: no upload until the server's asset list is read (%s); "
+                "trying again",
+                error,
+            )
+            return True
+        adopted = self.store.listed_remote(assets)
+        log.info(
+            "rebuilding the store: %d asset(s) on the server were sent by tlwatch; "
+            "%d queued file(s) adopted",
+            len(assets),
+            adopted,
+        )
+        if adopted:
+            self.run.wake_poller()
+        return False
 
     def _over_budget(self, row: FileRow) -> bool:
         """A claimed file that would take the day or the total past its budget waits (held)."""
@@ -154,9 +195,10 @@ class Uploader:
         return True
 
     def _idle_wait(self, held: float, due: float | None) -> float:
+        """How long an idle worker waits unless woken (a wake-up ends the wait at once)."""
         if held > 0:
             return min(max(held, 0.05), IDLE_WAIT)
-        if due is None or self.run.paused():
+        if due is None:
             return IDLE_WAIT
         return min(max(due - self.clock(), 0.05), IDLE_WAIT)
 
@@ -164,6 +206,8 @@ class Uploader:
         """Upload a claimed file; whatever happens, leave it in a state that says what's next.
         `fresh_token`: the token given at its claim; any other token it carries was sent by an
         earlier attempt, whose asset may exist: it is looked for first."""
+        if self._over_budget(row):  # held instead: a one-off upload obeys the budget too
+            return self.store.get(row.id)
         done = self._attempt(row, fresh_token)
         result = RESULTS.get(done.state, "retried")
         if result == "ok":
@@ -187,7 +231,7 @@ class Uploader:
                 reason = "its folder is offline; sent when it is back"
                 return self.store.requeue(row.id, reason, at=self.clock())
             if isinstance(error, FileNotFoundError):
-                return self.store.skip(row.id, "gone before it could be uploaded")
+                return self.store.skip(row.id, "gone before it could be uploaded")  # no ERROR
             return self._requeue(row, f"cannot read the file: {error.strerror}")
 
     def _after_settling(self, row: FileRow) -> float:
