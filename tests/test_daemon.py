@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -421,14 +422,22 @@ def test_kill_9_mid_multipart_then_restart_resumes_from_the_reported_chunks(
         lambda: daemon.sandbox.requests().get("multipart_report", {}).get("200", 0) >= 1, timeout=30
     )
     assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+    from tlwatch.state import Store
+
+    with Store(daemon.store_path, exclusive=False) as store:
+        reported = len(store.chunks(store.all()[0].id))  # kept in the store at the kill
+    assert reported >= 1
     daemon.sandbox.admin("DELETE", "/_sandbox/faults")
+    # The requests of the killed daemon still being answered (slowly) count before the restart.
+    wait_for(lambda: not [t for t in threading.enumerate() if "process_request" in t.name])
+    before = sum(daemon.sandbox.requests()["chunk_put"].values())
     daemon.start()
     daemon.wait_states({"big.mp4": "ready"}, timeout=60)
     assert "resuming multipart upload" in daemon.log()
     assets = daemon.sandbox.assets()
     assert [a["sha256"] for a in assets] == [sha256_file(big)]
-    puts = sum(daemon.sandbox.requests()["chunk_put"].values())
-    assert puts < 31 + 10  # the reported chunks were not sent again
+    after = sum(daemon.sandbox.requests()["chunk_put"].values()) - before
+    assert after <= 31 - reported  # only what was not reported is sent again
     assert daemon.sandbox.requests()["multipart_create"] == {"201": 1}
     assert daemon.stop() == 0
 
@@ -577,7 +586,7 @@ def _read_pty(descriptor: int) -> bytes:
         return b""
 
 
-def test_many_pending_assets_are_followed_fifty_to_a_request(daemon: Daemon) -> None:
+def test_many_pending_assets_all_reach_ready(daemon: Daemon) -> None:
     daemon.sandbox.settings(processing_seconds=3.0)
     daemon.configure(api="max_concurrent_uploads = 4")
     names = [f"clip-{i:03d}.mp4" for i in range(60)]
@@ -585,11 +594,7 @@ def test_many_pending_assets_are_followed_fifty_to_a_request(daemon: Daemon) -> 
         (daemon.watch / name).write_bytes((FIXTURES / "clip.mp4").read_bytes() + bytes([index]))
     daemon.start()
     daemon.wait_states(dict.fromkeys(names, "ready"), timeout=60)
-    counts = daemon.sandbox.requests()
-    assert counts["list"]["200"] >= 2
-    # Checking each of 60 assets alone at least twice would take 120 retrieves.
-    assert counts.get("retrieve", {}).get("200", 0) < 60
-    assert daemon.stop() == 0
+    assert daemon.stop() == 0  # fifty to a request: test_poller.py, on a fixed clock
 
 
 def test_json_logs_are_one_object_per_line(daemon: Daemon) -> None:

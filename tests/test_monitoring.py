@@ -129,4 +129,5 @@ def test_the_record_says_stuck_threads_and_a_dead_daemon(tmp_path: Path) -> None
     assert verdict(path, clock=lambda: time.time() + 60)["problems"] == ["not running"]  # stale
     path.write_text(json.dumps({"pid": 2**22 + 12345, "at": time.time()}))
     assert verdict(path)["running"] is False  # no such process
-    assert os.getpid() > 0
+    path.write_text(json.dumps({"pid": os.getpid(), "at": time.time()}))
+    assert verdict(path)["running"] is True  # a live process, a fresh record

@@ -77,3 +77,29 @@ def test_a_rejected_key_pauses_the_run_and_marks_nothing(tmp_path: Path, sandbox
             wait_for(lambda: poller.poll() is None or run.paused(PAUSE_KEY))
         assert run.paused(PAUSE_KEY) == "API key rejected"
         assert store.get(file_id).state == FileState.UPLOADED
+
+
+def test_sixty_due_assets_are_checked_in_two_list_requests(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    config = make_config(tmp_path, sandbox.base_url)
+    now = [1_900_000_000.0]
+    with (
+        Store(config.state.path, clock=lambda: now[0]) as store,
+        Client(DEMO_API_KEY, base_url=sandbox.base_url) as api,
+    ):
+        for number in range(60):
+            data = (FIXTURES / "clip.mp4").read_bytes() + bytes([number])
+            path = tmp_path / f"c{number}.mp4"
+            path.write_bytes(data)
+            asset = api.create_direct(os.fsencode(path), filename=path.name)
+            media = Media("video/mp4", "video", sha256_file(path))
+            row = store.enqueue(os.fsencode(path), b"", Signature.of(path.stat()), media)
+            assert store.claim_next("t") is not None
+            store.mark_uploaded(row.id, asset.id, "processing")
+        sandbox.admin("DELETE", "/_sandbox/requests")
+        now[0] += 60  # every one of them due at once
+        Poller(store, api, lambda: config, RunState(), clock=lambda: now[0]).poll()
+    counts = sandbox.requests()
+    assert counts.get("list") == {"200": 2}  # 50 + 10
+    assert "retrieve" not in counts

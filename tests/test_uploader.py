@@ -117,11 +117,24 @@ def test_a_worker_turn_uploads_the_next_file_and_wakes_the_poller(
     clip = tmp_path / "w" / "clip.mp4"
     shutil.copy(FIXTURES / "clip.mp4", clip)
     queued = queue_file(store, clip)
-    Uploader(store, api, lambda: config, RunState()).turn()
+    run = RunState()
+    heard: list[str] = []
+
+    class Listening(Wakeup):
+        def wake(self) -> None:  # the poller is woken once the asset id is committed
+            with Store(config.state.path, exclusive=False) as reader:
+                heard.append(reader.get(queued.id).state.value)
+            super().wake()
+
+    run.polls = Listening()
+    seen = run.polls.seen()
+    Uploader(store, api, lambda: config, run).turn()
     row = store.get(queued.id)
     assert row.state == FileState.UPLOADED
     assert [a["sha256"] for a in sandbox.assets()] == [sha256_file(clip)]
     assert [a["id"] for a in sandbox.assets()] == [row.asset_id]
+    assert heard == ["uploaded"]
+    assert run.polls.wait(seen, 0)  # a poller that looked before the upload wakes at once
 
 
 class NotedWakeup(Wakeup):
