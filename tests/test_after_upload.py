@@ -87,7 +87,18 @@ def test_long_and_hostile_names_are_uploaded_not_held(daemon: Daemon) -> None:
         b"$(echo hi).mp4",
         b"-n.mp4",
         b"\xe2\x80\xae reversed.mp4",
+        b"tab\there.mp4",
+        b"carriage\rreturn.mp4",
+        b"quote\"s and 'apostrophes'.mp4",
+        b"back\\slash.mp4",
+        b"percent %s %d %(name)s.mp4",
+        b"\xf0\x9f\x8e\xac emoji.mp4",
+        b"\x1b[31mansi.mp4",
+        b"UPPER.MP4",
+        b"no extension",
+        b"dots...mp4",
     ]
+    assert len(names) == 19
     for number, name in enumerate(names):
         source = "tone.wav" if name.endswith(b".wav") else "clip.mp4"
         data = (FIXTURES / source).read_bytes() + bytes([number])

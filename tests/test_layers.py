@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).parents[1] / "daemon" / "tlwatch"
@@ -12,7 +13,7 @@ OWNERS = {
     "httpx": "api.py",
     "watchdog": "watcher.py",
     "magic": "sniff.py",
-    "sqlite3": "state.py",
+    "sqlite3": "engine.py",  # the store's engine, in the state/ package
     "prometheus_client": "metrics.py",
     "apprise": "notify.py",
     "pymediainfo": "duration.py",
@@ -56,11 +57,38 @@ def test_leaf_modules_import_only_the_standard_library() -> None:
         assert name.split(".")[0] in allowed or name in {"tlwatch.errors", "tlwatch.events"}, name
 
 
+def sources(module: str) -> list[Path]:
+    """A module's source files: `name.py`, or every file of the package `name/`."""
+    folder = PACKAGE / module
+    return sorted(folder.rglob("*.py")) if folder.is_dir() else [PACKAGE / f"{module}.py"]
+
+
 def test_the_adapters_never_import_each_other() -> None:
     adapters = {"sniff", "settle", "watcher", "state", "api"}
     for adapter in adapters:
-        for name in imports_of(PACKAGE / f"{adapter}.py"):
-            assert name.removeprefix("tlwatch.") not in adapters, f"{adapter}.py imports {name}"
+        for path in sources(adapter):
+            for name in imports_of(path):
+                other = name.removeprefix("tlwatch.").split(".")[0]
+                assert other == adapter or other not in adapters, f"{path.name} imports {name}"
+
+
+SQL = re.compile(r"\b(SELECT .* FROM|INSERT (OR \w+ )?INTO|UPDATE \w+ SET|DELETE FROM)\b")
+
+
+def test_sql_lives_in_the_store_and_nowhere_else() -> None:
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if {"state", "sandbox"} & set(path.relative_to(PACKAGE).parts):
+            continue
+        found += [
+            f"{path.name}: {line.strip()}"
+            for line in path.read_text().splitlines()
+            if SQL.search(line)
+        ]
+    assert found == []
+    assert any(
+        SQL.search(line) for line in (PACKAGE / "state" / "files.py").read_text().splitlines()
+    )
 
 
 def test_workers_never_import_the_runner_or_the_command_line() -> None:

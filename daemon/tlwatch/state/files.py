@@ -1,0 +1,580 @@
+"""Files: one row per path, its journey (queued → uploading → uploaded → ready, and the side
+exits), every change a timestamped event. Two tables of legal moves: a new version of the file,
+as the intake judged it (`VERSIONS`), and the steps of its journey (`JOURNEY`).
+
+A rebuilt store (see `engine.py`) keeps the server's list of assets it reads (`remote_assets`)
+and adopts what it holds; until that list is read, nothing is uploaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from tlwatch.errors import StoreError
+from tlwatch.events import StateChanged
+from tlwatch.models import FileState, Media, Signature, relative_to, shown
+from tlwatch.state.engine import Connection, Engine
+
+
+@dataclass(frozen=True)
+class FileRow:
+    id: int
+    root: bytes
+    path: bytes
+    size: int
+    mtime_ns: int
+    inode: int
+    sha256: str | None
+    mime: str | None
+    kind: str | None
+    state: FileState
+    reason: str | None
+    asset_id: str | None
+    asset_status: str | None
+    duplicate_of: int | None
+    upload_token: str | None
+    attempts: int
+    next_attempt_at: float | None
+    upload_id: str | None
+    chunk_size: int | None
+    total_chunks: int | None
+    created_at: float
+    updated_at: float
+    uploaded_at: float | None
+    metadata: str | None  # the user metadata it is (or was) sent with, as JSON
+    duration: float | None  # seconds of media (for the budgets)
+
+    @property
+    def user_metadata(self) -> dict[str, Any]:
+        return dict(json.loads(self.metadata)) if self.metadata else {}
+
+    @property
+    def signature(self) -> Signature:
+        return Signature(self.size, self.mtime_ns, self.inode)
+
+    @property
+    def name(self) -> bytes:
+        """The path relative to its watched folder (the whole path for one-off uploads)."""
+        return relative_to(self.path, self.root)
+
+    @property
+    def shown(self) -> str:
+        return shown(self.name)
+
+
+_COLUMNS = ", ".join(f.name for f in fields(FileRow))
+
+
+def _row(values: tuple[Any, ...]) -> FileRow:
+    row = FileRow(*values)
+    return FileRow(**{**row.__dict__, "state": FileState(row.state)})
+
+
+class Files(Engine):
+    """The files table: reading, new versions, uploads, and the primitives every write uses."""
+
+    # ---- reading ---------------------------------------------------------------------------
+    def get(self, file_id: int) -> FileRow:
+        rows = self._query(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,))
+        if not rows:
+            raise StoreError(f"no file #{file_id} in the store")
+        return _row(rows[0])
+
+    def by_path(self, path: bytes) -> FileRow | None:
+        rows = self._query(f"SELECT {_COLUMNS} FROM files WHERE path = ?", (path,))
+        return _row(rows[0]) if rows else None
+
+    def by_sha256(self, sha256: str, exclude: int | None = None) -> FileRow | None:
+        """The file whose upload holds this content (queued, in flight, uploaded or ready)."""
+        states = (FileState.QUEUED, FileState.UPLOADING, FileState.UPLOADED, FileState.READY)
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM files WHERE sha256 = ? AND state IN (?, ?, ?, ?) "
+            "AND id IS NOT ? ORDER BY id LIMIT 1",
+            (sha256, *states, exclude),
+        )
+        return _row(rows[0]) if rows else None
+
+    def duplicates_of(self, file_id: int) -> list[FileRow]:
+        """The files recorded as copies of this one."""
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM files WHERE duplicate_of = ? AND state = ? ORDER BY id",
+            (file_id, FileState.DUPLICATE),
+        )
+        return [_row(r) for r in rows]
+
+    def known_in(self, folder: bytes) -> dict[bytes, tuple[int, int, int]]:
+        """The recorded files directly in `folder`, each with (size, mtime_ns, inode): a scan
+        asks folder by folder, so its memory does not grow with the number of records."""
+        rows = self._query("SELECT path, size, mtime_ns, inode FROM files WHERE dir = ?", (folder,))
+        return {path: (size, mtime, inode) for path, size, mtime, inode in rows}
+
+    def in_state(self, *states: FileState) -> list[FileRow]:
+        marks = ", ".join("?" * len(states))
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM files WHERE state IN ({marks}) ORDER BY id", states
+        )
+        return [_row(r) for r in rows]
+
+    def all(self) -> list[FileRow]:
+        return [_row(r) for r in self._query(f"SELECT {_COLUMNS} FROM files ORDER BY id")]
+
+    def next_due(self, skip_roots: Iterable[bytes] = ()) -> float | None:
+        """The earliest time a queued file outside `skip_roots` (folders offline) may be tried,
+        or None when none is queued there."""
+        skip = tuple(skip_roots)
+        marks = ", ".join("?" * len(skip))
+        rows = self._query(
+            "SELECT MIN(COALESCE(next_attempt_at, 0)) FROM files WHERE state = ? "
+            f"AND root NOT IN ({marks})",
+            (FileState.QUEUED, *skip),
+        )
+        value = rows[0][0]
+        return None if value is None else float(value)
+
+    def any_in(self, states: Iterable[FileState]) -> bool:
+        """Is any file in one of `states`? (One indexed look.)"""
+        wanted = tuple(states)
+        marks = ", ".join("?" * len(wanted))
+        return bool(self._query(f"SELECT 1 FROM files WHERE state IN ({marks}) LIMIT 1", wanted))
+
+    def counts(self) -> dict[tuple[bytes, str], int]:
+        rows = self._query("SELECT root, state, COUNT(*) FROM files GROUP BY root, state")
+        return {(root, state): count for root, state, count in rows}
+
+    def chunks(self, file_id: int) -> dict[int, str]:
+        rows = self._query("SELECT chunk_index, etag FROM chunks WHERE file_id = ?", (file_id,))
+        return dict(rows)
+
+    def events(self, file_id: int) -> list[tuple[float, str, str | None, str, str | None]]:
+        rows = self._query(
+            "SELECT at, kind, old, new, detail FROM events WHERE file_id = ? ORDER BY id",
+            (file_id,),
+        )
+        return [tuple(r) for r in rows]
+
+    # ---- writing: a file's new version, as the intake judged it --------------------------------
+    def enqueue(
+        self,
+        path: bytes,
+        root: bytes,
+        signature: Signature,
+        media: Media,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> FileRow:
+        """A complete media file to upload, with the user metadata it goes with: queued, with
+        fresh upload fields."""
+        values = {**_FRESH_UPLOAD, **_media(media), "duplicate_of": None}
+        values["metadata"] = _json(metadata or {})
+        return self._record(path, root, signature, FileState.QUEUED, None, values)
+
+    def hold(
+        self, path: bytes, root: bytes, signature: Signature, media: Media, reason: str
+    ) -> FileRow:
+        """Media that waits for the user (a malformed sidecar, named in `reason`): no API call
+        until it is fixed (the next version of the file or its sidecar releases it)."""
+        values = {**_FRESH_UPLOAD, **_media(media), "duplicate_of": None}
+        return self._record(path, root, signature, FileState.HELD, reason, values)
+
+    def set_metadata(self, file_id: int, metadata: Mapping[str, Any]) -> None:
+        """The user metadata a file not yet sent goes with."""
+        with self._transaction() as db:
+            self._set(db, file_id, {"metadata": _json(metadata)})
+
+    def unreadable(self, path: bytes, root: bytes, signature: Signature, why: str) -> FileRow:
+        """Its content could not be judged (libmagic or the duration reader failed on it): this
+        version fails with the reason; a new version of the file is read again."""
+        values = {**_FRESH_UPLOAD, "mime": None, "kind": None, "sha256": None, "duplicate_of": None}
+        return self._record(path, root, signature, FileState.FAILED, why, values)
+
+    def ignore(
+        self, path: bytes, root: bytes, signature: Signature, mime: str, kind: str | None, why: str
+    ) -> FileRow:
+        """Not media, or not a kind this folder wants: looked at again only when it changes."""
+        values = {**_FRESH_UPLOAD, "mime": mime, "kind": kind, "sha256": None, "duplicate_of": None}
+        return self._record(path, root, signature, FileState.IGNORED, why, values)
+
+    def duplicate(
+        self,
+        path: bytes,
+        root: bytes,
+        signature: Signature,
+        media: Media,
+        twin: FileRow,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> FileRow:
+        """Same content as `twin`, which holds (or will hold) the asset: no upload."""
+        values = {**_FRESH_UPLOAD, **_media(media), "duplicate_of": twin.id}
+        values |= {"asset_id": twin.asset_id, "metadata": _json(metadata or {})}
+        reason = f"same content as {twin.shown}"
+        return self._record(path, root, signature, FileState.DUPLICATE, reason, values)
+
+    def adopt(
+        self,
+        path: bytes,
+        root: bytes,
+        signature: Signature,
+        media: Media | None,
+        asset_id: str,
+        asset_status: str,
+        reason: str | None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        durable: bool = True,
+    ) -> FileRow:
+        """An asset the server already holds for this file (a rebuilt store, a URL upload).
+        `durable=False` where losing it to a power cut costs nothing (the intake adopting from
+        the kept list of a rebuild finds it again)."""
+        values = {**_FRESH_UPLOAD, "duplicate_of": None, "asset_id": asset_id}
+        values["metadata"] = _json(metadata or {})
+        values |= {"asset_status": asset_status, "uploaded_at": self.clock()}
+        values |= _media(media) if media else {"kind": None}
+        return self._record(
+            path, root, signature, FileState.UPLOADED, reason, values, durable=durable
+        )
+
+    def touch(self, file_id: int, signature: Signature) -> None:
+        """The same content under a new signature (touched, copied back): nothing to do."""
+        with self._transaction() as db:
+            self._set(db, file_id, _signature(signature))
+
+    # ---- writing: uploads ----------------------------------------------------------------------
+    def claim_next(self, token: str, skip_roots: Iterable[bytes] = ()) -> FileRow | None:
+        """Take the first queued file that is due, outside `skip_roots` (folders offline): it
+        becomes `uploading`, attempts + 1, with `token` as its upload token unless it has one
+        (an earlier attempt's, to look for first). Durable: this is the upload's intent."""
+        skip = tuple(skip_roots)
+        marks = ", ".join("?" * len(skip))
+        with self._transaction(durable=True) as db:
+            found = db.execute(
+                f"SELECT {_COLUMNS} FROM files WHERE state = ? "
+                f"AND COALESCE(next_attempt_at, 0) <= ? AND root NOT IN ({marks}) "
+                "ORDER BY next_attempt_at IS NOT NULL, id LIMIT 1",
+                (FileState.QUEUED, self.clock(), *skip),
+            ).fetchone()
+            if found is None:
+                return None
+            row = _row(found)
+            self._claim(db, row, token)
+        return self.get(row.id)
+
+    def claim(self, file_id: int, token: str) -> FileRow | None:
+        """Take this queued file for uploading now (a one-off `tlwatch upload`), as above."""
+        with self._transaction(durable=True) as db:
+            found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
+            if found is None or _row(found).state != FileState.QUEUED:
+                return None
+            self._claim(db, _row(found), token)
+        return self.get(file_id)
+
+    def _claim(self, db: Connection, row: FileRow, token: str) -> None:
+        values = {"attempts": row.attempts + 1, "upload_token": row.upload_token or token}
+        self._change(db, row, FileState.UPLOADING, values, None)
+
+    def start_session(
+        self, file_id: int, upload_id: str, asset_id: str, chunk_size: int, total_chunks: int
+    ) -> None:
+        """A multipart session opened for this file: kept so a restart resumes it."""
+        session = {"upload_id": upload_id, "asset_id": asset_id, "chunk_size": chunk_size}
+        with self._transaction(durable=True) as db:
+            self._set(db, file_id, {**session, "total_chunks": total_chunks})
+
+    def add_chunks(self, file_id: int, chunks: Iterable[tuple[int, str]]) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO chunks (file_id, chunk_index, etag) VALUES (?, ?, ?)",
+                [(file_id, index, etag) for index, etag in chunks],
+            )
+
+    def forget_session(self, file_id: int) -> None:
+        """Drop a multipart session and its chunks (expired, or the file changed)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
+            self._set(db, file_id, dict.fromkeys(_SESSION))
+
+    def requeue(
+        self, file_id: int, reason: str, *, at: float | None, attempts: int | None = None
+    ) -> FileRow:
+        """Back in the queue, to be tried at `at` (epoch seconds; None: at once)."""
+        values: dict[str, Any] = {"next_attempt_at": at}
+        if attempts is not None:
+            values["attempts"] = attempts
+        return self._move(file_id, FileState.QUEUED, reason, values)
+
+    def mark_uploaded(self, file_id: int, asset_id: str, asset_status: str) -> FileRow:
+        """The API holds an asset for this file: its id, in the transaction that says so."""
+        values: dict[str, Any] = {"asset_id": asset_id, "asset_status": asset_status}
+        values |= {"uploaded_at": self.clock(), "next_attempt_at": None}
+        with self.batch(durable=True):
+            row = self._move(file_id, FileState.UPLOADED, None, values, durable=True)
+            with self._transaction() as db:  # the ledger of what was sent, for the budgets
+                db.execute(
+                    "INSERT INTO sent (file_id, at, duration) VALUES (?, ?, ?)",
+                    (file_id, self.clock(), row.duration or 0.0),
+                )
+        return row
+
+    def withdraw(self, file_id: int, reason: str) -> FileRow:
+        """The asset just made of this file does not hold it (the file changed or vanished while
+        it was sent): back to the queue with fresh upload fields, so neither the poller nor a
+        later look-up ever takes that asset for the file."""
+        self.forget_session(file_id)
+        return self._move(
+            file_id, FileState.QUEUED, reason, _FRESH_UPLOAD, expect=FileState.UPLOADED
+        )
+
+    def hold_claimed(self, file_id: int, reason: str) -> FileRow:
+        """A claimed file waits after all (a media budget is used up); nothing was sent."""
+        return self._move(file_id, FileState.HELD, reason, {"next_attempt_at": None})
+
+    def release_held(self, reason_prefix: str) -> int:
+        """Files held for a reason starting with `reason_prefix` go back to the queue."""
+        rows = [
+            r for r in self.in_state(FileState.HELD) if (r.reason or "").startswith(reason_prefix)
+        ]
+        for row in rows:
+            self._move(row.id, FileState.QUEUED, "released: the budget allows it now", {})
+        return len(rows)
+
+    def media_minutes(self, since: float = 0.0, exclude: int | None = None) -> float:
+        """Minutes of media sent since `since` (epoch), from the ledger (a version sent twice
+        counts twice), and being sent now (but `exclude`)."""
+        rows = self._query(
+            "SELECT (SELECT COALESCE(SUM(duration), 0) FROM sent WHERE at >= ?) + "
+            "(SELECT COALESCE(SUM(duration), 0) FROM files WHERE state = ? AND id IS NOT ?)",
+            (since, FileState.UPLOADING, exclude),
+        )
+        return float(rows[0][0]) / 60.0
+
+    def skip(self, file_id: int, reason: str) -> FileRow:
+        """This file can never be uploaded as it is."""
+        return self._move(file_id, FileState.SKIPPED, reason, {})
+
+    def fail(self, file_id: int, reason: str, *, expect: FileState | None = None) -> FileRow:
+        """Refused by the API, or failed processing; with `expect`, only from that state."""
+        return self._move(file_id, FileState.FAILED, reason, {}, expect=expect)
+
+    def asset_status(self, file_id: int, old: str | None, new: str, detail: str | None) -> None:
+        with self._transaction() as db:
+            self._set(db, file_id, {"asset_status": new})
+            self._event(db, file_id, "asset", old, new, detail)
+
+    # ---- a rebuilt store: nothing is sent until the server's list is read --------------------
+    @property
+    def rebuilding(self) -> bool:
+        """True from a rebuild (a damaged store moved aside) until the server's asset list has
+        been read and recorded: until then no file is uploaded. Survives a restart."""
+        if self._rebuilding is not False:
+            self._rebuilding = bool(self._query("SELECT 1 FROM flags WHERE name = 'rebuild'"))
+        return self._rebuilding
+
+    def listed_remote(self, assets: Mapping[str, tuple[str, str]]) -> int:
+        """The server's assets sent by tlwatch are read (sha256 -> (asset id, status)): kept for
+        the intake to adopt, the queued files with that content adopted now, and the rebuild
+        is over, in one transaction. Return how many queued files were adopted."""
+        now = self.clock()
+        with self._transaction(durable=True) as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO remote_assets (sha256, asset_id, status) VALUES (?, ?, ?)",
+                [(sha, asset_id, status) for sha, (asset_id, status) in assets.items()],
+            )
+            queued = db.execute(
+                f"SELECT {_COLUMNS} FROM files WHERE state = ?", (FileState.QUEUED,)
+            ).fetchall()
+            adopted = 0
+            for row in map(_row, queued):
+                found = assets.get(row.sha256 or "")
+                if found is not None:
+                    values = {"asset_id": found[0], "asset_status": found[1], "uploaded_at": now}
+                    reason = f"found on the server as asset {found[0]}"
+                    self._change(db, row, FileState.UPLOADED, values, reason, version=True)
+                    adopted += 1
+            db.execute("DELETE FROM flags WHERE name = 'rebuild'")
+        self._rebuilding = False
+        return adopted
+
+    def remote_asset(self, sha256: str) -> tuple[str, str] | None:
+        """The (asset id, status) the server held for this content when a rebuild read its list."""
+        rows = self._query("SELECT asset_id, status FROM remote_assets WHERE sha256 = ?", (sha256,))
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def _file_in(self, db: Connection, file_id: int) -> FileRow:
+        found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
+        if found is None:
+            raise StoreError(f"no file #{file_id} in the store")
+        return _row(found)
+
+    # ---- the two primitives every write above goes through ----------------------------------
+    def _record(
+        self,
+        path: bytes,
+        root: bytes,
+        signature: Signature,
+        state: FileState,
+        reason: str | None,
+        values: dict[str, Any],
+        *,
+        durable: bool = False,
+    ) -> FileRow:
+        """Insert the file, or move its row to `state` with `values` (a new version of it)."""
+        now = self.clock()
+        with self._transaction(durable=durable) as db:
+            found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE path = ?", (path,)).fetchone()
+            if found is None:
+                _check_legal(None, state, VERSIONS)
+                cursor = db.execute(
+                    "INSERT INTO files (root, path, dir, size, mtime_ns, inode, state, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        root,
+                        path,
+                        os.path.dirname(path),
+                        *_signature(signature).values(),
+                        state,
+                        now,
+                        now,
+                    ),
+                )
+                file_id = int(cursor.lastrowid or 0)
+                self._set(db, file_id, {"reason": reason, **values})
+                self._event(db, file_id, "state", None, state, reason)
+                name = relative_to(path, root)
+                asset = values.get("asset_id")
+                self._said.append(StateChanged(root, None, state, reason, name, asset))
+            else:
+                fresh = {"root": root, **_signature(signature), **values}
+                self._change(db, _row(found), state, fresh, reason, version=True)
+                file_id = found[0]
+        return self.get(file_id)
+
+    def _move(
+        self,
+        file_id: int,
+        state: FileState,
+        reason: str | None,
+        values: dict[str, Any],
+        *,
+        expect: FileState | None = None,
+        durable: bool = False,
+    ) -> FileRow:
+        """Move a file to `state`, setting `values`; logged and kept as an event. With `expect`,
+        only if the file is still in that state (another thread may have moved it on)."""
+        with self._transaction(durable=durable) as db:
+            found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
+            if found is None:
+                raise StoreError(f"no file #{file_id} in the store")
+            if expect is None or _row(found).state == expect:
+                self._change(db, _row(found), state, values, reason)
+        return self.get(file_id)
+
+    def _change(
+        self,
+        db: Connection,
+        row: FileRow,
+        state: FileState,
+        values: dict[str, Any],
+        reason: str | None,
+        *,
+        version: bool = False,
+    ) -> None:
+        """`version`: a new version of the file, as the intake judged it (or an adoption),
+        not a step of its journey."""
+        _check_legal(row.state, state, VERSIONS if version else JOURNEY)
+        self._set(db, row.id, {"state": state, "reason": reason, **values})
+        if state != row.state:
+            self._event(db, row.id, "state", row.state, state, reason)
+            asset = values.get("asset_id", row.asset_id)
+            self._said.append(StateChanged(row.root, row.state, state, reason, row.name, asset))
+
+    def _set(self, db: Connection, file_id: int, values: dict[str, Any]) -> None:
+        values = {**values, "updated_at": self.clock()}
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        db.execute(f"UPDATE files SET {assignments} WHERE id = ?", (*values.values(), file_id))
+
+    def _event(
+        self,
+        db: Connection,
+        file_id: int,
+        kind: str,
+        old: str | None,
+        new: str,
+        detail: str | None,
+    ) -> None:
+        db.execute(
+            "INSERT INTO events (file_id, at, kind, old, new, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (file_id, self.clock(), kind, old, new, detail),
+        )
+
+
+# A new version of a file (what the intake decides) may replace any state but `uploading`,
+# whose upload in flight notices the change itself. The rest are the journey's own steps.
+_NEW_VERSION = (
+    FileState.QUEUED,
+    FileState.IGNORED,
+    FileState.DUPLICATE,
+    FileState.UPLOADED,
+    FileState.HELD,
+    FileState.FAILED,  # its content could not be read
+)
+_Moves = frozenset[tuple[FileState | None, FileState]]
+VERSIONS: _Moves = frozenset(
+    (old, new) for old in (None, *FileState) if old != FileState.UPLOADING for new in _NEW_VERSION
+)
+JOURNEY: _Moves = frozenset(
+    {
+        (FileState.QUEUED, FileState.UPLOADING),
+        (FileState.UPLOADING, FileState.QUEUED),
+        (FileState.UPLOADING, FileState.UPLOADED),
+        (FileState.UPLOADED, FileState.QUEUED),  # withdrawn: it changed while it was sent
+        (FileState.UPLOADING, FileState.FAILED),
+        (FileState.UPLOADING, FileState.SKIPPED),
+        (FileState.QUEUED, FileState.SKIPPED),  # gone while its upload was being recorded
+        (FileState.QUEUED, FileState.QUEUED),  # withdrawn, then to wait for its folder
+        (FileState.UPLOADED, FileState.READY),
+        (FileState.UPLOADED, FileState.FAILED),
+        (FileState.FAILED, FileState.QUEUED),
+        (FileState.SKIPPED, FileState.QUEUED),
+        (FileState.UPLOADING, FileState.HELD),
+        (FileState.HELD, FileState.QUEUED),
+    }
+)
+LEGAL: _Moves = VERSIONS | JOURNEY
+
+
+def _check_legal(
+    old: FileState | None, new: FileState, table: frozenset[tuple[FileState | None, FileState]]
+) -> None:
+    if (old, new) not in table:
+        raise StoreError(f"illegal transition {old or 'new'} → {new}")
+
+
+_SESSION = ("upload_id", "chunk_size", "total_chunks")
+_FRESH_UPLOAD: dict[str, Any] = {
+    "asset_id": None,
+    "asset_status": None,
+    "upload_token": None,
+    "attempts": 0,
+    "next_attempt_at": None,
+    "uploaded_at": None,
+    **dict.fromkeys(_SESSION),
+}
+
+
+def _json(metadata: Mapping[str, Any]) -> str:
+    return json.dumps(dict(metadata), sort_keys=True, ensure_ascii=False)
+
+
+def _media(media: Media) -> dict[str, Any]:
+    return {
+        "mime": media.mime,
+        "kind": media.kind,
+        "sha256": media.sha256,
+        "duration": media.duration,
+    }
+
+
+def _signature(signature: Signature) -> dict[str, int]:
+    return {"size": signature.size, "mtime_ns": signature.mtime_ns, "inode": signature.inode}

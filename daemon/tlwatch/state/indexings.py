@@ -1,0 +1,191 @@
+"""Indexings: one row per (asset, index), indexed exactly once; the move or delete a folder owes
+once its file is indexed is wanted in the transaction that says so. Legal moves in `INDEX_LEGAL`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from tlwatch.errors import StoreError
+from tlwatch.models import ChoreKind, FileState, IndexState
+from tlwatch.state.chores import Chores
+from tlwatch.state.engine import Connection
+
+
+@dataclass(frozen=True)
+class IndexingRow:
+    """The indexing of one asset into one index (exactly once per pair)."""
+
+    asset_id: str
+    index_id: str
+    file_id: int | None
+    state: IndexState
+    indexed_asset_id: str | None
+    status: str | None
+    reason: str | None
+    attempts: int
+    next_attempt_at: float | None
+    created_at: float
+    updated_at: float
+    sent_at: float | None
+
+
+_INDEXING_COLUMNS = ", ".join(f.name for f in fields(IndexingRow))
+
+
+def _indexing(values: tuple[Any, ...]) -> IndexingRow:
+    row = IndexingRow(*values)
+    return IndexingRow(**{**row.__dict__, "state": IndexState(row.state)})
+
+
+class Indexings(Chores):
+    """The indexings table."""
+
+    # ---- indexing ------------------------------------------------------------------------
+    def want_index(self, asset_id: str, index_id: str, file_id: int) -> bool:
+        """Index `asset_id` into `index_id` (for `file_id`), unless that pair is known: True
+        when it is new."""
+        now = self.clock()
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO indexings (asset_id, index_id, file_id, state, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (asset_id, index_id, file_id, IndexState.QUEUED, now, now),
+            )
+            return cursor.rowcount == 1
+
+    def indexing_due(self) -> bool:
+        """Is a queued indexing due now? (One indexed read.)"""
+        rows = self._query(
+            "SELECT 1 FROM indexings WHERE state = ? AND COALESCE(next_attempt_at, 0) <= ? LIMIT 1",
+            (IndexState.QUEUED, self.clock()),
+        )
+        return bool(rows)
+
+    def claim_indexing(self) -> IndexingRow | None:
+        """Take the first queued indexing that is due: it becomes `sending`, attempts + 1.
+        Durable: this is the intent."""
+        with self._transaction(durable=True) as db:
+            found = db.execute(
+                f"SELECT {_INDEXING_COLUMNS} FROM indexings WHERE state = ? "
+                "AND COALESCE(next_attempt_at, 0) <= ? ORDER BY created_at LIMIT 1",
+                (IndexState.QUEUED, self.clock()),
+            ).fetchone()
+            if found is None:
+                return None
+            row = _indexing(found)
+            self._index_change(db, row, IndexState.SENDING, {"attempts": row.attempts + 1}, None)
+        return self.indexing(row.asset_id, row.index_id)
+
+    def indexing_sent(self, asset_id: str, index_id: str, indexed_asset_id: str) -> None:
+        """The index holds `indexed_asset_id` for it: durable at once, like an asset id."""
+        values = {"indexed_asset_id": indexed_asset_id, "sent_at": self.clock(), "status": None}
+        with self._transaction(durable=True) as db:
+            row = self._indexing_in(db, asset_id, index_id)
+            self._index_change(db, row, IndexState.INDEXING, values, None)
+
+    def indexing_status(
+        self,
+        asset_id: str,
+        index_id: str,
+        status: str,
+        reason: str | None,
+        after: ChoreKind | None = None,
+    ) -> bool:
+        """The indexed asset's status now; `ready` and `failed` end the indexing. `after`: the
+        move or delete owed once it is ready, wanted in the same transaction, only while the
+        file is still the version whose asset was indexed. True when that chore was wanted."""
+        state = {"ready": IndexState.READY, "failed": IndexState.FAILED}.get(status)
+        with self._transaction() as db:
+            row = self._indexing_in(db, asset_id, index_id)
+            values = {"status": status}
+            self._index_change(db, row, state or row.state, values, reason)
+            if state != IndexState.READY or after is None or row.file_id is None:
+                return False
+            file = self._file_in(db, row.file_id)
+            if file.state != FileState.READY or file.asset_id != asset_id:
+                return False  # a newer version of the file is on its way: it stays
+            self._want_chore(db, file, after)
+            return True
+
+    def requeue_indexing(
+        self, asset_id: str, index_id: str, reason: str, *, at: float, attempts: int | None = None
+    ) -> None:
+        values: dict[str, Any] = {"next_attempt_at": at}
+        if attempts is not None:
+            values["attempts"] = attempts
+        with self._transaction() as db:
+            row = self._indexing_in(db, asset_id, index_id)
+            self._index_change(db, row, IndexState.QUEUED, values, reason)
+
+    def fail_indexing(self, asset_id: str, index_id: str, reason: str) -> None:
+        with self._transaction() as db:
+            row = self._indexing_in(db, asset_id, index_id)
+            self._index_change(db, row, IndexState.FAILED, {}, reason)
+
+    def indexing(self, asset_id: str, index_id: str) -> IndexingRow:
+        with self._lock:
+            return self._indexing_in(self._db, asset_id, index_id)
+
+    def indexings(self, *states: IndexState) -> list[IndexingRow]:
+        marks = ", ".join("?" * len(states))
+        rows = self._query(
+            f"SELECT {_INDEXING_COLUMNS} FROM indexings WHERE state IN ({marks}) "
+            "ORDER BY created_at",
+            states,
+        )
+        return [_indexing(r) for r in rows]
+
+    def indexings_of(self, asset_id: str) -> list[IndexingRow]:
+        rows = self._query(
+            f"SELECT {_INDEXING_COLUMNS} FROM indexings WHERE asset_id = ? ORDER BY created_at",
+            (asset_id,),
+        )
+        return [_indexing(r) for r in rows]
+
+    def all_indexings(self) -> list[IndexingRow]:
+        rows = self._query(f"SELECT {_INDEXING_COLUMNS} FROM indexings ORDER BY created_at")
+        return [_indexing(r) for r in rows]
+
+    def _indexing_in(self, db: Connection, asset_id: str, index_id: str) -> IndexingRow:
+        found = db.execute(
+            f"SELECT {_INDEXING_COLUMNS} FROM indexings WHERE asset_id = ? AND index_id = ?",
+            (asset_id, index_id),
+        ).fetchone()
+        if found is None:
+            raise StoreError(f"no indexing of asset {asset_id} into index {index_id}")
+        return _indexing(found)
+
+    def _index_change(
+        self,
+        db: Connection,
+        row: IndexingRow,
+        state: IndexState,
+        values: dict[str, Any],
+        reason: str | None,
+    ) -> None:
+        if (row.state, state) not in INDEX_LEGAL:
+            raise StoreError(f"illegal indexing transition {row.state} → {state}")
+        values = {**values, "state": state, "reason": reason, "updated_at": self.clock()}
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        db.execute(
+            f"UPDATE indexings SET {assignments} WHERE asset_id = ? AND index_id = ?",
+            (*values.values(), row.asset_id, row.index_id),
+        )
+        if row.file_id is not None and state != row.state:
+            detail = f"index {row.index_id}" + (f": {reason}" if reason else "")
+            self._event(db, row.file_id, "index", row.state, state, detail)
+
+
+INDEX_LEGAL = frozenset(
+    {
+        (IndexState.QUEUED, IndexState.SENDING),
+        (IndexState.SENDING, IndexState.QUEUED),
+        (IndexState.SENDING, IndexState.INDEXING),
+        (IndexState.SENDING, IndexState.FAILED),
+        (IndexState.INDEXING, IndexState.INDEXING),
+        (IndexState.INDEXING, IndexState.READY),
+        (IndexState.INDEXING, IndexState.FAILED),
+        (IndexState.FAILED, IndexState.QUEUED),
+    }
+)

@@ -1,0 +1,133 @@
+"""The store's schema: numbered migrations, applied in order (`PRAGMA user_version` counts them)."""
+
+from __future__ import annotations
+
+MIGRATIONS = [
+    """
+    CREATE TABLE files (
+        id INTEGER PRIMARY KEY,
+        root BLOB NOT NULL,
+        path BLOB NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        sha256 TEXT,
+        mime TEXT,
+        kind TEXT,
+        state TEXT NOT NULL,
+        reason TEXT,
+        asset_id TEXT,
+        asset_status TEXT,
+        duplicate_of INTEGER REFERENCES files(id) ON DELETE SET NULL,
+        upload_token TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        upload_id TEXT,
+        chunk_size INTEGER,
+        total_chunks INTEGER,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        uploaded_at REAL
+    );
+    CREATE INDEX files_state ON files(state, next_attempt_at);
+    CREATE INDEX files_sha256 ON files(sha256);
+    CREATE INDEX files_asset ON files(asset_id);
+    CREATE TABLE chunks (
+        file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        chunk_index INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        PRIMARY KEY (file_id, chunk_index)
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        old TEXT,
+        new TEXT NOT NULL,
+        detail TEXT
+    );
+    CREATE INDEX events_file ON events(file_id, at);
+    """,
+    """
+    CREATE TABLE folders (
+        path BLOB PRIMARY KEY,
+        online INTEGER NOT NULL,
+        reason TEXT,
+        since REAL NOT NULL
+    );
+    """,
+    """
+    ALTER TABLE files ADD COLUMN dir BLOB;
+    UPDATE files SET dir = tlwatch_dirname(path);
+    CREATE INDEX files_dir ON files(dir);
+    """,
+    """
+    ALTER TABLE files ADD COLUMN metadata TEXT;
+    ALTER TABLE files ADD COLUMN metadata_pending TEXT;
+    CREATE TABLE indexings (
+        asset_id TEXT NOT NULL,
+        index_id TEXT NOT NULL,
+        file_id INTEGER REFERENCES files(id) ON DELETE SET NULL,
+        state TEXT NOT NULL,
+        indexed_asset_id TEXT,
+        status TEXT,
+        reason TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        sent_at REAL,
+        PRIMARY KEY (asset_id, index_id)
+    );
+    CREATE INDEX indexings_state ON indexings(state, next_attempt_at);
+    """,
+    """
+    ALTER TABLE files ADD COLUMN duration REAL;
+    """,
+    """
+    CREATE INDEX files_metadata_pending ON files(id) WHERE metadata_pending IS NOT NULL;
+    """,
+    """
+    CREATE TABLE sent (
+        file_id INTEGER REFERENCES files(id) ON DELETE SET NULL,
+        at REAL NOT NULL,
+        duration REAL NOT NULL
+    );
+    CREATE INDEX sent_at ON sent(at);
+    INSERT INTO sent (file_id, at, duration)
+        SELECT id, uploaded_at, COALESCE(duration, 0) FROM files WHERE uploaded_at IS NOT NULL;
+    CREATE TABLE chores (
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        asset_id TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        detail TEXT,
+        target BLOB,
+        reason TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX chores_state ON chores(state, next_attempt_at);
+    CREATE INDEX chores_file ON chores(file_id);
+    INSERT INTO chores (file_id, kind, state, asset_id, size, mtime_ns, inode, detail,
+                        created_at, updated_at)
+        SELECT id, 'metadata', 'queued', asset_id, size, mtime_ns, inode, metadata_pending,
+               updated_at, updated_at
+        FROM files WHERE metadata_pending IS NOT NULL AND asset_id IS NOT NULL;
+    DROP INDEX files_metadata_pending;
+    ALTER TABLE files DROP COLUMN metadata_pending;
+    CREATE TABLE remote_assets (
+        sha256 TEXT PRIMARY KEY,
+        asset_id TEXT NOT NULL,
+        status TEXT NOT NULL
+    );
+    CREATE TABLE flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
