@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/big_tree.py
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/bandwidth.py
+	$(BIN)/python bench/hash_while_uploading.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache daemon/*.egg-info

@@ -38,6 +38,12 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
+def until_idle(worker: Any, timeout: float = 10.0) -> None:
+    """Turn an `IntakeWorker` until every path it heard of is recorded (reads run in its pool:
+    a read that finishes wakes the next turn)."""
+    wait_for(lambda: (worker.turn(), worker.idle())[1], timeout=timeout, interval=0)
+
+
 @dataclass
 class Sandbox:
     """A running sandbox and its admin view, over real HTTP."""

@@ -274,3 +274,18 @@ def test_six_due_indexed_assets_are_checked_with_one_list_request(
     counts = sandbox.requests()
     assert counts.get("indexed_list") == {"200": 1}  # one page holds the six
     assert "indexed_retrieve" not in counts  # not one request per indexed asset
+
+
+def test_status_says_why_an_indexing_waits_after_a_lost_answer(daemon: Daemon) -> None:
+    configure(daemon)
+    daemon.sandbox.fault(endpoint="indexed_create", drop="after")  # indexed, answer lost
+    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "clip.mp4")
+    daemon.start()
+    wait_for(lambda: "indexing waits" in daemon.command("status").stdout, timeout=30)
+    found = json.loads(daemon.command("status", "--json", check=True).stdout)
+    [waiting] = found["indexing_waits"]
+    assert waiting["file"] == "'clip.mp4'" and waiting["index_id"] == INDEX
+    assert "looking in the index for it once that request would have ended" in waiting["reason"]
+    wait_for(lambda: list(indexings(daemon).values()) == ["ready"], timeout=40)
+    assert len(daemon.sandbox.indexed()) == 1  # adopted, not indexed twice
+    assert daemon.stop() == 0

@@ -17,7 +17,7 @@ from tlwatch.intake import Intake, IntakeWorker, Stopped, sha256_of
 from tlwatch.models import FileState, Signature
 from tlwatch.state import Store
 
-from conftest import FIXTURES, make_config, sha256_file
+from conftest import FIXTURES, make_config, sha256_file, until_idle
 
 
 def test_intake_records_media_ignores_the_rest_and_finds_duplicates(tmp_path: Path) -> None:
@@ -105,12 +105,10 @@ def test_the_intake_thread_settles_then_records_and_a_scan_finds_the_rest(tmp_pa
         try:
             run.look_at(os.fsencode(tmp_path / "w" / "named.mp4"))
             run.look_at(os.fsencode(tmp_path / "w" / ".hidden.mp4"))
-            worker.turn()
-            worker.turn()
-            assert worker.idle()
+            until_idle(worker)
             assert [os.path.basename(r.path) for r in store.all()] == [b"named.mp4"]
             run.rescan()
-            worker.turn()
+            until_idle(worker)
             states = {os.path.basename(r.path): r.state for r in store.all()}
         finally:
             worker.close()

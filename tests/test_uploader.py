@@ -19,7 +19,7 @@ from tlwatch.sandbox import DEMO_API_KEY
 from tlwatch.state import FileRow, Store
 from tlwatch.uploader import Uploader, size_verdict
 
-from conftest import FIXTURES, Sandbox, make_config, sha256_file
+from conftest import FIXTURES, Sandbox, make_config, sha256_file, until_idle
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_a_changed_file_is_committed_as_queued_before_the_intake_hears_of_it(
     # The intake takes the named path at once and queues the new version: no wait for a rescan.
     intake = IntakeWorker(Intake(store, lambda: config), run)
     try:
-        intake.turn()
+        until_idle(intake)
     finally:
         intake.close()
     again = store.by_path(os.fsencode(clip))

@@ -120,11 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     retry = add(
         "retry",
         _retry,
-        "put failed or skipped files back in the queue",
-        "The running daemon picks them up within seconds.",
+        "put failed or skipped files back in the queue, with their failed indexings and chores",
+        "The running daemon picks them up within seconds. A file whose content could not be "
+        "read is read again at the next scan.",
     )
     retry.add_argument("paths", nargs="*", type=os.fsencode, metavar="PATH")
-    retry.add_argument("--failed", action="store_true", help="every failed file")
+    retry.add_argument(
+        "--failed",
+        action="store_true",
+        help="every file with something failed: its upload, an indexing, a move or delete",
+    )
     index = add(
         "index",
         _index,

@@ -12,8 +12,9 @@ import os
 import queue
 import stat
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from tlwatch.config import Config
@@ -96,17 +97,21 @@ class Intake:
         """`take` for several settled files: their content is read in the pool (libmagic and
         SHA-256 run outside the GIL), never inside a transaction; the files read by then are
         recorded together in one commit, and the threads that care are told after it."""
-        steps = [self._claim(path, signature, force) for path, signature in files]
+        steps = [self.claim(path, signature, force=force) for path, signature in files]
         todo = [step for step in steps if isinstance(step, _Claim)]
         done: dict[int, FileRow | None] = {}
         for group in self._reads(todo):
-            with self.store.batch():
-                for claim, read in group:
-                    done[id(claim)] = self._record(claim, read)
-            told, self._tell = self._tell, set()
-            for tell in told:
-                tell()
+            done |= {id(c): row for (c, _), row in zip(group, self.record(group), strict=True)}
         return [done.get(id(step)) if isinstance(step, _Claim) else step for step in steps]
+
+    def record(self, reads: list[tuple[_Claim, _Read]]) -> list[FileRow | None]:
+        """Record what these files are, in one commit; then tell the threads that care."""
+        with self.store.batch():
+            rows = [self._record(claim, read) for claim, read in reads]
+        told, self._tell = self._tell, set()
+        for tell in told:
+            tell()
+        return rows
 
     def _reads(self, todo: list[_Claim]) -> Iterator[list[tuple[_Claim, _Read]]]:
         """The files' reads, as they finish: each group is what is read by then (a 10 GB file
@@ -130,7 +135,9 @@ class Intake:
                     future.cancel()
                 return
 
-    def _claim(self, path: bytes, signature: Signature, force: bool) -> _Claim | FileRow | None:
+    def claim(
+        self, path: bytes, signature: Signature, *, force: bool = False
+    ) -> _Claim | FileRow | None:
         """What reading the file is for (its folder, the kinds wanted, its row): or, instead,
         None when it is not ours, or its row when nothing changed."""
         watch = self.config().watch_for(path)
@@ -303,7 +310,9 @@ def _signature(path: bytes) -> tuple[int, int, int] | None:
 
 class IntakeWorker:
     """The intake thread: takes paths from the inbox (or a rescan), holds each until it settles,
-    then hands it to the `Intake`. One turn per inbox item or settle deadline."""
+    then has it read in the pool and records what it is. One turn per inbox item, settle deadline
+    or read finished: a read in flight never holds the thread (a 10 GB clip being hashed keeps no
+    small file waiting, and the files read meanwhile are recorded together)."""
 
     def __init__(
         self,
@@ -314,7 +323,9 @@ class IntakeWorker:
     ) -> None:
         self.intake, self.run = intake, run
         self.settler = settler or Settler(regular_signature, time.monotonic)
-        self.settling = 0  # files waiting to settle, for the status line
+        self.settling = 0  # files settling, waiting to be read or being read, for the status line
+        self._ripe: deque[tuple[bytes, Signature]] = deque()  # settled, not yet being read
+        self._reading: dict[Future[_Read | None], _Claim] = {}
         if intake.pool is None:
             intake.pool = ThreadPoolExecutor(READERS, thread_name_prefix="intake-read")
             self._own_pool: Executor | None = intake.pool
@@ -322,12 +333,13 @@ class IntakeWorker:
             self._own_pool = None
 
     def close(self) -> None:
-        """End the readers' threads (the runner calls this once the intake thread is done)."""
+        """End the readers' threads (the runner calls this once the intake thread is done); a
+        hash in progress gives up (see `Stopped`)."""
         if self._own_pool is not None:
             self._own_pool.shutdown(wait=True, cancel_futures=True)
 
     def idle(self) -> bool:
-        """Nothing in the inbox, nothing settling: every file seen so far is recorded."""
+        """Nothing in the inbox, settling or being read: every file seen so far is recorded."""
         return self.run.inbox.unfinished_tasks == 0 and self.settling == 0
 
     def turn(self) -> None:
@@ -347,20 +359,52 @@ class IntakeWorker:
         finally:
             if item is not None:
                 self.run.inbox.task_done()
-            self.settling = len(self.settler)
+            self._count()
+
+    def _count(self) -> None:
+        self.settling = len(self.settler) + len(self._ripe) + len(self._reading)
 
     def _take_ripe(self) -> None:
-        """Record the files that have settled, a chunk at a time; a settled sidecar tells its
-        media file."""
-        ripe = self.settler.ripe()
-        for start in range(0, len(ripe), CHUNK):
-            chunk = ripe[start : start + CHUNK]
-            self.intake.take_many(chunk)
-            for path, _ in chunk:
-                media = media_of(path)
-                if media is not None:
-                    self.intake.sidecar_changed(media)
-            self.run.beats.beat()
+        """Record the reads that have finished, then start reading the files that have settled
+        (up to `CHUNK` at a time); a settled sidecar tells its media file."""
+        for path, signature in self.settler.ripe():
+            self._ripe.append((path, signature))
+            media = media_of(path)
+            if media is not None:
+                self.intake.sidecar_changed(media)
+        self._record_reads()
+        self._start_reads()
+        self.run.beats.beat()
+
+    def _record_reads(self) -> None:
+        done = [future for future in self._reading if future.done()]
+        reads = [(self._reading.pop(f), f.result()) for f in done if not f.cancelled()]
+        finished = [(claim, read) for claim, read in reads if read is not None]
+        if finished:
+            self.intake.record(finished)
+
+    def _start_reads(self) -> None:
+        reading = {claim.path for claim in self._reading.values()}
+        assert self.intake.pool is not None
+        while self._ripe and len(self._reading) < CHUNK and not self.run.stop.is_set():
+            path, signature = self._ripe.popleft()
+            if path in reading:  # changed while it is read: looked at again once it settles
+                watch = self.intake.config().watch_for(path)
+                self.settler.add(path, watch.settle_seconds if watch else 0.0)
+                continue
+            step = self.intake.claim(path, signature)
+            if isinstance(step, _Claim):
+                future = self.intake.pool.submit(_read, step)
+                self._reading[future] = step
+                reading.add(path)
+                future.add_done_callback(lambda _: self.run.inbox.put(WAKE))
+
+    def _drain(self, below: int) -> None:
+        """Wait for reads to finish (recording them) until fewer than `below` files wait: a scan
+        of a huge tree keeps what it holds in memory bounded."""
+        while len(self._ripe) + len(self._reading) >= below and not self.run.stop.is_set():
+            wait(list(self._reading), timeout=1.0, return_when=FIRST_COMPLETED)
+            self._take_ripe()
 
     def _name(self, item: bytes) -> None:
         if item == SCAN:
@@ -386,9 +430,10 @@ class IntakeWorker:
                 self.run.beats.beat()  # a big tree on a slow share is work, not a hang
                 if len(self.settler) >= SCAN_BATCH:
                     self._take_ripe()  # what has settled already need not wait for the walk
+                    self._drain(below=SCAN_BATCH)
                 if self.run.stop.is_set():
                     return
-        self.settling = len(self.settler)
+        self._count()
         log.info(
             "scanned %d file(s) in %.1f s: %d new or changed",
             seen,
