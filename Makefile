@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: test check lint demo sandbox bench clean setup
+.PHONY: test test-unit check lint demo sandbox bench clean setup
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ check: $(STAMP)
 
 test: check
 	$(BIN)/python -m pytest
+
+# The fast tier: no server, no subprocess (a few seconds); `make test` runs every tier.
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
 
 demo: $(STAMP)
 	$(BIN)/python -m tlwatch.demo

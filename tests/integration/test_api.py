@@ -13,7 +13,7 @@ from tlwatch.api import Asset, Client, CompletedChunk, api_filename
 from tlwatch.errors import AuthError, Conflict, NotFound, RequestRejected
 from tlwatch.sandbox import DEMO_API_KEY
 
-from conftest import Sandbox, wait_for
+from conftest import FIXTURES, Sandbox, wait_for
 
 
 def sha256(path: Path | bytes) -> str:
@@ -45,7 +45,7 @@ def test_direct_upload_stores_the_exact_bytes_and_metadata(
 
 
 def test_real_media_gets_its_type_and_duration(client: Client, tmp_path: Path) -> None:
-    asset = client.create_direct(Path(__file__).parent / "fixtures" / "clip.mp4")
+    asset = client.create_direct(FIXTURES / "clip.mp4")
     ready = wait_for(lambda: (a := client.retrieve(asset.id)).final and a)
     assert ready.status == "ready"
     assert ready.file_type == "video/mp4"

@@ -24,7 +24,7 @@ from tlwatch.config import (
 )
 from tlwatch.errors import ConfigError
 
-TOP = Path(__file__).parents[1]
+TOP = Path(__file__).parents[2]
 
 
 def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import ast
 import re
 from pathlib import Path
 
-PACKAGE = Path(__file__).parents[1] / "daemon" / "tlwatch"
+PACKAGE = Path(__file__).parents[2] / "daemon" / "tlwatch"
 
 # A third-party import lives in its one adapter.
 OWNERS = {

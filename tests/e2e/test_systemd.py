@@ -15,7 +15,7 @@ import pytest
 
 from conftest import FIXTURES, Daemon, NotifySocket, clean_env, wait_for
 
-SERVICE = Path(__file__).parents[1] / "service"
+SERVICE = Path(__file__).parents[2] / "service"
 
 
 @pytest.fixture(params=["path", "abstract"])
