@@ -1,15 +1,18 @@
 """Many small files: `tlwatch scan` against `xargs -P N curl -F`, side by side, to one sandbox.
 
-Target (issue 8): 2,000 images of 200 KB go up >= 1.2x as fast as `ls | xargs -P 2 curl -F` (the
-same two connections at a time); `-P 8` is reported too. Each run gets a fresh sandbox storing in
-RAM; the sandbox's own CPU time is shown, to tell when it, not the client, is the limit.
-Usage: python bench/small_files.py [--files N] [--size BYTES]
+Target (issues 8, 16): 2,000 images of 200 KB go up >= 1.2x as fast as `ls | xargs -P 2 curl -F`
+(the same two connections at a time), with tlwatch's CPU <= 3 ms per file; `-P 8` is reported too.
+Each run gets a fresh sandbox storing in RAM; the client's CPU (its process and children) and the
+sandbox's are shown per file, so a result can be judged on a loaded machine. Each figure is the
+best of `--rounds` runs.
+Usage: python bench/small_files.py [--files N] [--size BYTES] [--rounds R]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -60,22 +63,29 @@ def tlwatch_scan(folder: Path, url: str, scratch: Path) -> None:
     )
 
 
-def timed(run: str, folder: Path, ram: Path, scratch: Path) -> tuple[float, float]:
-    """Wall seconds for one run, and the sandbox's CPU seconds meanwhile."""
+def children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def timed(run: str, folder: Path, ram: Path, scratch: Path) -> tuple[float, float, float]:
+    """Wall seconds for one run, the client's CPU seconds, and the sandbox's meanwhile."""
     data = Path(tempfile.mkdtemp(prefix="sandbox-", dir=ram))
     with sandbox(data, "--processing-seconds", "0.5") as (url, pid):
-        before, start = cpu_seconds(pid), time.perf_counter()
+        before, client, start = cpu_seconds(pid), children_cpu(), time.perf_counter()
         if run == "tlwatch":
             tlwatch_scan(folder, url, Path(tempfile.mkdtemp(dir=scratch)))
         else:
             curl_all(folder, url, int(run.rsplit(maxsplit=1)[-1]))
-        return time.perf_counter() - start, cpu_seconds(pid) - before
+        wall = time.perf_counter() - start
+        return wall, children_cpu() - client, cpu_seconds(pid) - before
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--size", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     ram = Path("/dev/shm") if Path("/dev/shm").is_dir() else None  # noqa: S108
     with (
@@ -84,17 +94,28 @@ def main() -> int:
     ):
         folder = Path(scratch) / "images"
         make_images(folder, args.files, args.size)
-        results = {}
-        for run in ("curl -P 2", "tlwatch", "curl -P 8"):
-            results[run] = timed(run, folder, Path(data), Path(scratch))
-    print(f"{args.files} images of {args.size // 1000} KB to a sandbox storing in RAM:")
-    for run, (seconds, cpu) in results.items():
-        rate = args.files / seconds
-        print(f"  {run:<10}{seconds:7.1f} s  {rate:6.0f} files/s  (sandbox CPU {cpu:5.1f} s)")
+        results: dict[str, tuple[float, float, float]] = {}
+        for _ in range(args.rounds):  # taking turns, so a busy moment hits each run alike
+            for run in ("curl -P 2", "tlwatch", "curl -P 8"):
+                got = timed(run, folder, Path(data), Path(scratch))
+                best = results.get(run, got)
+                results[run] = (min(best[0], got[0]), min(best[1], got[1]), min(best[2], got[2]))
+    per_file = 1000 / args.files
+    print(
+        f"{args.files} images of {args.size // 1000} KB to a sandbox storing in RAM, best of"
+        f" {args.rounds}:"
+    )
+    for run, (seconds, client, server) in results.items():
+        print(
+            f"  {run:<10}{seconds:7.1f} s  {args.files / seconds:6.0f} files/s  client CPU"
+            f" {client * per_file:5.2f} ms/file, sandbox CPU {server * per_file:5.2f} ms/file"
+        )
     ratio = results["curl -P 2"][0] / results["tlwatch"][0]
+    cpu = results["tlwatch"][1] * per_file
     print(f"  tlwatch / xargs -P 2 curl: {ratio:.2f}x (target >= 1.2)")
     print(f"  tlwatch / xargs -P 8 curl: {results['curl -P 8'][0] / results['tlwatch'][0]:.2f}x")
-    return 0 if ratio >= 1.2 else 1
+    print(f"  tlwatch CPU: {cpu:.2f} ms per file (target <= 3)")
+    return 0 if ratio >= 1.2 and cpu <= 3.0 else 1
 
 
 if __name__ == "__main__":

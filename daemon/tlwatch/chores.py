@@ -16,6 +16,8 @@ through a hidden temporary name; the source is removed only once the target hold
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -27,12 +29,21 @@ from tlwatch.api import Client
 from tlwatch.config import Config, WatchConfig
 from tlwatch.control import PAUSE_KEY, RunState
 from tlwatch.errors import ApiError, AuthError, TransientError
-from tlwatch.models import ChoreKind, FileState, Signature, regular_signature, shown
+from tlwatch.models import (
+    ChoreKind,
+    ChoreState,
+    FileState,
+    IndexState,
+    Signature,
+    regular_signature,
+    shown,
+)
 from tlwatch.state import ChoreRow, FileRow, Store
 
 log = logging.getLogger(__name__)
 
 IDLE_WAIT = 15.0  # the longest between two looks at the store (`tlwatch retry` from outside)
+METADATA_WAIT = 10.0  # a metadata update looks again this often while its upload is in flight
 LOCAL_ATTEMPTS = 8  # a move or delete that keeps failing on the disk ends failed after these
 NAME_MAX = 255
 LOCAL = (ChoreKind.MOVE, ChoreKind.DELETE)
@@ -71,6 +82,8 @@ class Chores:
         """Check the chore's guard, act, and record the outcome."""
         file = self.store.get(chore.file_id)
         if chore.kind == ChoreKind.MOVE and self._finish_move(chore, file):
+            return
+        if chore.kind == ChoreKind.METADATA and self._not_yet(chore, file):
             return
         why = stale(chore, file)
         if why is not None:
@@ -119,7 +132,11 @@ class Chores:
         target = chore.target
         if target is None or not same_version(regular_signature(target), chore.signature):
             return False
-        if regular_signature(file.path) == chore.signature:
+        source_there = regular_signature(file.path) == chore.signature
+        linked = source_there and os.path.samefile(file.path, target)
+        if not linked and (file.sha256 is None or sha256_of(target) != file.sha256):
+            return False  # not (all of) this file's content: left alone, looked at anew
+        if source_there:
             os.unlink(file.path)
         watch = self.config().watch_for(file.path)
         folder = os.fsencode(watch.move_to) if watch and watch.move_to else os.path.dirname(target)
@@ -137,7 +154,11 @@ class Chores:
         directory, base = os.path.split(wanted)
         stem, extension = os.path.splitext(base)
         number = 1
-        while os.path.lexists(wanted) or self.store.by_path(wanted) is not None:
+        while (
+            os.path.lexists(wanted)
+            or self.store.by_path(wanted) is not None
+            or self.store.target_taken(wanted)
+        ):
             number += 1
             suffix = b" (%d)" % number
             wanted = os.path.join(
@@ -146,6 +167,33 @@ class Chores:
         return wanted
 
     # ---- metadata ------------------------------------------------------------------------------
+    def _not_yet(self, chore: ChoreRow, file: FileRow) -> bool:
+        """A metadata update that must wait (its upload, or an indexing request, is in flight:
+        what they carry is not known yet) or is superseded by a newer one. True if so."""
+        newer = [
+            other
+            for other in self.store.chores_of(file.id)
+            if other.kind == ChoreKind.METADATA
+            and other.id > chore.id
+            and other.state != ChoreState.DROPPED
+        ]
+        if newer:
+            self.store.drop_chore(chore, "superseded by a newer update")
+            return True
+        sending = (IndexState.QUEUED, IndexState.SENDING)
+        if file.state == FileState.UPLOADING:
+            why = "waits for its upload to end"
+        elif any(
+            indexing.file_id == file.id and indexing.state in sending
+            for indexing in self.store.indexings_of(chore.asset_id)
+        ):
+            why = "waits for its indexing request to end"
+        else:
+            return False
+        attempts = max(chore.attempts - 1, 0)  # waiting is no failed attempt
+        self.store.requeue_chore(chore, why, at=self.clock() + METADATA_WAIT, attempts=attempts)
+        return True
+
     def _send_metadata(self, chore: ChoreRow, file: FileRow) -> None:
         """The asset and its indexed assets get the newer metadata (keys gone are cleared)."""
         wanted = json.loads(chore.detail or "{}")
@@ -222,14 +270,31 @@ def place(source: bytes, target: bytes) -> None:
 
 
 def _copy_in(source: bytes, target: bytes) -> None:
+    """Copy `source` to a hidden temporary name beside `target` (synced, mtime kept), then give
+    it the target's name without ever replacing a file there; the temporary never stays."""
     directory, base = os.path.split(target)
     partial = os.path.join(directory, b"." + base[: NAME_MAX - 20] + b".tlwatch-part")
-    with open(source, "rb") as reader, open(partial, "wb") as writer:
-        shutil.copyfileobj(reader, writer, 1 << 20)
-        writer.flush()
-        os.fsync(writer.fileno())
-    shutil.copystat(source, partial)
-    if os.path.lexists(target):  # taken meanwhile by someone else: never over it
-        os.unlink(partial)
-        raise FileExistsError(17, "the target name was taken meanwhile", os.fsdecode(target))
-    os.rename(partial, target)
+    try:
+        with open(source, "rb") as reader, open(partial, "wb") as writer:
+            shutil.copyfileobj(reader, writer, 1 << 20)
+            writer.flush()
+            os.fsync(writer.fileno())
+        shutil.copystat(source, partial)
+        try:
+            os.link(partial, target)  # atomic: refuses a name taken meanwhile
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links (FAT, exFAT): check, then rename
+            if os.path.lexists(target):
+                taken = os.fsdecode(target)
+                raise FileExistsError(17, "the name was taken meanwhile", taken) from None
+            os.rename(partial, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+
+
+def sha256_of(path: bytes) -> str:
+    """The SHA-256 of a file's content (to recognise a copy made before a crash)."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()

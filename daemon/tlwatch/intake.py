@@ -13,9 +13,10 @@ import queue
 import stat
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import Any
 
 from tlwatch.config import Config
 from tlwatch.control import PAUSE_STORE, SCAN, STORE_RETRY, WAKE, RunState
@@ -150,10 +151,14 @@ class Intake:
         row = self.store.by_path(path)
         if row is not None and (row.signature == signature or row.state == FileState.UPLOADING):
             return row  # unchanged (or its upload is in flight and will notice any change)
-        return _Claim(path, signature, root, kinds, row, self.progress)
+        templates = watch.user_metadata if watch is not None else {}
+        return _Claim(path, signature, root, kinds, templates, self.progress)
 
     def _record(self, claim: _Claim, read: _Read) -> FileRow | None:
         path, signature, root = claim.path, claim.signature, claim.root
+        row = self.store.by_path(path)  # now, in this transaction: not as it was before the read
+        if row is not None and row.state == FileState.UPLOADING:
+            return row  # claimed meanwhile: its upload notices any change itself
         if isinstance(read, _Failed):
             log.warning("%s: cannot read its content (%s)", shown(path), read.why)
             return self.store.unreadable(path, root, signature, f"cannot read it: {read.why}")
@@ -171,11 +176,12 @@ class Intake:
                 else f"{read.kind} files are not wanted in this folder"
             )
             return self.store.ignore(path, root, signature, read.mime, read.kind, reason)
-        return self._media(path, root, signature, claim.row, read)
+        return self._media(path, root, signature, row, read)
 
     def _media(
-        self, path: bytes, root: bytes, signature: Signature, row: FileRow | None, media: Media
+        self, path: bytes, root: bytes, signature: Signature, row: FileRow | None, read: _Media
     ) -> FileRow:
+        media = read.media
         if (
             row is not None
             and row.sha256 == media.sha256
@@ -183,10 +189,9 @@ class Intake:
         ):
             self.store.touch(row.id, signature)  # touched, not changed
             return row
-        try:
-            metadata = self._metadata(path, root, signature, media)
-        except SidecarError as error:
-            return self.store.hold(path, root, signature, media, f"{error}; fix it to go on")
+        metadata = read.metadata
+        if metadata is None:  # its sidecar is malformed
+            return self.store.hold(path, root, signature, media, f"{read.problem}; fix it to go on")
         twin = self.store.by_sha256(media.sha256, exclude=row.id if row else None)
         if twin is not None:
             duplicate = self.store.duplicate(path, root, signature, media, twin, metadata)
@@ -209,9 +214,7 @@ class Intake:
     ) -> dict[str, Value]:
         """The user metadata the file goes with: its folder's templates, its sidecar over them."""
         watch = self.config().watch_for(path)
-        templates = watch.user_metadata if watch is not None else {}
-        facts = Facts.of(path, root, media.kind, media.mime, signature.size, signature.mtime_ns)
-        return merged(templates, facts, path)
+        return metadata_of(path, root, signature, media, watch.user_metadata if watch else {})
 
     def _index_duplicate(self, duplicate: FileRow, twin: FileRow) -> None:
         """A copy in a folder with its own index: the twin's asset is indexed there too, once
@@ -264,8 +267,18 @@ class _Claim:
     signature: Signature
     root: bytes
     kinds: frozenset[Kind]
-    row: FileRow | None
+    templates: Mapping[str, Any]  # its folder's user_metadata templates
     progress: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class _Media:
+    """Media, sniffed and hashed, with the user metadata it goes with (its sidecar read too),
+    or None and the problem when the sidecar is malformed."""
+
+    media: Media
+    metadata: dict[str, Value] | None
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -276,8 +289,17 @@ class _Failed:
     why: str
 
 
-# Media (sniffed and hashed), not wanted, unreadable for now, failed; None: given up (stopping).
-_Read = Media | Sniffed | OSError | _Failed
+# Media, not wanted, unreadable for now, failed; None: given up (stopping).
+_Read = _Media | Sniffed | OSError | _Failed
+
+
+def metadata_of(
+    path: bytes, root: bytes, signature: Signature, media: Media, templates: Mapping[str, Any]
+) -> dict[str, Value]:
+    """The user metadata a file goes with: its folder's templates, its sidecar over them (may
+    raise SidecarError)."""
+    facts = Facts.of(path, root, media.kind, media.mime, signature.size, signature.mtime_ns)
+    return merged(templates, facts, path)
 
 
 def _read(claim: _Claim) -> _Read | None:
@@ -290,7 +312,12 @@ def _read(claim: _Claim) -> _Read | None:
         seconds = 0.0 if sniffed.kind == Kind.IMAGE else duration_seconds(claim.path)
         if seconds is None:
             log.info("%s: cannot read its duration; it counts as zero", shown(claim.path))
-        return Media(sniffed.mime, sniffed.kind, digest, seconds)
+        media = Media(sniffed.mime, sniffed.kind, digest, seconds)
+        try:  # the sidecar is read here too: nothing is read inside a transaction
+            metadata = metadata_of(claim.path, claim.root, claim.signature, media, claim.templates)
+        except SidecarError as error:
+            return _Media(media, None, str(error))
+        return _Media(media, metadata)
     except OSError as error:
         return error
     except Stopped:

@@ -44,6 +44,7 @@ class Poller:
         self.store, self.client, self.config, self.run = store, client, config, run
         self.clock = clock
         self._schedule: dict[int, tuple[float, float]] = {}  # file id -> (due, interval)
+        self._tell: list[Callable[[], None]] = []  # wake-ups and events owed after COMMIT
 
     def turn(self) -> None:
         """One turn of the poller thread: check what is due, then wait until the next one is
@@ -95,13 +96,26 @@ class Poller:
             except ApiError as error:
                 log.info("cannot check %d assets yet: %s", len(rows), error)
                 return True
-        for row in rows:
-            asset = found.get(str(row.asset_id))
-            if asset is not None:
-                self._record(row, asset)
-            elif not self._check(row):
-                return False
-        return True
+        listed = [(row, found[str(row.asset_id)]) for row in rows if str(row.asset_id) in found]
+        self._record_all(listed)
+        return all(self._check(row) for row in rows if str(row.asset_id) not in found)
+
+    def _record_all(self, answers: list[tuple[FileRow, Asset]]) -> None:
+        """Record what the API said of these assets in one commit, then tell what follows."""
+        try:
+            with self.store.batch():
+                for row, asset in answers:
+                    self._record(row, asset)
+        except Exception:
+            self._tell = []  # nothing was committed: nothing to tell
+            raise
+        self._tell_all()
+
+    def _tell_all(self) -> None:
+        """Tell what became ready, once it is committed."""
+        told, self._tell = self._tell, []
+        for tell in told:
+            tell()
 
     def _check(self, row: FileRow) -> bool:
         """Retrieve one asset and record what changed; False to stop this round (paused)."""
@@ -121,7 +135,7 @@ class Poller:
         except ApiError as error:
             log.warning("%s: checking asset %s: %s", row.shown, row.asset_id, error)
             return True
-        self._record(row, asset)
+        self._record_all([(row, asset)])
         return True
 
     def _record(self, row: FileRow, asset: Asset) -> None:
@@ -156,8 +170,9 @@ class Poller:
         after = after_upload(watch) if not index_id else None
         if not self.store.mark_ready(row.id, wanted, after):
             return  # the file changed meanwhile and is on its way again
-        self.run.publish(AssetReady(self.clock() - (row.uploaded_at or self.clock())))
+        took = self.clock() - (row.uploaded_at or self.clock())
+        self._tell.append(lambda: self.run.publish(AssetReady(took)))
         if wanted:
-            self.run.wake_indexer()
+            self._tell.append(self.run.wake_indexer)
         if after is not None:
-            self.run.wake_chores()
+            self._tell.append(self.run.wake_chores)

@@ -65,16 +65,20 @@ def size_verdict(kind: str | None, size: int) -> str | None:
     return None
 
 
-def remote_assets(client: Client) -> dict[str, tuple[str, str]]:
+def remote_assets(
+    client: Client, progress: Callable[[], None] = lambda: None
+) -> dict[str, tuple[str, str]]:
     """The server's assets sent by tlwatch, by content hash -> (asset id, status): what a
-    rebuilt store adopts. Raises ApiError when the list cannot be read."""
-    return {
-        str(a.user_metadata[SHA_KEY]): (a.id, a.status)
-        for a in client.list_assets()
-        if a.user_metadata
-        and a.user_metadata.get(SHA_KEY)
-        and (a.method != "multipart" or a.status == "ready")  # not an orphaned session
-    }
+    rebuilt store adopts. `progress` hears each asset (a long list is work, not a hang).
+    Raises ApiError when the list cannot be read."""
+    found = {}
+    for asset in client.list_assets():
+        progress()
+        metadata = asset.user_metadata or {}
+        orphan = asset.method == "multipart" and asset.status != "ready"  # a session cut off
+        if metadata.get(SHA_KEY) and not orphan:
+            found[str(metadata[SHA_KEY])] = (asset.id, asset.status)
+    return found
 
 
 class Uploader:
@@ -97,6 +101,7 @@ class Uploader:
         self._in_flight: set[int] = set()
         self._claiming = threading.Lock()
         self._next_listing = 0.0  # a rebuilt store: when to try the server's list again
+        self._listing = threading.Lock()  # one worker reads the list; the others wait
 
     def in_flight(self) -> frozenset[int]:
         """The files being uploaded right now (by any worker)."""
@@ -113,11 +118,11 @@ class Uploader:
         seen = self.run.work.seen()
         held = self.run.held()
         token = secrets.token_hex(16)
+        if self._rebuilding():
+            self.run.work.wait(seen, IDLE_WAIT)
+            return
         with self._claiming:
-            if self._rebuilding():
-                row, due = None, None
-            else:
-                row, due = self._claim(token, held)
+            row, due = self._claim(token, held)
         if row is None:
             self.run.work.wait(seen, self._idle_wait(held, due))
             return
@@ -153,10 +158,17 @@ class Uploader:
         recorded (what it holds is adopted, not sent again); a failed listing is retried."""
         if not self.store.rebuilding:
             return False
-        if self.clock() < self._next_listing:
+        if self.clock() < self._next_listing or not self._listing.acquire(blocking=False):
             return True
         try:
-            assets = remote_assets(self.client)
+            return self._read_list()
+        finally:
+            self._listing.release()
+
+    def _read_list(self) -> bool:
+        """Read the server's list and record it (adopting what it holds); False when done."""
+        try:
+            assets = remote_assets(self.client, self.run.beats.beat)
         except ApiError as error:
             self._next_listing = self.clock() + self.config().daemon.upload_backoff.delay(3)
             log.warning(
@@ -174,6 +186,7 @@ class Uploader:
         )
         if adopted:
             self.run.wake_poller()
+        self.run.wake_workers()  # the others wait no more
         return False
 
     def _over_budget(self, row: FileRow) -> bool:
@@ -282,21 +295,24 @@ class Uploader:
         verdict = size_verdict(row.kind, row.size)
         if verdict is not None:
             return self.store.skip(row.id, verdict)
-        if regular_signature(row.path) != row.signature:
+        if row.upload_token is None:
+            raise RuntimeError(f"{row.shown}: claimed without an upload token")
+        earlier = row.upload_token != fresh_token and not row.upload_id
+        now = regular_signature(row.path)
+        if now is None and earlier and not os.path.exists(row.path):
+            adopted = self._adopt_earlier(row)  # gone now, but an earlier attempt may have sent it
+            if adopted is not None:
+                return adopted
+        if now != row.signature:
             if not os.path.exists(row.path):
                 raise FileNotFoundError(row.path)
             raise SourceChanged("changed since it was queued; waiting for it to settle")
-        if row.upload_token is None:
-            raise RuntimeError(f"{row.shown}: claimed without an upload token")
-        if row.upload_token != fresh_token and not row.upload_id:
-            found = self._find(row, row.upload_token)  # a lost answer may have stored it
-            if found is not None:
-                log.info(
-                    "%s: found asset %s from an earlier attempt; adopting it", row.shown, found.id
-                )
-                return self._done(row, found.id, found.status)
+        if earlier:
+            adopted = self._adopt_earlier(row)  # a lost answer may have stored it
+            if adopted is not None:
+                return adopted
         asset_id, status = self._send(row, row.upload_token)
-        done = self.store.mark_uploaded(row.id, asset_id, status)  # its id, durable at once
+        done = self.store.mark_uploaded(row.id, asset_id, status)
         now = regular_signature(row.path)
         if now != row.signature:  # never a half-read file recorded as done
             self.store.withdraw(row.id, "changed or gone while being sent; its asset is deleted")
@@ -306,6 +322,15 @@ class Uploader:
             raise SourceChanged("changed while it was being uploaded; sending it again")
         self.run.wake_poller()
         return done
+
+    def _adopt_earlier(self, row: FileRow) -> FileRow | None:
+        """The asset an earlier attempt with this row's token made, adopted; None if none."""
+        assert row.upload_token is not None
+        found = self._find(row, row.upload_token)
+        if found is None:
+            return None
+        log.info("%s: found asset %s from an earlier attempt; adopting it", row.shown, found.id)
+        return self._done(row, found.id, found.status)
 
     def _done(self, row: FileRow, asset_id: str, status: str) -> FileRow:
         done = self.store.mark_uploaded(row.id, asset_id, status)

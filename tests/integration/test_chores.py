@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def test_a_delete_spares_a_new_version_written_under_the_same_name(
         assert take.read_bytes().endswith(b"v2 - re-exported")
         assert store.get(file_id).state == FileState.QUEUED
         assert [(c.state, c.reason) for c in store.chores_of(file_id)] == [
-            (ChoreState.DROPPED, "the file changed since; its new version goes its own way")
+            (ChoreState.DROPPED, "a new version of the file")  # dropped as it was recorded
         ]
 
 
@@ -230,3 +231,73 @@ def test_a_copy_across_file_systems_keeps_the_name_free_until_done(tmp_path: Pat
         assert sorted(os.listdir(folder)) == ["take.mp4"]  # no temporary left behind
     finally:
         shutil.rmtree(folder)
+
+
+def test_a_sidecar_changed_during_the_upload_reaches_the_asset_after_it(
+    tmp_path: Path, sandbox: Sandbox, api: Client
+) -> None:
+    config = setup(tmp_path, sandbox)
+    run = RunState()
+    clip = write(tmp_path / "w" / "a.mp4", b"a")
+    now = [time.time()]
+    with Store(config.state.path, clock=lambda: now[0]) as store:
+        media = Media("video/mp4", "video", sha256_file(clip))
+        row = store.enqueue(
+            os.fsencode(clip), os.fsencode(tmp_path / "w"), Signature.of(clip.stat()), media
+        )
+        claimed = store.claim_next("t1")
+        assert claimed is not None
+        store.want_metadata(row.id, {"scene": "late"})  # while the upload is in flight
+        chores = Chores(store, api, lambda: config, run, clock=lambda: now[0])
+        drain(store, chores)  # it waits for the upload, and is not dropped
+        assert [c.state for c in store.chores_of(row.id)] == [ChoreState.QUEUED]
+        Uploader(store, api, lambda: config, run).upload(claimed, fresh_token="t1")
+        [chore] = store.chores_of(row.id)
+        assert chore.asset_id == store.get(row.id).asset_id  # handed the asset id it waited for
+        now[0] += 60  # its next look is due
+        drain(store, chores)
+        asset = next(a for a in sandbox.assets() if a["id"] == chore.asset_id)
+    assert asset["user_metadata"]["scene"] == "late"
+
+
+def test_an_older_metadata_update_never_overwrites_a_newer_one(
+    tmp_path: Path, sandbox: Sandbox, api: Client
+) -> None:
+    config = setup(tmp_path, sandbox)
+    run = RunState()
+    with Store(config.state.path) as store:
+        file_id = to_ready(store, api, config, run, write(tmp_path / "w" / "a.mp4", b"a"))
+        store.want_metadata(file_id, {"take": "1"})
+        older = store.claim_chore((), tuple(ChoreKind))
+        assert older is not None
+        store.want_metadata(file_id, {"take": "2"})  # a newer one while the older is in hand
+        store.requeue_chore(older, "the API was busy", at=0.0)  # the older one comes back
+        drain(store, Chores(store, api, lambda: config, run))
+        assert store.get(file_id).user_metadata == {"take": "2"}
+        states = [(c.detail, c.state) for c in store.chores_of(file_id)]
+    assert states == [('{"take": "1"}', ChoreState.DROPPED), ('{"take": "2"}', ChoreState.DONE)]
+
+
+def test_a_file_at_the_chosen_name_is_taken_as_moved_only_with_the_same_content(
+    tmp_path: Path, sandbox: Sandbox, api: Client
+) -> None:
+    config = setup(tmp_path, sandbox, after_upload="move", move_to="done")
+    run = RunState()
+    take = write(tmp_path / "w" / "take.mp4", b"v1")
+    (tmp_path / "done").mkdir()
+    decoy = tmp_path / "done" / "take.mp4"
+    with Store(config.state.path) as store:
+        file_id = to_ready(store, api, config, run, take)
+        claimed = store.claim_chore((), tuple(ChoreKind))
+        assert claimed is not None
+        store.chore_target(claimed, os.fsencode(decoy))
+        # Someone else's file got that name: same size and mtime, other bytes.
+        decoy.write_bytes(bytes(len(take.read_bytes())))
+        os.utime(decoy, ns=(take.stat().st_atime_ns, take.stat().st_mtime_ns))
+        store.recover(grace=0)
+        drain(store, Chores(store, api, lambda: config, run))
+        row = store.get(file_id)
+    assert not take.exists()
+    assert (tmp_path / "done" / "take (2).mp4").read_bytes().endswith(b"v1")
+    assert decoy.read_bytes().count(0) == len(decoy.read_bytes())  # left as it was
+    assert row.path == os.fsencode(tmp_path / "done" / "take (2).mp4")

@@ -218,3 +218,22 @@ def test_hashing_gives_up_when_told_to_stop(tmp_path: Path) -> None:
     with pytest.raises(Stopped):
         sha256_of(os.fsencode(tmp_path / "f"), progress)
     assert len(pieces) == 2  # not one piece more
+
+
+def test_a_file_claimed_for_upload_while_it_was_read_is_left_to_its_upload(tmp_path: Path) -> None:
+    config = make_config(tmp_path, "http://127.0.0.1:9")
+    (tmp_path / "w").mkdir()
+    clip, other = tmp_path / "w" / "clip.mp4", tmp_path / "w" / "tone.wav"
+    shutil.copy(FIXTURES / "clip.mp4", clip)
+    shutil.copy(FIXTURES / "tone.wav", other)
+    with Store(config.state.path) as store:
+        intake = Intake(store, lambda: config)
+        path = os.fsencode(clip)
+        assert intake.take(path, Signature.of(clip.stat())) is not None
+        with clip.open("ab") as file:
+            file.write(b"more")  # a new version: read again...
+        claims = [intake.claim(os.fsencode(p), Signature.of(p.stat())) for p in (clip, other)]
+        reads = [(claim, intake_module._read(claim)) for claim in claims]
+        assert store.claim_next("t1") is not None  # ...while a worker claims the old one
+        rows = intake.record(reads)  # type: ignore[arg-type]
+        assert [r.state if r else None for r in rows] == [FileState.UPLOADING, FileState.QUEUED]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from tlwatch.errors import StoreError, StoreLocked
 from tlwatch.models import FileState, Media, Signature
 from tlwatch.state import LEGAL, MIGRATIONS, Store
+from tlwatch.state.engine import READERS
 
 MEDIA = Media("video/mp4", "video", "ab" * 32)
 SIG = Signature(1, 2, 3)
@@ -162,3 +164,28 @@ def test_a_store_of_schema_two_is_migrated_with_each_files_folder(tmp_path: Path
         assert store.known_in(b"/w/sub") == {b"/w/sub/a.mp4": (1, 2, 3)}
         assert store.known_in(b"/w") == {}
         assert store.all()[0].user_metadata == {}
+
+
+def test_short_lived_threads_leave_no_reading_connection_behind(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as store:
+        store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
+        for _ in range(50):  # a metrics scrape is a new thread each time
+            reader = threading.Thread(target=store.counts)
+            reader.start()
+            reader.join()
+        assert len(store._reader_connections) <= READERS
+        assert store.counts() == {(b"/w", "queued"): 1}
+
+
+def test_only_the_lock_holder_upgrades_the_schema(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with sqlite3.connect(path) as db:  # the store as an older tlwatch left it
+        db.executescript(f"{MIGRATIONS[0]}; {MIGRATIONS[1]}; PRAGMA user_version = 2;")
+    with pytest.raises(StoreError, match="older tlwatch"):
+        Store(path, exclusive=False)  # `tlwatch status` under a daemon not yet restarted
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2  # untouched
+    with Store(path) as store:
+        assert store.all() == []
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)

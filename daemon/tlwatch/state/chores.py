@@ -53,12 +53,28 @@ class Chores(Files):
     """The chores table."""
 
     def want_metadata(self, file_id: int, metadata: Mapping[str, Any]) -> None:
-        """Newer user metadata for a file already sent: its asset is to be updated (a chore,
-        replacing any earlier update not yet sent)."""
+        """Newer user metadata for a file already sent, or being sent: its asset is to be
+        updated (a chore, replacing any earlier update not yet sent). While a direct upload is
+        in flight, its asset id is not known yet: the chore gets it with `mark_uploaded`."""
         with self._transaction() as db:
             row = self._file_in(db, file_id)
-            if row.asset_id is not None:
-                self._want_chore(db, row, ChoreKind.METADATA, detail=_json(metadata))
+            self._want_chore(db, row, ChoreKind.METADATA, detail=_json(metadata))
+
+    def _new_version(self, db: Connection, file_id: int) -> None:
+        """A new version of the file: what was owed to the old one is not owed any more (the new
+        one is sent with the metadata of now)."""
+        db.execute(
+            "UPDATE chores SET state = ?, reason = ?, updated_at = ? WHERE file_id = ? "
+            "AND state IN (?, ?)",
+            (ChoreState.DROPPED, "a new version of the file", self.clock(), file_id, *_OPEN_CHORE),
+        )
+
+    def _uploaded(self, db: Connection, file_id: int, asset_id: str) -> None:
+        """The upload in flight made `asset_id`: updates wanted meanwhile are for it."""
+        db.execute(
+            "UPDATE chores SET asset_id = ? WHERE file_id = ? AND asset_id = '' AND state = ?",
+            (asset_id, file_id, ChoreState.QUEUED),
+        )
 
     # ---- chores: what is owed after the upload ---------------------------------------------------
     def _want_chore(
@@ -66,7 +82,6 @@ class Chores(Files):
     ) -> None:
         """Owe `kind` for this version of the file (its asset and signature). A newer metadata
         update replaces one not yet sent."""
-        assert row.asset_id is not None
         now = self.clock()
         if kind == ChoreKind.METADATA:
             db.execute(
@@ -81,7 +96,7 @@ class Chores(Files):
                 row.id,
                 kind,
                 ChoreState.QUEUED,
-                row.asset_id,
+                row.asset_id or "",  # "": the upload in flight's, once it is known
                 *_signature(row.signature).values(),
                 detail,
                 now,
@@ -131,11 +146,13 @@ class Chores(Files):
     def claim_chore(
         self, skip_roots: Iterable[bytes], kinds: Iterable[ChoreKind]
     ) -> ChoreRow | None:
-        """Take the first due chore of `kinds` whose folder is not in `skip_roots`: `doing`."""
+        """Take the first due chore of `kinds` whose folder is not in `skip_roots`: `doing`.
+        Durable: a delete or move acts on the disk next, so what the store says of the file
+        (its asset ready, the chore owed) must be on disk before it, whatever comes."""
         skip, wanted = tuple(skip_roots), tuple(kinds)
         columns = ", ".join(f"c.{f.name}" for f in fields(ChoreRow))
         sql = self._due_chores_sql(columns, skip, wanted)
-        with self._transaction() as db:
+        with self._transaction(durable=True) as db:
             found = db.execute(
                 sql + " AND COALESCE(c.next_attempt_at, 0) <= ? ORDER BY c.id LIMIT 1",
                 (ChoreState.QUEUED, *wanted, *skip, self.clock()),
@@ -145,6 +162,14 @@ class Chores(Files):
             chore = _chore(found)
             self._chore_change(db, chore, ChoreState.DOING, {"attempts": chore.attempts + 1})
         return self.chore(chore.id)
+
+    def target_taken(self, target: bytes) -> bool:
+        """Is `target` the name a move still owed has chosen?"""
+        rows = self._query(
+            "SELECT 1 FROM chores WHERE target = ? AND state IN (?, ?) LIMIT 1",
+            (target, ChoreState.QUEUED, ChoreState.DOING),
+        )
+        return bool(rows)
 
     def chore_target(self, chore: ChoreRow, target: bytes) -> ChoreRow:
         """The free name a move goes to, kept (durably) before the move starts: a move cut off

@@ -1,14 +1,16 @@
 """The store's engine: the only module that imports sqlite3.
 
-One SQLite file in WAL mode: the commits that must survive a power cut (an upload's intent, an
-asset id) are `synchronous=FULL`, the rest `NORMAL` (they survive a crash of the process).
-Numbered migrations (`schema.py`), a quick check at open, and an exclusive `flock` on
-`state.db.lock` that keeps a second daemon away. Readers (`tlwatch status`) open it without the
-lock. A damaged file is moved aside and a new one started, marked as rebuilding until the server's
-asset list has been read (see `files.Files.rebuilding`).
+One SQLite file in WAL mode: the commits that must survive a power cut (an upload's intent, a
+chore's claim) are `synchronous=FULL`, the rest `NORMAL` (they survive a crash of the process,
+and reach the disk with the next durable one). Numbered migrations (`schema.py`), run only by
+the holder of the exclusive `flock` on `state.db.lock` that keeps a second daemon away; readers
+(`tlwatch status`) open the store without the lock, and refuse a schema older than theirs. A
+quick check at open. A damaged file is moved aside and a new one started, marked as rebuilding
+until the server's asset list has been read (see `files.Files.rebuilding`).
 
 Every write goes through `_transaction` (or a `batch` of them): one lock, one connection, and
-what changed is logged and published only after COMMIT. The table families build on it:
+what changed is logged and published only after COMMIT. Reads take a connection of their own
+from a small pool, so they never wait for a write. The table families build on it:
 `files.py` ← `chores.py` ← `indexings.py` ← `Store` (in `__init__.py`).
 """
 
@@ -18,6 +20,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import queue
 import sqlite3
 import threading
 import time
@@ -33,6 +36,7 @@ from tlwatch.state.schema import MIGRATIONS
 log = logging.getLogger("tlwatch.state")
 
 Connection = sqlite3.Connection  # what the table families write through
+READERS = 4  # connections for reading, shared by every thread
 
 
 class Engine:
@@ -54,11 +58,17 @@ class Engine:
         self._lock_file: int | None = None
         self._said: list[StateChanged] = []  # logged and published after COMMIT
         self._batch: tuple[int, bool] | None = None  # (thread, durable) while a batch is open
+        self._writing: int | None = None  # the thread inside a write transaction
+        self._readers: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()  # idle ones
+        self._reader_connections: list[sqlite3.Connection] = []  # every one made, to close
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._exclusive = exclusive  # only the holder of the lock migrates the schema
         if exclusive:
             self._take_lock()
         try:
             self._db = self._connect()
+        except sqlite3.OperationalError as error:  # full, read-only, busy: not damage
+            raise StoreUnavailable(f"{path}: cannot open the store ({error})") from None
         except sqlite3.DatabaseError as error:
             if not exclusive:
                 raise StoreError(f"{path}: cannot read the store: {error}") from None
@@ -98,6 +108,11 @@ class Engine:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
             raise StoreError(f"{self.path}: made by a newer tlwatch (schema {version})")
+        if version < len(MIGRATIONS) and not self._exclusive and version > 0:
+            raise StoreError(
+                f"{self.path}: made by an older tlwatch (schema {version}); it is upgraded when "
+                "the daemon (or `tlwatch scan`) next starts"
+            )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version={number}; COMMIT;")
 
@@ -118,6 +133,8 @@ class Engine:
 
     def close(self) -> None:
         with self._lock:
+            for reader in self._reader_connections:
+                reader.close()
             self._db.close()
         if self._lock_file is not None:
             os.close(self._lock_file)
@@ -133,7 +150,14 @@ class Engine:
     def batch(self, *, durable: bool = False) -> Iterator[None]:
         """Group the writes made inside into one commit (several files recorded at once); the
         store is held by this thread meanwhile. `durable`: as for one write (a write inside
-        that asks for it needs the whole batch durable)."""
+        that asks for it needs the whole batch durable). Inside this thread's own batch, a
+        part of it."""
+        batch = self._batch
+        if batch is not None and batch[0] == threading.get_ident():
+            if durable and not batch[1]:
+                raise StoreError("a durable batch inside a batch that is not durable")
+            yield
+            return
         with self._transaction(durable=durable):
             self._batch = (threading.get_ident(), durable)
             try:
@@ -160,9 +184,11 @@ class Engine:
                 self._db.execute("PRAGMA synchronous=FULL")
             try:
                 self._db.execute("BEGIN IMMEDIATE")
+                self._writing = threading.get_ident()
                 yield self._db
                 self._db.execute("COMMIT")
             finally:
+                self._writing = None
                 if self._db.in_transaction:  # the body or the COMMIT failed: keep nothing
                     with contextlib.suppress(sqlite3.Error):
                         self._db.execute("ROLLBACK")
@@ -173,8 +199,34 @@ class Engine:
                 self.publish(change)
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock, _unavailable("cannot read"):
-            return self._db.execute(sql, tuple(params)).fetchall()
+        """Read. Under WAL a reader needs no lock: a read takes a connection of its own from a
+        small pool (it sees the last committed state) while another thread writes; the thread
+        that is writing reads through the writer, and sees its own transaction."""
+        if self._writing == threading.get_ident():
+            with self._lock, _unavailable("cannot read"):
+                return self._db.execute(sql, tuple(params)).fetchall()
+        with _unavailable("cannot read"):
+            reader = self._reader()
+            try:
+                return reader.execute(sql, tuple(params)).fetchall()
+            finally:
+                self._readers.put(reader)
+
+    def _reader(self) -> sqlite3.Connection:
+        """An idle reading connection, or a new one while fewer than `READERS` exist (short-
+        lived threads, such as a metrics scrape's, leave none behind)."""
+        try:
+            return self._readers.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if len(self._reader_connections) < READERS:
+                reader = sqlite3.connect(
+                    self.path, check_same_thread=False, isolation_level=None, timeout=30
+                )
+                self._reader_connections.append(reader)
+                return reader
+        return self._readers.get()
 
     def probe(self) -> None:
         """Write (and keep) one small row: raise StoreUnavailable while writes still fail."""

@@ -308,8 +308,13 @@ class Files(Engine):
         """The API holds an asset for this file: its id, in the transaction that says so."""
         values: dict[str, Any] = {"asset_id": asset_id, "asset_status": asset_status}
         values |= {"uploaded_at": self.clock(), "next_attempt_at": None}
-        with self.batch(durable=True):
-            row = self._move(file_id, FileState.UPLOADED, None, values, durable=True)
+        # Not a durable commit: the claim before the request was. Should a power cut take this
+        # one, the file is found `uploading` at the restart, and its look-up by upload token
+        # adopts this asset before anything is sent again.
+        with self.batch():
+            row = self._move(file_id, FileState.UPLOADED, None, values)
+            with self._transaction() as db:
+                self._uploaded(db, file_id, asset_id)
             with self._transaction() as db:  # the ledger of what was sent, for the budgets
                 db.execute(
                     "INSERT INTO sent (file_id, at, duration) VALUES (?, ?, ?)",
@@ -401,6 +406,12 @@ class Files(Engine):
         rows = self._query("SELECT asset_id, status FROM remote_assets WHERE sha256 = ?", (sha256,))
         return (str(rows[0][0]), str(rows[0][1])) if rows else None
 
+    def _new_version(self, db: Connection, file_id: int) -> None:
+        """A new version of the file was recorded (the chores table drops what was owed)."""
+
+    def _uploaded(self, db: Connection, file_id: int, asset_id: str) -> None:
+        """The file's upload made `asset_id` (the chores table hands it to what waits for it)."""
+
     def _file_in(self, db: Connection, file_id: int) -> FileRow:
         found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
         if found is None:
@@ -448,6 +459,7 @@ class Files(Engine):
                 fresh = {"root": root, **_signature(signature), **values}
                 self._change(db, _row(found), state, fresh, reason, version=True)
                 file_id = found[0]
+                self._new_version(db, file_id)
         return self.get(file_id)
 
     def _move(

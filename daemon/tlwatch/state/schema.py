@@ -118,9 +118,9 @@ MIGRATIONS = [
     CREATE INDEX chores_file ON chores(file_id);
     INSERT INTO chores (file_id, kind, state, asset_id, size, mtime_ns, inode, detail,
                         created_at, updated_at)
-        SELECT id, 'metadata', 'queued', asset_id, size, mtime_ns, inode, metadata_pending,
-               updated_at, updated_at
-        FROM files WHERE metadata_pending IS NOT NULL AND asset_id IS NOT NULL;
+        SELECT id, 'metadata', 'queued', COALESCE(asset_id, ''), size, mtime_ns, inode,
+               metadata_pending, updated_at, updated_at
+        FROM files WHERE metadata_pending IS NOT NULL;
     DROP INDEX files_metadata_pending;
     ALTER TABLE files DROP COLUMN metadata_pending;
     CREATE TABLE remote_assets (
