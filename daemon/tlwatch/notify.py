@@ -19,8 +19,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import apprise
-
 from tlwatch.config import Config
 from tlwatch.events import Event, FolderChanged, Paused, StateChanged, Stuck
 from tlwatch.health import HealthRecord
@@ -164,6 +162,8 @@ class Notifications:
         urls = self.config().notify.urls
         if not urls:
             return
+        import apprise  # noqa: PLC0415 - imported when a note is sent: start-up stays light
+
         sender = apprise.Apprise()
         for url in urls:
             sender.add(url)

@@ -63,11 +63,15 @@ class Poller:
     def poll(self) -> float | None:
         """Check every asset that is due, up to 50 per request; return when the next one is due
         (None: none left)."""
-        rows = self.store.in_state(FileState.UPLOADED)
-        self._schedule = {r.id: self._schedule.get(r.id) or self._first(r) for r in rows}
+        pending = self.store.pending_assets()  # (id, uploaded_at): no whole row per turn
+        self._schedule = {
+            file_id: self._schedule.get(file_id) or _first(uploaded_at)
+            for file_id, uploaded_at in pending
+        }
         now = self.clock()
         # Those due within a moment go along: one request rather than one a moment later.
-        due = [r for r in rows if r.asset_id and self._schedule[r.id][0] <= now + FIRST_INTERVAL]
+        soon = [i for i, _ in pending if self._schedule[i][0] <= now + FIRST_INTERVAL]
+        due = [row for row in self.store.rows(soon) if row.state == FileState.UPLOADED]
         for row in due:
             interval = self._schedule[row.id][1]
             self._schedule[row.id] = (now + interval, min(interval * 1.5, MAX_INTERVAL))
@@ -76,11 +80,6 @@ class Poller:
             if not self._check_batch(due[start : start + BATCH]):
                 break
         return min((when for when, _ in self._schedule.values()), default=None)
-
-    @staticmethod
-    def _first(row: FileRow) -> tuple[float, float]:
-        """A new asset's first check: a moment after its upload, with those uploaded beside it."""
-        return ((row.uploaded_at or 0.0) + FIRST_INTERVAL, FIRST_INTERVAL)
 
     def _check_batch(self, rows: list[FileRow]) -> bool:
         """One list request for many assets; any the answer leaves out is retrieved alone.
@@ -176,3 +175,8 @@ class Poller:
             self._tell.append(self.run.wake_indexer)
         if after is not None:
             self._tell.append(self.run.wake_chores)
+
+
+def _first(uploaded_at: float | None) -> tuple[float, float]:
+    """A new asset's first check: a moment after its upload, with those uploaded beside it."""
+    return ((uploaded_at or 0.0) + FIRST_INTERVAL, FIRST_INTERVAL)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from tlwatch.errors import StoreError
@@ -69,9 +69,15 @@ class FileRow:
 _COLUMNS = ", ".join(f.name for f in fields(FileRow))
 
 
+_STATE = [f.name for f in fields(FileRow)].index("state")
+_EMPTY: dict[str, Any] = {f.name: None for f in fields(FileRow)} | {"attempts": 0}
+
+
 def _row(values: tuple[Any, ...]) -> FileRow:
-    row = FileRow(*values)
-    return FileRow(**{**row.__dict__, "state": FileState(row.state)})
+    """A row as SQLite gives it -> a FileRow (built once: it is on every hot path)."""
+    columns = list(values)
+    columns[_STATE] = FileState(columns[_STATE])
+    return FileRow(*columns)
 
 
 class Files(Engine):
@@ -118,6 +124,25 @@ class Files(Engine):
             f"SELECT {_COLUMNS} FROM files WHERE state IN ({marks}) ORDER BY id", states
         )
         return [_row(r) for r in rows]
+
+    def pending_assets(self) -> list[tuple[int, float | None]]:
+        """(id, uploaded_at) of each file whose asset is followed (`uploaded`, with an id)."""
+        rows = self._query(
+            "SELECT id, uploaded_at FROM files WHERE state = ? AND asset_id IS NOT NULL",
+            (FileState.UPLOADED,),
+        )
+        return [(int(file_id), at) for file_id, at in rows]
+
+    def rows(self, file_ids: Iterable[int]) -> list[FileRow]:
+        """These files' rows, in id order (those that exist)."""
+        wanted = sorted(file_ids)
+        found: list[FileRow] = []
+        for start in range(0, len(wanted), 500):  # SQLite's limit on bound values is far above
+            part = wanted[start : start + 500]
+            marks = ", ".join("?" * len(part))
+            sql = f"SELECT {_COLUMNS} FROM files WHERE id IN ({marks}) ORDER BY id"
+            found += [_row(r) for r in self._query(sql, part)]
+        return found
 
     def all(self) -> list[FileRow]:
         return [_row(r) for r in self._query(f"SELECT {_COLUMNS} FROM files ORDER BY id")]
@@ -257,9 +282,7 @@ class Files(Engine):
             ).fetchone()
             if found is None:
                 return None
-            row = _row(found)
-            self._claim(db, row, token)
-        return self.get(row.id)
+            return self._claim(db, _row(found), token)
 
     def claim(self, file_id: int, token: str) -> FileRow | None:
         """Take this queued file for uploading now (a one-off `tlwatch upload`), as above."""
@@ -267,12 +290,11 @@ class Files(Engine):
             found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
             if found is None or _row(found).state != FileState.QUEUED:
                 return None
-            self._claim(db, _row(found), token)
-        return self.get(file_id)
+            return self._claim(db, _row(found), token)
 
-    def _claim(self, db: Connection, row: FileRow, token: str) -> None:
+    def _claim(self, db: Connection, row: FileRow, token: str) -> FileRow:
         values = {"attempts": row.attempts + 1, "upload_token": row.upload_token or token}
-        self._change(db, row, FileState.UPLOADING, values, None)
+        return self._change(db, row, FileState.UPLOADING, values, None)
 
     def start_session(
         self, file_id: int, upload_id: str, asset_id: str, chunk_size: int, total_chunks: int
@@ -436,31 +458,25 @@ class Files(Engine):
             found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE path = ?", (path,)).fetchone()
             if found is None:
                 _check_legal(None, state, VERSIONS)
+                columns = {"root": root, "path": path, **_signature(signature), "state": state}
+                columns |= {"reason": reason, "created_at": now, "updated_at": now, **values}
+                names = ", ".join(["dir", *columns])
                 cursor = db.execute(
-                    "INSERT INTO files (root, path, dir, size, mtime_ns, inode, state, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        root,
-                        path,
-                        os.path.dirname(path),
-                        *_signature(signature).values(),
-                        state,
-                        now,
-                        now,
-                    ),
+                    f"INSERT INTO files ({names}) VALUES ({', '.join('?' * (len(columns) + 1))})",
+                    (os.path.dirname(path), *columns.values()),
                 )
                 file_id = int(cursor.lastrowid or 0)
-                self._set(db, file_id, {"reason": reason, **values})
                 self._event(db, file_id, "state", None, state, reason)
                 name = relative_to(path, root)
-                asset = values.get("asset_id")
-                self._said.append(StateChanged(root, None, state, reason, name, asset))
+                self._said.append(
+                    StateChanged(root, None, state, reason, name, values.get("asset_id"))
+                )
+                return FileRow(**{**_EMPTY, **columns, "id": file_id})
             else:
                 fresh = {"root": root, **_signature(signature), **values}
-                self._change(db, _row(found), state, fresh, reason, version=True)
-                file_id = found[0]
-                self._new_version(db, file_id)
-        return self.get(file_id)
+                row = self._change(db, _row(found), state, fresh, reason, version=True)
+                self._new_version(db, row.id)
+                return row
 
     def _move(
         self,
@@ -478,9 +494,10 @@ class Files(Engine):
             found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
             if found is None:
                 raise StoreError(f"no file #{file_id} in the store")
-            if expect is None or _row(found).state == expect:
-                self._change(db, _row(found), state, values, reason)
-        return self.get(file_id)
+            row = _row(found)
+            if expect is None or row.state == expect:
+                row = self._change(db, row, state, values, reason)
+        return row
 
     def _change(
         self,
@@ -491,18 +508,21 @@ class Files(Engine):
         reason: str | None,
         *,
         version: bool = False,
-    ) -> None:
-        """`version`: a new version of the file, as the intake judged it (or an adoption),
-        not a step of its journey."""
+    ) -> FileRow:
+        """Move `row` to `state` with `values`; return the row as it now is. `version`: a new
+        version of the file, as the intake judged it (or an adoption), not a step of its
+        journey."""
         _check_legal(row.state, state, VERSIONS if version else JOURNEY)
-        self._set(db, row.id, {"state": state, "reason": reason, **values})
+        values = {"state": state, "reason": reason, "updated_at": self.clock(), **values}
+        self._set(db, row.id, values)
         if state != row.state:
             self._event(db, row.id, "state", row.state, state, reason)
             asset = values.get("asset_id", row.asset_id)
             self._said.append(StateChanged(row.root, row.state, state, reason, row.name, asset))
+        return replace(row, **values)
 
     def _set(self, db: Connection, file_id: int, values: dict[str, Any]) -> None:
-        values = {**values, "updated_at": self.clock()}
+        values = {"updated_at": self.clock(), **values}
         assignments = ", ".join(f"{name} = ?" for name in values)
         db.execute(f"UPDATE files SET {assignments} WHERE id = ?", (*values.values(), file_id))
 
