@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import queue
 import stat
@@ -34,7 +35,9 @@ log = logging.getLogger(__name__)
 HOLDS_CONTENT = (FileState.QUEUED, FileState.UPLOADING, FileState.UPLOADED, FileState.READY)
 SENT = (FileState.UPLOADING, FileState.UPLOADED, FileState.READY)  # its asset has metadata
 SETTLE_CHECK_MAX = 30.0  # the longest the intake waits before looking at settling files again
-CHUNK = 64  # settled files read together and recorded in one commit
+CHUNK = 64  # settled files being read at once
+RECORD_BATCH = 32  # finished reads recorded in one commit...
+RECORD_WAIT = 0.2  # ...or once the first of them has waited this long (seconds)
 SCAN_BATCH = 1000  # during a scan, settled files are recorded once this many are pending
 READERS = min(os.cpu_count() or 2, 4)  # threads reading files at once (sniffing, hashing)
 
@@ -353,6 +356,7 @@ class IntakeWorker:
         self.settling = 0  # files settling, waiting to be read or being read, for the status line
         self._ripe: deque[tuple[bytes, Signature]] = deque()  # settled, not yet being read
         self._reading: dict[Future[_Read | None], _Claim] = {}
+        self._holding_since: float | None = None  # finished reads wait to be recorded since
         if intake.pool is None:
             intake.pool = ThreadPoolExecutor(READERS, thread_name_prefix="intake-read")
             self._own_pool: Executor | None = intake.pool
@@ -374,6 +378,8 @@ class IntakeWorker:
             self.run.stop.wait(STORE_RETRY)
             return
         due = self.settler.next_due()
+        if self._holding_since is not None:  # finished reads are recorded soon, together
+            due = min(due or math.inf, self._holding_since + RECORD_WAIT)
         wait = SETTLE_CHECK_MAX if due is None else due - time.monotonic()
         try:
             item: bytes | None = self.run.inbox.get(timeout=min(max(wait, 0.0), SETTLE_CHECK_MAX))
@@ -404,7 +410,22 @@ class IntakeWorker:
         self.run.beats.beat()
 
     def _record_reads(self) -> None:
+        """Record the finished reads together: once `RECORD_BATCH` are done, once none is still
+        being read, or once the first of them has waited `RECORD_WAIT` (a commit per file would
+        cost more than the reads of small files)."""
         done = [future for future in self._reading if future.done()]
+        if not done:
+            return
+        now = time.monotonic()
+        self._holding_since = self._holding_since or now
+        if (
+            len(done) < RECORD_BATCH
+            and len(done) < len(self._reading)
+            and now - self._holding_since < RECORD_WAIT
+            and not self.run.stop.is_set()
+        ):
+            return
+        self._holding_since = None
         reads = [(self._reading.pop(f), f.result()) for f in done if not f.cancelled()]
         finished = [(claim, read) for claim, read in reads if read is not None]
         if finished:
@@ -430,7 +451,9 @@ class IntakeWorker:
         """Wait for reads to finish (recording them) until fewer than `below` files wait: a scan
         of a huge tree keeps what it holds in memory bounded."""
         while len(self._ripe) + len(self._reading) >= below and not self.run.stop.is_set():
-            wait(list(self._reading), timeout=1.0, return_when=FIRST_COMPLETED)
+            reading = [future for future in self._reading if not future.done()]
+            if reading:
+                wait(reading, timeout=RECORD_WAIT, return_when=FIRST_COMPLETED)
             self._take_ripe()
 
     def _name(self, item: bytes) -> None:

@@ -195,7 +195,7 @@ class Runner:
         self._start("chores", chores.turn, quiet + QUIET_LIMIT)
         parts.callback(self._shutdown, watcher, client, uploader)
         run.rescan()
-        self.notifier.ready(ticks.snapshot().line())
+        self.notifier.ready(ticks.snapshot().line() if self.notifier.enabled else "")
         self.exit_code = ticks.loop()
 
     def _start(self, name: str, turn: Callable[[], None], quiet_limit: float) -> None:

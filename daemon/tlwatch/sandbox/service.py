@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tlwatch.sandbox import DEMO_API_KEY
 from tlwatch.sandbox.media import duration_of, sniff_mime
 
-DEMO_API_KEY = "tlk_sandbox_demo_key_not_secret"
 Json = dict[str, Any]
 
 

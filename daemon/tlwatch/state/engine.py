@@ -94,9 +94,10 @@ class Engine:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # FULL for the commits that must be durable
             db.execute("PRAGMA foreign_keys=ON")
-            check = db.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {check}")
+            if self._exclusive:  # the daemon checks at start; a reader (`status`) need not
+                check = db.execute("PRAGMA quick_check").fetchone()[0]
+                if check != "ok":
+                    raise sqlite3.DatabaseError(f"quick_check: {check}")
             self._migrate(db)
         except sqlite3.DatabaseError:
             db.close()

@@ -129,5 +129,6 @@ MIGRATIONS = [
         status TEXT NOT NULL
     );
     CREATE TABLE flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE INDEX files_root_state ON files(root, state);
     """,
 ]
