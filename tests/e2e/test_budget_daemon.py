@@ -1,5 +1,5 @@
-"""Media-minute budgets: durations read locally, files held with the reason, released at local
-midnight or when the budget is raised."""
+"""Media-minute budgets with the daemon: files held with the reason, released when the budget
+is raised; a one-off `tlwatch upload` obeys them too."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Notifications through Apprise to a loopback receiver, bursts summarised, heartbeats, and a
-dead endpoint that never slows uploads."""
+"""Notifications with the daemon: delivered through Apprise to a loopback receiver, heartbeats
+that say health, and a dead endpoint that never slows uploads."""
 
 from __future__ import annotations
 

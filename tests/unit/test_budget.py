@@ -1,5 +1,5 @@
-"""Media-minute budgets: durations read locally, files held with the reason, released at local
-midnight or when the budget is raised."""
+"""Media-minute budgets: durations read locally, the verdict, a day's hold released at local
+midnight (the daemon: tests/e2e/test_budget_daemon.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Pacing from rate-limit headers, the bandwidth cap and its timetable, fewer workers while the
-API struggles: on fake clocks; and the whole daemon against the sandbox's rate-limit mode."""
+API struggles: on fake clocks (the daemon: tests/e2e/test_limits_daemon.py)."""
 
 from __future__ import annotations
 

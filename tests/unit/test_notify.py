@@ -1,70 +1,10 @@
-"""Notifications through Apprise to a loopback receiver, bursts summarised, heartbeats, and a
-dead endpoint that never slows uploads."""
+"""Notifications: what a note says, and bursts summarised (delivery through Apprise to a loopback
+receiver, heartbeats and a dead endpoint, with the daemon: tests/e2e/test_notify_daemon.py)."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-
-import pytest
-
 from tlwatch.events import FolderChanged, Paused, StateChanged
 from tlwatch.notify import Burst, Note, note_for
-from tlwatch.sandbox import Settings
-
-
-class Receiver:
-    """A loopback HTTP receiver: keeps every request's path and JSON body."""
-
-    def __init__(self) -> None:
-        received = self.received = []  # type: list[tuple[str, str, Any]]
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length)
-                received.append(("POST", self.path, json.loads(body or b"null")))
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def do_GET(self) -> None:
-                received.append(("GET", self.path, None))
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="receiver")
-        self.thread.start()
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_address[1])
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-    yield found
-    found.close()
-
-
-@pytest.fixture
-def sandbox_settings() -> Settings:
-    return Settings(processing_seconds=0.2, fail_names=["broken"], chunk_size=64 * 1024)
 
 
 def test_notes_say_the_file_the_asset_and_the_reason() -> None:
