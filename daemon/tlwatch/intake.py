@@ -356,6 +356,7 @@ class IntakeWorker:
         self.settling = 0  # files settling, waiting to be read or being read, for the status line
         self._ripe: deque[tuple[bytes, Signature]] = deque()  # settled, not yet being read
         self._reading: dict[Future[_Read | None], _Claim] = {}
+        self._finished: deque[Future[_Read | None]] = deque()  # appended to by the readers
         self._holding_since: float | None = None  # finished reads wait to be recorded since
         if intake.pool is None:
             intake.pool = ThreadPoolExecutor(READERS, thread_name_prefix="intake-read")
@@ -413,21 +414,26 @@ class IntakeWorker:
         """Record the finished reads together: once `RECORD_BATCH` are done, once none is still
         being read, or once the first of them has waited `RECORD_WAIT` (a commit per file would
         cost more than the reads of small files)."""
-        done = [future for future in self._reading if future.done()]
-        if not done:
+        count = len(self._finished)
+        if not count:
             return
         now = time.monotonic()
         self._holding_since = self._holding_since or now
         if (
-            len(done) < RECORD_BATCH
-            and len(done) < len(self._reading)
+            count < RECORD_BATCH
+            and count < len(self._reading)
             and now - self._holding_since < RECORD_WAIT
             and not self.run.stop.is_set()
         ):
             return
         self._holding_since = None
-        reads = [(self._reading.pop(f), f.result()) for f in done if not f.cancelled()]
-        finished = [(claim, read) for claim, read in reads if read is not None]
+        done = [self._finished.popleft() for _ in range(count)]
+        reads = [(self._reading.pop(f), f) for f in done]
+        finished = [
+            (claim, read)
+            for claim, future in reads
+            if not future.cancelled() and (read := future.result()) is not None
+        ]
         if finished:
             self.intake.record(finished)
 
@@ -445,7 +451,12 @@ class IntakeWorker:
                 future = self.intake.pool.submit(_read, step)
                 self._reading[future] = step
                 reading.add(path)
-                future.add_done_callback(lambda _: self.run.inbox.put(WAKE))
+                future.add_done_callback(self._read_done)
+
+    def _read_done(self, future: Future[_Read | None]) -> None:
+        """In a reader's thread: this read is over; the intake thread records it."""
+        self._finished.append(future)
+        self.run.inbox.put(WAKE)
 
     def _drain(self, below: int) -> None:
         """Wait for reads to finish (recording them) until fewer than `below` files wait: a scan

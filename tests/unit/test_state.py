@@ -189,3 +189,46 @@ def test_only_the_lock_holder_upgrades_the_schema(tmp_path: Path) -> None:
         assert store.all() == []
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_new_files_go_first_in_order_then_the_retry_due_soonest(tmp_path: Path) -> None:
+    now = [1000.0]
+    with Store(tmp_path / "s.db", clock=lambda: now[0]) as store:
+        a, b, c = (store.enqueue(f"/w/{n}.mp4".encode(), b"/w", SIG, MEDIA) for n in "abc")
+        for row, later in ((a, 30.0), (b, 10.0)):
+            assert store.claim_next("t") is not None
+            store.requeue(row.id, "try again", at=now[0] + later)
+        assert store.next_due() == 0.0  # c is new
+        assert (claimed := store.claim_next("t")) is not None and claimed.id == c.id
+        assert store.next_due() == 1010.0
+        assert store.claim_next("t") is None  # nothing is due yet
+        now[0] = 1050.0
+        assert [r.id for r in (store.claim_next("t"), store.claim_next("t")) if r] == [b.id, a.id]
+        assert store.next_due() is None
+
+
+def test_taking_the_next_file_reads_no_more_when_thousands_are_queued(tmp_path: Path) -> None:
+    """The claim walks the index in its order and stops at the first entry: its cost does not
+    grow with the queue (it sorted every queued file on each claim)."""
+
+    def steps_to_claim(store: Store) -> int:
+        count = [0]
+
+        def step() -> int:
+            count[0] += 1
+            return 0
+
+        store._db.set_progress_handler(step, 1)
+        try:
+            assert store.claim_next("t") is not None
+        finally:
+            store._db.set_progress_handler(None, 1)
+        return count[0]
+
+    with Store(tmp_path / "few.db") as few, Store(tmp_path / "many.db") as many:
+        for store, count in ((few, 5), (many, 2000)):
+            with store.batch():
+                for n in range(count):
+                    store.enqueue(f"/w/{n}.mp4".encode(), b"/w", SIG, MEDIA)
+            assert steps_to_claim(store) > 0
+        assert steps_to_claim(many) < 2 * steps_to_claim(few)

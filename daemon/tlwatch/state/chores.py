@@ -128,10 +128,13 @@ class Chores(Files):
         return _chore(rows[0])
 
     def _due_chores_sql(self, what: str, skip: tuple[bytes, ...], kinds: tuple[str, ...]) -> str:
+        """The queued chore to do next, soonest due first (new ones have no time), in the order
+        of the chores_state index: one entry read, however many are queued."""
         return (
             f"SELECT {what} FROM chores c JOIN files f ON f.id = c.file_id WHERE c.state = ? "
             f"AND c.kind IN ({', '.join('?' * len(kinds))}) "
-            f"AND f.root NOT IN ({', '.join('?' * len(skip))})"
+            f"AND f.root NOT IN ({', '.join('?' * len(skip))}) "
+            "ORDER BY c.next_attempt_at, c.id LIMIT 1"
         )
 
     def next_chore_due(
@@ -139,9 +142,9 @@ class Chores(Files):
     ) -> float | None:
         """When the next queued chore of `kinds` outside `skip_roots` is due (None: none)."""
         skip, wanted = tuple(skip_roots), tuple(kinds)
-        sql = self._due_chores_sql("MIN(COALESCE(c.next_attempt_at, 0))", skip, wanted)
-        value = self._query(sql, (ChoreState.QUEUED, *wanted, *skip))[0][0]
-        return None if value is None else float(value)
+        sql = self._due_chores_sql("COALESCE(c.next_attempt_at, 0)", skip, wanted)
+        rows = self._query(sql, (ChoreState.QUEUED, *wanted, *skip))
+        return float(rows[0][0]) if rows else None
 
     def claim_chore(
         self, skip_roots: Iterable[bytes], kinds: Iterable[ChoreKind]
@@ -153,13 +156,10 @@ class Chores(Files):
         columns = ", ".join(f"c.{f.name}" for f in fields(ChoreRow))
         sql = self._due_chores_sql(columns, skip, wanted)
         with self._transaction(durable=True) as db:
-            found = db.execute(
-                sql + " AND COALESCE(c.next_attempt_at, 0) <= ? ORDER BY c.id LIMIT 1",
-                (ChoreState.QUEUED, *wanted, *skip, self.clock()),
-            ).fetchone()
-            if found is None:
-                return None
-            chore = _chore(found)
+            found = db.execute(sql, (ChoreState.QUEUED, *wanted, *skip)).fetchone()
+            chore = _chore(found) if found is not None else None
+            if chore is None or (chore.next_attempt_at or 0) > self.clock():
+                return None  # the soonest is not due yet
             self._chore_change(db, chore, ChoreState.DOING, {"attempts": chore.attempts + 1})
         return self.chore(chore.id)
 

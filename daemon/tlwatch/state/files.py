@@ -66,6 +66,14 @@ class FileRow:
         return shown(self.name)
 
 
+# The queued file to take next: new ones (no time set) first, in the order they came, then the
+# one whose retry is due soonest. The order is the index's (files_state, then rowid), so this
+# reads one entry however many files are queued: no sort.
+_DUE_SQL = (
+    "SELECT {columns} FROM files WHERE state = ? AND root NOT IN ({marks}) "
+    "ORDER BY next_attempt_at, id LIMIT 1"
+)
+
 _COLUMNS = ", ".join(f.name for f in fields(FileRow))
 
 
@@ -153,12 +161,10 @@ class Files(Engine):
         skip = tuple(skip_roots)
         marks = ", ".join("?" * len(skip))
         rows = self._query(
-            "SELECT MIN(COALESCE(next_attempt_at, 0)) FROM files WHERE state = ? "
-            f"AND root NOT IN ({marks})",
+            _DUE_SQL.format(columns="COALESCE(next_attempt_at, 0)", marks=marks),
             (FileState.QUEUED, *skip),
         )
-        value = rows[0][0]
-        return None if value is None else float(value)
+        return float(rows[0][0]) if rows else None
 
     def any_in(self, states: Iterable[FileState]) -> bool:
         """Is any file in one of `states`? (One indexed look.)"""
@@ -275,14 +281,12 @@ class Files(Engine):
         marks = ", ".join("?" * len(skip))
         with self._transaction(durable=True) as db:
             found = db.execute(
-                f"SELECT {_COLUMNS} FROM files WHERE state = ? "
-                f"AND COALESCE(next_attempt_at, 0) <= ? AND root NOT IN ({marks}) "
-                "ORDER BY next_attempt_at IS NOT NULL, id LIMIT 1",
-                (FileState.QUEUED, self.clock(), *skip),
+                _DUE_SQL.format(columns=_COLUMNS, marks=marks), (FileState.QUEUED, *skip)
             ).fetchone()
-            if found is None:
-                return None
-            return self._claim(db, _row(found), token)
+            row = _row(found) if found is not None else None
+            if row is None or (row.next_attempt_at or 0) > self.clock():
+                return None  # the soonest is not due yet
+            return self._claim(db, row, token)
 
     def claim(self, file_id: int, token: str) -> FileRow | None:
         """Take this queued file for uploading now (a one-off `tlwatch upload`), as above."""

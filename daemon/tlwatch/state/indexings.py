@@ -30,6 +30,10 @@ class IndexingRow:
     sent_at: float | None
 
 
+# The queued indexing to send next: new ones (no time set) first, in the order they came, then
+# the one whose retry is due soonest; read in the indexings_state index's order (no sort).
+_DUE_SQL = "SELECT {columns} FROM indexings WHERE state = ? ORDER BY next_attempt_at, rowid LIMIT 1"
+
 _INDEXING_COLUMNS = ", ".join(f.name for f in fields(IndexingRow))
 
 
@@ -55,25 +59,22 @@ class Indexings(Chores):
             return cursor.rowcount == 1
 
     def indexing_due(self) -> bool:
-        """Is a queued indexing due now? (One indexed read.)"""
+        """Is a queued indexing due now? (One index entry read.)"""
         rows = self._query(
-            "SELECT 1 FROM indexings WHERE state = ? AND COALESCE(next_attempt_at, 0) <= ? LIMIT 1",
-            (IndexState.QUEUED, self.clock()),
+            _DUE_SQL.format(columns="COALESCE(next_attempt_at, 0)"), (IndexState.QUEUED,)
         )
-        return bool(rows)
+        return bool(rows) and rows[0][0] <= self.clock()
 
     def claim_indexing(self) -> IndexingRow | None:
         """Take the first queued indexing that is due: it becomes `sending`, attempts + 1.
         Durable: this is the intent."""
         with self._transaction(durable=True) as db:
             found = db.execute(
-                f"SELECT {_INDEXING_COLUMNS} FROM indexings WHERE state = ? "
-                "AND COALESCE(next_attempt_at, 0) <= ? ORDER BY created_at LIMIT 1",
-                (IndexState.QUEUED, self.clock()),
+                _DUE_SQL.format(columns=_INDEXING_COLUMNS), (IndexState.QUEUED,)
             ).fetchone()
-            if found is None:
-                return None
-            row = _indexing(found)
+            row = _indexing(found) if found is not None else None
+            if row is None or (row.next_attempt_at or 0) > self.clock():
+                return None  # the soonest is not due yet
             self._index_change(db, row, IndexState.SENDING, {"attempts": row.attempts + 1}, None)
         return self.indexing(row.asset_id, row.index_id)
 
