@@ -343,6 +343,12 @@ class Client:
         body = self._call("POST", path, idempotent=False, json=payload).json()
         return str(body["_id"])
 
+    def index_models(self, index_id: str) -> list[str]:
+        """The names of the models an index was made with (`GET /indexes/{id}`)."""
+        body = self._call("GET", f"indexes/{index_id}").json()
+        models = body.get("models") if isinstance(body, dict) else None
+        return [str(m.get("model_name")) for m in models or [] if isinstance(m, dict)]
+
     def retrieve_indexed_asset(self, index_id: str, indexed_asset_id: str) -> IndexedAsset:
         path = f"indexes/{index_id}/indexed-assets/{indexed_asset_id}"
         return IndexedAsset.from_json(self._call("GET", path).json())
@@ -656,6 +662,7 @@ _ENDPOINTS = [
         ("DELETE", r"assets/[^/]+", "assets.delete"),
         ("GET", r"assets", "assets.list"),
         ("POST", r"assets", "assets.create"),
+        ("GET", r"indexes/[^/]+", "indexes.retrieve"),
         ("GET", r"indexes/[^/]+/indexed-assets/[^/]+", "indexing.retrieve"),
         ("PATCH", r"indexes/[^/]+/indexed-assets/[^/]+", "indexing.metadata"),
         ("GET", r"indexes/[^/]+/indexed-assets", "indexing.list"),

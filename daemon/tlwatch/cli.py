@@ -679,7 +679,7 @@ def _index_now(config: Config, wanted: list[tuple[str, str]]) -> int:
         store.recover(grace=config.api.timeout_seconds)
         run = RunState()
         indexer = Indexer(store, client, lambda: config, run)
-        final = (IndexState.READY, IndexState.FAILED)
+        final = (IndexState.READY, IndexState.FAILED, IndexState.SKIPPED)
         while any(store.indexing(*pair).state not in final for pair in wanted):
             if run.paused():
                 return _fail(f"stopped: {run.paused()} (nothing was marked failed)")

@@ -112,6 +112,23 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class FitConfig:
+    """Overrides of the platform's documented limits (`fit.MODELS`); None: as documented."""
+
+    min_seconds: float | None = None
+    max_seconds: float | None = None
+    min_short_side: int | None = None
+    max_long_side: int | None = None
+    max_short_side: int | None = None
+    max_aspect: float | None = None
+    max_bytes: int | None = None
+
+    @property
+    def overrides(self) -> dict[str, float | int]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path | None
     api: ApiConfig
@@ -122,6 +139,7 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     notify: NotifyConfig = NotifyConfig()
     budget: BudgetConfig = BudgetConfig()
+    fit: FitConfig = FitConfig()
 
     def folder_names(self) -> dict[bytes, str]:
         """Each watched folder's short name, for labels: its `name`, else its last path
@@ -330,7 +348,17 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
     where = f"{source}: " if source else ""
     base = source.parent if source else Path.cwd()
     top = _Reader(data, where, problems)
-    for name in ("api", "state", "logging", "daemon", "watch", "metrics", "notify", "budget"):
+    for name in (
+        "api",
+        "state",
+        "logging",
+        "daemon",
+        "watch",
+        "metrics",
+        "notify",
+        "budget",
+        "fit",
+    ):
         top.seen.add(name)
     top.finish()
     api = _api(_section(data, "api", problems, where), base, private)
@@ -356,6 +384,9 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
         BudgetConfig, {"max_media_minutes_per_day": minutes, "max_media_minutes_total": minutes}
     )
     budget.finish()
+    fit = _section(data, "fit", problems, where)
+    fit_config = fit.fields(FitConfig, FIT_KEYS)
+    fit.finish()
     watches = _watches(data.get("watch", []), base, problems, where)
     if problems:
         raise ConfigError(problems)
@@ -369,6 +400,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
         metrics_config,
         notify_config,
         budget_config,
+        fit_config,
     )
 
 
@@ -462,6 +494,17 @@ DAEMON_KEYS: dict[str, Spec] = {
     "retry_base_seconds": (_number(0.01), f"{SECONDS} >= 0.01"),
     "retry_max_seconds": (_number(1.0), "a number >= 1"),
     "poll_interval_seconds": (_number(0.5), f"{SECONDS} >= 0.5"),
+}
+
+PIXELS = (_integer(1), "a number of pixels >= 1")
+FIT_KEYS: dict[str, Spec] = {
+    "min_seconds": (_number(0.0), f"{SECONDS} >= 0"),
+    "max_seconds": (_number(1.0), f"{SECONDS} >= 1"),
+    "min_short_side": PIXELS,
+    "max_long_side": PIXELS,
+    "max_short_side": PIXELS,
+    "max_aspect": (_number(1.0), "a ratio >= 1 (2.4 means 1:2.4 to 2.4:1)"),
+    "max_bytes": (_integer(1), "a number of bytes >= 1"),
 }
 
 

@@ -1,6 +1,7 @@
 """`make demo`: the sandbox, the daemon on a demo folder, real sample media dropped in, every
-transition shown until each file is `ready` and each video and audio file is indexed, with metadata
-from a folder template; then everything stopped cleanly.
+transition shown until each file is `ready` and each video and audio file is indexed (or, at 1 s,
+not sent to the index, which would refuse it), with metadata from a folder template; then
+everything stopped cleanly.
 
 Runs from a checkout (the samples are the test fixtures). Nothing leaves this machine.
 """
@@ -18,7 +19,16 @@ import time
 from pathlib import Path
 
 SAMPLES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
-MEDIA = ["clip.mp4", "clip.mov", "clip.webm", "tone.wav", "tone.mp3", "photo.jpg", "photo.png"]
+MEDIA = [
+    "indexable.mp4",
+    "clip.mov",
+    "clip.webm",
+    "tone-5s.m4a",
+    "tone.mp3",
+    "photo.jpg",
+    "photo.png",
+]
+INDEXED = {"indexable.mp4", "tone-5s.m4a"}  # the others are 1 s long: too short for the index
 DECOY = "not-really.mp4"
 DEMO_KEY = "tlk_sandbox_demo_key_not_secret"
 INDEX = "demo-index"
@@ -105,9 +115,15 @@ def run(root: Path) -> int:
             for indexing in row["indexing"]:
                 name = Path(row["path"]).name
                 print(f"  {name}: {indexing['state']} in {indexing['index_id']}", end="")
-                print(f"  metadata {json.dumps(row['user_metadata'])}")
+                if indexing["state"] == "skipped":
+                    print(f" ({indexing['reason']})")
+                else:
+                    print(f"  metadata {json.dumps(row['user_metadata'])}")
     if ok:
-        say("every media file is ready, videos and audio indexed; the decoy was ignored")
+        say(
+            "every media file is ready; the videos and audio long enough indexed, the 1 s clips "
+            "not sent to the index (it would refuse them); the decoy was ignored"
+        )
     else:
         say("not everything got ready and indexed")
     return 0 if ok else 1
@@ -125,14 +141,11 @@ def wait_until_ready(config: Path, env: dict[str, str], deadline: float) -> bool
         if result.returncode == 0:
             found = json.loads(result.stdout)
             rows = {Path(r["path"]).name: r["state"] for r in found}
-            indexed = {
-                Path(r["path"]).name
-                for r in found
-                if [i["state"] for i in r["indexing"]] == ["ready"]
-            }
-            media = {n for n in MEDIA if not n.startswith("photo")}
+            indexings = {Path(r["path"]).name: [i["state"] for i in r["indexing"]] for r in found}
+            short = {n for n in MEDIA if not n.startswith("photo")} - INDEXED
             ready = all(rows.get(n) == "ready" for n in MEDIA) and rows.get(DECOY) == "ignored"
-            if ready and media <= indexed:
+            indexed = all(indexings.get(n) == ["ready"] for n in INDEXED)
+            if ready and indexed and all(indexings.get(n) == ["skipped"] for n in short):
                 return True
         time.sleep(0.5)
     return False

@@ -31,6 +31,7 @@ from tlwatch.errors import (
     RateLimited,
     TransientError,
 )
+from tlwatch.fit import index_bounds, misfits
 from tlwatch.models import ChoreKind, IndexState, shown
 from tlwatch.state import IndexingRow, Store
 
@@ -78,6 +79,8 @@ class Indexer:
         if row is None:
             return False
         try:
+            if self._skipped(row):
+                return True
             if row.attempts > 1:  # an earlier attempt may have reached the index: look first
                 found = self.client.indexes_of(row.asset_id).get(row.index_id)
                 if found is not None:
@@ -95,6 +98,27 @@ class Indexer:
             self._refused(row, error)
             return True
         self._sent(row, indexed_id)
+        return True
+
+    def _skipped(self, row: IndexingRow) -> bool:
+        """Nothing is sent that the index would refuse: a file outside its models' bounds
+        (too short, too long, too large a picture...) ends `skipped`, with the bounds named.
+        The index's models are read once (`GET /indexes/{id}`) and kept in the store."""
+        if row.file_id is None:
+            return False
+        models = self.store.index_models(row.index_id)
+        if models is None:
+            models = self.client.index_models(row.index_id)
+            self.store.keep_index_models(row.index_id, models)
+        bounds = index_bounds(models).replaced(self.config().fit.overrides)
+        file = self.store.get(row.file_id)
+        reasons = misfits(file.probe, file.size, bounds)
+        if not reasons:
+            return False
+        reason = "not indexed: " + "; ".join(reasons)
+        log.warning("%s: %s", file.shown, reason)
+        if self.store.skip_indexing(row.asset_id, row.index_id, reason, self._after(row)):
+            self.run.wake_chores()
         return True
 
     def _sent(self, row: IndexingRow, indexed_id: str) -> None:

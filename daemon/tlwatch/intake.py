@@ -21,9 +21,9 @@ from typing import Any
 
 from tlwatch.config import Config
 from tlwatch.control import PAUSE_STORE, SCAN, STORE_RETRY, WAKE, RunState
-from tlwatch.duration import duration_seconds
 from tlwatch.metadata import Facts, SidecarError, Value, media_of, merged
 from tlwatch.models import FileState, Kind, Media, Signature, regular_signature, shown
+from tlwatch.probe import probe
 from tlwatch.scan import outside_roots, skip_reason, walk
 from tlwatch.settle import Settler
 from tlwatch.sniff import Sniffed, sniff
@@ -312,10 +312,12 @@ def _read(claim: _Claim) -> _Read | None:
         if sniffed.kind is None or sniffed.kind not in claim.kinds:
             return sniffed
         digest = sha256_of(claim.path, claim.progress)
-        seconds = 0.0 if sniffed.kind == Kind.IMAGE else duration_seconds(claim.path)
-        if seconds is None:
-            log.info("%s: cannot read its duration; it counts as zero", shown(claim.path))
-        media = Media(sniffed.mime, sniffed.kind, digest, seconds)
+        if sniffed.kind == Kind.IMAGE:
+            media = Media(sniffed.mime, sniffed.kind, digest, 0.0)
+        else:
+            media = Media.of(sniffed.mime, sniffed.kind, digest, probe(claim.path))
+            if media.duration is None:
+                log.info("%s: cannot read its duration; it counts as zero", shown(claim.path))
         try:  # the sidecar is read here too: nothing is read inside a transaction
             metadata = metadata_of(claim.path, claim.root, claim.signature, media, claim.templates)
         except SidecarError as error:

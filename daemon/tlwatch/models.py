@@ -30,6 +30,7 @@ class IndexState(enum.StrEnum):
     INDEXING = "indexing"  # the index holds an indexed asset for it; following its status
     READY = "ready"
     FAILED = "failed"  # refused (the reason carries the API's code) or failed indexing
+    SKIPPED = "skipped"  # not sent: the index would refuse it (the reason names the bound)
 
 
 class ChoreState(enum.StrEnum):
@@ -75,6 +76,32 @@ class Media:
     kind: str
     sha256: str
     duration: float | None = None  # seconds (images: 0; None: could not be read)
+    width: int | None = None  # the picture, as its header says (see `Probe`)
+    height: int | None = None
+    aspect: float | None = None
+    fps: float | None = None
+
+    @classmethod
+    def of(cls, mime: str, kind: str, sha256: str, probe: Probe | None) -> Media:
+        if probe is None:
+            return cls(mime, kind, sha256)
+        return cls(
+            mime, kind, sha256, probe.duration, probe.width, probe.height, probe.aspect, probe.fps
+        )
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A media file as its header describes it (`probe.probe`); None where it does not say."""
+
+    duration: float | None = None  # seconds
+    width: int | None = None  # pixels, as stored
+    height: int | None = None
+    aspect: float | None = None  # display aspect ratio (width / height as shown)
+    fps: float | None = None
+    container: str | None = None
+    video_codec: str | None = None
+    audio_codec: str | None = None
 
 
 def regular_signature(path: bytes) -> Signature | None:

@@ -17,7 +17,7 @@ INDEX = "idx-footage"
 
 
 def take(daemon: Daemon, tail: bytes) -> bytes:
-    data = (FIXTURES / "clip.mp4").read_bytes() + tail
+    data = (FIXTURES / "indexable.mp4").read_bytes() + tail
     (daemon.watch / "take.mp4").write_bytes(data)
     return data
 

@@ -16,6 +16,7 @@ from tlwatch.sandbox import Settings
 from conftest import FIXTURES, Daemon, Sandbox, sha256_file, wait_for
 
 INDEX = "idx-footage"
+CLIP = FIXTURES / "indexable.mp4"  # inside every limit of the index (clip.mp4 is 1 s)
 OTHER = "idx-archive"
 TEMPLATES = (
     'user_metadata = { project = "{dir[0]}", day = "{mtime:%Y-%m-%d}", deep = "{dir[2]}", '
@@ -56,7 +57,7 @@ def test_a_ready_asset_is_indexed_once_with_its_templated_metadata(daemon: Daemo
     configure(daemon)
     (daemon.watch / "Alps" / "camA").mkdir(parents=True)
     clip = daemon.watch / "Alps" / "camA" / "C0001.mp4"
-    shutil.copy(FIXTURES / "clip.mp4", clip)
+    shutil.copy(CLIP, clip)
     shutil.copy(FIXTURES / "photo.png", daemon.watch / "still.png")  # images: not indexed
     daemon.start()
     wait_for(lambda: list(indexings(daemon).values()) == ["ready"], timeout=30)
@@ -93,7 +94,7 @@ def sent_assets(daemon: Daemon) -> list[str]:
 def test_a_lost_index_answer_ends_in_exactly_one_indexed_asset(daemon: Daemon) -> None:
     configure(daemon)
     daemon.sandbox.fault(endpoint="indexed_create", drop="after", times=1)
-    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "a.mp4")
+    shutil.copy(CLIP, daemon.watch / "a.mp4")
     daemon.start()
     wait_for(lambda: list(indexings(daemon).values()) == ["ready"], timeout=40)
     assert len(daemon.sandbox.indexed()) == 1
@@ -104,7 +105,7 @@ def test_a_lost_index_answer_ends_in_exactly_one_indexed_asset(daemon: Daemon) -
 def test_kill_9_while_indexing_then_restart_indexes_once(daemon: Daemon) -> None:
     configure(daemon)
     daemon.sandbox.fault(endpoint="indexed_create", delay=2.0, times=1)
-    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "a.mp4")
+    shutil.copy(CLIP, daemon.watch / "a.mp4")
     daemon.start()
     wait_for(lambda: list(indexings(daemon).values()) == ["sending"], timeout=30)
     assert daemon.process is not None
@@ -120,14 +121,14 @@ def test_kill_9_while_indexing_then_restart_indexes_once(daemon: Daemon) -> None
 
 def test_sidecars_present_late_and_malformed(daemon: Daemon) -> None:
     configure(daemon)
-    early, late, bad = (daemon.watch / n for n in ("early.mp4", "late.wav", "bad.mp4"))
+    early, late, bad = (daemon.watch / n for n in ("early.mp4", "late.m4a", "bad.mp4"))
     (daemon.watch / "early.mp4.json").write_text('{"camera": "Z", "take": 2}')
     (daemon.watch / "bad.mp4.json").write_text('{"scene": {"nested": true}}')
-    early.write_bytes((FIXTURES / "clip.mp4").read_bytes())
-    late.write_bytes((FIXTURES / "tone.wav").read_bytes())
-    bad.write_bytes((FIXTURES / "clip.mp4").read_bytes() + b"\0")
+    early.write_bytes((CLIP).read_bytes())
+    late.write_bytes((FIXTURES / "tone-5s.m4a").read_bytes())
+    bad.write_bytes((CLIP).read_bytes() + b"\0")
     daemon.start()
-    daemon.wait_states({"early.mp4": "ready", "late.wav": "ready", "bad.mp4": "held"})
+    daemon.wait_states({"early.mp4": "ready", "late.m4a": "ready", "bad.mp4": "held"})
     held = next(r for r in daemon.rows() if r.path.endswith(b"bad.mp4"))
     assert "sidecar 'bad.mp4.json': key 'scene'" in (held.reason or "")
     assert len(daemon.sandbox.assets()) == 2  # nothing sent for the held file
@@ -137,8 +138,8 @@ def test_sidecars_present_late_and_malformed(daemon: Daemon) -> None:
     assert not (daemon.sandbox.assets() and "early.mp4.json" in by_name)  # never uploaded
     wait_for(lambda: sorted(indexings(daemon).values()) == ["ready", "ready"], timeout=30)
 
-    (daemon.watch / "late.wav.json").write_text('{"mood": "calm"}')  # added after the upload
-    late_id = by_name["late.wav"]["id"]
+    (daemon.watch / "late.m4a.json").write_text('{"mood": "calm"}')  # added after the upload
+    late_id = by_name["late.m4a"]["id"]
 
     def updated() -> bool:
         asset = next(a for a in daemon.sandbox.assets() if a["id"] == late_id)
@@ -164,10 +165,10 @@ def test_a_duplicate_in_a_folder_with_another_index_is_indexed_there_too(daemon:
         watch=f'index_id = "{INDEX}"\n[[watch]]\npath = "archive"\nsettle_seconds = 0.3\n'
         f'index_id = "{OTHER}"\n'
     )
-    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "a.mp4")
+    shutil.copy(CLIP, daemon.watch / "a.mp4")
     daemon.start()
     wait_for(lambda: list(indexings(daemon).values()) == ["ready"], timeout=30)
-    shutil.copy(FIXTURES / "clip.mp4", archive / "copy.mp4")
+    shutil.copy(CLIP, archive / "copy.mp4")
     wait_for(lambda: sorted(indexings(daemon).values()) == ["ready", "ready"], timeout=30)
     indexed = daemon.sandbox.indexed()
     assert sorted(i["index_id"] for i in indexed) == sorted([INDEX, OTHER])
@@ -180,11 +181,11 @@ def test_a_duplicate_in_a_folder_with_another_index_is_indexed_there_too(daemon:
 def test_a_429_on_indexing_holds_indexing_only(daemon: Daemon) -> None:
     configure(daemon)
     daemon.sandbox.fault(endpoint="indexed_create", status=429, retry_after="4", times=1)
-    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "first.mp4")
+    shutil.copy(CLIP, daemon.watch / "first.mp4")
     daemon.start()
     wait_for(lambda: "indexing is rate limited" in daemon.log(), timeout=30)
-    shutil.copy(FIXTURES / "tone.wav", daemon.watch / "second.wav")  # uploads go on meanwhile
-    daemon.wait_states({"second.wav": "ready"}, timeout=30)
+    shutil.copy(FIXTURES / "tone-5s.m4a", daemon.watch / "second.m4a")  # uploads go on meanwhile
+    daemon.wait_states({"second.m4a": "ready"}, timeout=30)
     assert list(indexings(daemon).values()).count("ready") == 0  # still held
     wait_for(lambda: sorted(indexings(daemon).values()) == ["ready", "ready"], timeout=40)
     assert len(daemon.sandbox.indexed()) == 2
@@ -195,7 +196,7 @@ def test_delete_after_upload_waits_for_indexing(daemon: Daemon) -> None:
     configure(daemon, 'after_upload = "delete"')
     daemon.sandbox.settings(indexing_seconds=2.0)
     clip = daemon.watch / "a.mp4"
-    shutil.copy(FIXTURES / "clip.mp4", clip)
+    shutil.copy(CLIP, clip)
     daemon.start()
     daemon.wait_states({"a.mp4": "ready"})
     assert clip.exists()  # ready, but not yet indexed
@@ -206,7 +207,7 @@ def test_delete_after_upload_waits_for_indexing(daemon: Daemon) -> None:
 
 def test_tlwatch_index_backfills_once(daemon: Daemon) -> None:
     make_index(daemon, INDEX)
-    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "a.mp4")
+    shutil.copy(CLIP, daemon.watch / "a.mp4")
     assert daemon.command("scan", "--wait").returncode == 0
     path = str(daemon.watch / "a.mp4")
     assert daemon.command("index", path).returncode == 1  # no index_id in its folder
@@ -230,7 +231,7 @@ def test_many_indexed_assets_are_followed_together(daemon: Daemon) -> None:
     daemon.sandbox.settings(indexing_seconds=1.5)
     for number in range(6):
         clip = daemon.watch / f"c{number}.mp4"
-        clip.write_bytes((FIXTURES / "clip.mp4").read_bytes() + bytes([number]))
+        clip.write_bytes((CLIP).read_bytes() + bytes([number]))
     daemon.start()
     wait_for(lambda: sorted(indexings(daemon).values()) == ["ready"] * 6, timeout=40)
     assert daemon.stop() == 0
@@ -257,7 +258,7 @@ def test_six_due_indexed_assets_are_checked_with_one_list_request(
     ):
         for number in range(6):
             path = tmp_path / f"c{number}.mp4"
-            path.write_bytes((FIXTURES / "clip.mp4").read_bytes() + bytes([number]))
+            path.write_bytes((CLIP).read_bytes() + bytes([number]))
             asset = api.create_direct(os.fsencode(path), filename=path.name)
             wait_for(lambda a=asset.id: api.retrieve(a).status == "ready")
             media = Media("video/mp4", "video", sha256_file(path))
@@ -279,7 +280,7 @@ def test_six_due_indexed_assets_are_checked_with_one_list_request(
 def test_status_says_why_an_indexing_waits_after_a_lost_answer(daemon: Daemon) -> None:
     configure(daemon)
     daemon.sandbox.fault(endpoint="indexed_create", drop="after")  # indexed, answer lost
-    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "clip.mp4")
+    shutil.copy(CLIP, daemon.watch / "clip.mp4")
     daemon.start()
     wait_for(lambda: "indexing waits" in daemon.command("status").stdout, timeout=30)
     found = json.loads(daemon.command("status", "--json", check=True).stdout)
@@ -288,4 +289,25 @@ def test_status_says_why_an_indexing_waits_after_a_lost_answer(daemon: Daemon) -
     assert "looking in the index for it once that request would have ended" in waiting["reason"]
     wait_for(lambda: list(indexings(daemon).values()) == ["ready"], timeout=40)
     assert len(daemon.sandbox.indexed()) == 1  # adopted, not indexed twice
+    assert daemon.stop() == 0
+
+
+def test_a_clip_the_index_would_refuse_is_uploaded_but_not_sent_to_it(daemon: Daemon) -> None:
+    """A 1 s, 64x36 clip: the asset API takes it, the index would not. Nothing is sent to the
+    index; the reason names the bounds, in the log, `list --json` and `status`; an after_upload
+    move waiting for the indexing goes ahead (the asset is safe)."""
+    configure(daemon, 'after_upload = "move"\nmove_to = "done"')
+    shutil.copy(FIXTURES / "clip.mp4", daemon.watch / "short.mp4")
+    daemon.start()
+    wait_for(lambda: list(indexings(daemon).values()) == ["skipped"], timeout=30)
+    wait_for((daemon.root / "done" / "short.mp4").exists, timeout=30)
+    assert daemon.sandbox.indexed() == []  # nothing the index would refuse was sent to it
+    listed = json.loads(daemon.command("list", "--json", check=True).stdout)
+    [indexing] = listed[0]["indexing"]
+    assert indexing["state"] == "skipped" and indexing["indexed_asset_id"] is None
+    assert indexing["reason"] == (
+        "not indexed: 1.0 s is shorter than the index's 4 s; 64x36 is below the index's 360 lines"
+    )
+    assert "indexing: 1 skipped" in daemon.command("status", check=True).stdout
+    assert "not indexed: 1.0 s is shorter" in daemon.log()
     assert daemon.stop() == 0

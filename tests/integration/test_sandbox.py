@@ -14,10 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tlwatch.api import Client
 from tlwatch.sandbox import DEMO_API_KEY
 from tlwatch.sandbox.formdata import MalformedForm, parse
 
-from conftest import FIXTURES, Sandbox
+from conftest import FIXTURES, Sandbox, wait_for
 
 KEY = {"x-api-key": DEMO_API_KEY}
 
@@ -342,7 +343,7 @@ def test_indexing_refusals_lifecycle_and_metadata(http: httpx.Client, sandbox: S
     refused(http.post(path, json={"asset_id": "missing"}), 404, "resource_not_exist")
     ids = {}
     for name in ("good.mp4", "bad.mp4"):
-        with (FIXTURES / "clip.mp4").open("rb") as file:
+        with (FIXTURES / "indexable.mp4").open("rb") as file:
             made = http.post("assets", data={"method": "direct"}, files={"file": (name, file)})
         ids[name] = made.json()["_id"]
         refused(http.post(path, json={"asset_id": ids[name]}), 400, "asset_not_ready")
@@ -368,3 +369,28 @@ def test_indexing_refusals_lifecycle_and_metadata(http: httpx.Client, sandbox: S
     assert http.get(f"{path}/{indexed['good.mp4']}").json()["user_metadata"] == {"crew": "B"}
     assert http.delete(f"assets/{ids['good.mp4']}", params={"force": "true"}).status_code == 204
     refused(http.get(f"{path}/{indexed['good.mp4']}"), 404, "resource_not_exist")
+
+
+FINAL = ("ready", "failed")
+
+
+def test_the_sandbox_fails_an_indexing_outside_its_models_limits(
+    sandbox: Sandbox, client: Client
+) -> None:
+    """The sandbox keeps the platform's rule: what tlwatch would not send, it refuses."""
+    from tlwatch.sandbox import indexes
+
+    indexes.add_index(
+        sandbox.server.service, "idx-limits", "idx-limits", [{"model_name": "pegasus1.2"}]
+    )
+    assert client.index_models("idx-limits") == ["pegasus1.2"]
+    ids = {}
+    for name in ("clip.mp4", "indexable.mp4"):
+        asset = client.create_direct(FIXTURES / name)
+        wait_for(lambda a=asset: client.retrieve(a.id).status == "ready")
+        ids[name] = client.create_indexed_asset("idx-limits", asset.id)
+    for name, wanted in (("clip.mp4", "failed"), ("indexable.mp4", "ready")):
+        wait_for(lambda n=name: client.retrieve_indexed_asset("idx-limits", ids[n]).status in FINAL)
+        assert client.retrieve_indexed_asset("idx-limits", ids[name]).status == wanted
+    failed = client.retrieve_indexed_asset("idx-limits", ids["clip.mp4"])
+    assert failed.error == "pegasus1.2: 1.0 s is outside 4 s to 3600 s"

@@ -94,7 +94,7 @@ def test_sdk_indexes_and_indexed_assets(sdk: TwelveLabs, sandbox: Sandbox) -> No
         index_name="footage", models=[{"model_name": "marengo3.0", "model_options": ["visual"]}]
     )
     assert index.id
-    with (FIXTURES / "clip.mp4").open("rb") as file:
+    with (FIXTURES / "indexable.mp4").open("rb") as file:
         asset = sdk.assets.create(method="direct", file=file)
     wait_for(lambda: sdk.assets.retrieve(asset.id).status == "ready")
     created = sdk.indexes.indexed_assets.create(

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tlwatch.control import RunState
-from tlwatch.duration import duration_seconds
 from tlwatch.limits import budget_verdict, day_start
 from tlwatch.models import FileState, Media, Signature
+from tlwatch.probe import duration_seconds
 from tlwatch.state import Store
 from tlwatch.uploader import BudgetRelease
 

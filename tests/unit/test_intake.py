@@ -14,7 +14,7 @@ import pytest
 from tlwatch import intake as intake_module
 from tlwatch.control import RunState
 from tlwatch.intake import Intake, IntakeWorker, Stopped, sha256_of
-from tlwatch.models import FileState, Signature
+from tlwatch.models import FileState, Probe, Signature
 from tlwatch.state import Store
 
 from conftest import FIXTURES, make_config, sha256_file, until_idle
@@ -180,14 +180,14 @@ def test_a_library_error_fails_that_file_with_its_reason_not_the_batch(
     folder.mkdir()
     for name in ("clip.mp4", "tone.wav", "clip.mov"):
         shutil.copy(FIXTURES / name, folder / name)
-    real = intake_module.duration_seconds
+    real = intake_module.probe
 
-    def duration(path: bytes) -> float | None:  # pymediainfo choking on one file
+    def probe(path: bytes) -> Probe | None:  # pymediainfo choking on one file
         if path.endswith(b".mov"):
             raise ValueError("mediainfo could not parse it")
         return real(path)
 
-    monkeypatch.setattr(intake_module, "duration_seconds", duration)
+    monkeypatch.setattr(intake_module, "probe", probe)
     files = [(os.fsencode(p), Signature.of(p.stat())) for p in sorted(folder.iterdir())]
     with Store(config.state.path) as store, ThreadPoolExecutor(2) as pool:
         intake = Intake(store, lambda: config, pool=pool)
@@ -200,7 +200,7 @@ def test_a_library_error_fails_that_file_with_its_reason_not_the_batch(
         again = intake.take(os.fsencode(folder / "clip.mov"), failed.signature)
         assert again is not None and again.updated_at == failed.updated_at  # not read again
         store.retry([failed.id])  # `tlwatch retry`: read again when next seen
-        monkeypatch.setattr(intake_module, "duration_seconds", real)
+        monkeypatch.setattr(intake_module, "probe", real)
         path = os.fsencode(folder / "clip.mov")
         fixed = intake.take(path, Signature.of(os.stat(path)))
         assert fixed is not None and fixed.state == FileState.QUEUED

@@ -16,7 +16,7 @@ OWNERS = {
     "sqlite3": "engine.py",  # the store's engine, in the state/ package
     "prometheus_client": "metrics.py",
     "apprise": "notify.py",
-    "pymediainfo": "duration.py",
+    "pymediainfo": "probe.py",
 }
 
 
@@ -95,3 +95,10 @@ def test_workers_never_import_the_runner_or_the_command_line() -> None:
     for worker in ("intake", "uploader", "poller", "folders", "keycheck", "health", "ticks"):
         for name in imports_of(PACKAGE / f"{worker}.py"):
             assert name not in {"tlwatch.runner", "tlwatch.cli"}, f"{worker}.py imports {name}"
+
+
+def test_the_limits_and_their_verdict_are_pure() -> None:
+    for name in imports_of(PACKAGE / "fit.py"):
+        assert name in {"__future__", "dataclasses", "math", "collections.abc", "typing"} | {
+            "tlwatch.models"
+        }, f"fit.py imports {name}"

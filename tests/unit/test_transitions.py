@@ -134,6 +134,7 @@ INDEX_MOVES: dict[tuple[IndexState, IndexState], Callable[[Store, tuple[str, str
     (I.SENDING, I.QUEUED): lambda s, k: s.requeue_indexing(*k, "timed out", at=0.0),
     (I.SENDING, I.INDEXING): lambda s, k: s.indexing_sent(*k, "indexed-1"),
     (I.SENDING, I.FAILED): lambda s, k: s.fail_indexing(*k, "refused"),
+    (I.SENDING, I.SKIPPED): lambda s, k: s.skip_indexing(*k, "not indexed: too short"),
     (I.INDEXING, I.INDEXING): lambda s, k: s.indexing_status(*k, "indexing", None),
     (I.INDEXING, I.READY): lambda s, k: s.indexing_status(*k, "ready", None),
     (I.INDEXING, I.FAILED): lambda s, k: s.indexing_status(*k, "failed", "no"),

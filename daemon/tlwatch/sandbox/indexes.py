@@ -118,10 +118,55 @@ def status_of(svc: Service, indexed: IndexedAsset) -> str:
     elapsed = svc.clock() - indexed.started
     seconds = svc.settings.indexing_seconds
     if elapsed >= seconds:
-        asset = svc.assets.get(indexed.asset_id)
-        name = asset.filename if asset else ""
-        return "failed" if any(n in name for n in svc.settings.fail_index_names) else "ready"
+        return "failed" if failure_of(svc, indexed) else "ready"
     return STAGES[min(int(elapsed / seconds * len(STAGES)), len(STAGES) - 1)]
+
+
+# What each model family takes, as documented (shared/api-contract.md): seconds, the picture's
+# short side (min, max) and long side (max), the aspect (long / short), bytes. The platform's own
+# rule, kept apart from the daemon's copy (tlwatch.fit) so that each checks the other.
+LIMITS = {
+    "marengo": (4.0, 7200.0, 360, 2160, 3840, 2.4, 2_000_000_000),
+    "pegasus1.5": (4.0, 7200.0, 360, 2160, 5184, 2.4, 2_000_000_000),
+    "pegasus": (4.0, 3600.0, 360, 2160, 3840, 2.4, 2_000_000_000),
+}
+
+
+def failure_of(svc: Service, indexed: IndexedAsset) -> str | None:
+    """Why this indexed asset fails: told to, or outside a model of its index's limits."""
+    asset = svc.assets.get(indexed.asset_id)
+    if asset is None:
+        return "its asset is gone"
+    if any(n in asset.filename for n in svc.settings.fail_index_names):
+        return "the sandbox was told to fail this indexing"
+    index = svc.indexes.get(indexed.index_id)
+    for model in index.models if index else []:
+        name = str(model.get("model_name", ""))
+        limits = next((v for k, v in LIMITS.items() if name.startswith(k)), LIMITS["pegasus"])
+        refused = _refused(asset.duration, asset.picture, asset.size, limits)
+        if refused:
+            return f"{name}: {refused}"
+    return None
+
+
+def _refused(
+    seconds: float | None,
+    picture: tuple[int, int] | None,
+    size: int,
+    limits: tuple[float, float, int, int, int, float, int],
+) -> str | None:
+    low, high, short_min, short_max, long_max, aspect, size_max = limits
+    if size > size_max:
+        return f"over {size_max} bytes"
+    if seconds is not None and not low <= seconds <= high:
+        return f"{seconds} s is outside {low:g} s to {high:g} s"
+    if picture is not None:
+        short, long = min(picture), max(picture)
+        if not short_min <= short <= short_max or long > long_max:
+            return f"{picture[0]}x{picture[1]} is outside the picture limits"
+        if long / short > aspect + 0.005:
+            return f"an aspect of {long / short:.2f}:1 is outside 1:{aspect:g} to {aspect:g}:1"
+    return None
 
 
 def view_indexed(svc: Service, indexed: IndexedAsset) -> Json:
@@ -139,6 +184,8 @@ def view_indexed(svc: Service, indexed: IndexedAsset) -> Json:
             "size": asset.size if asset else None,
         },
     }
+    if status == "failed":
+        body["error"] = {"message": failure_of(svc, indexed)}
     if status == "ready":
         body["indexed_at"] = rfc3339(indexed.created_at + svc.settings.indexing_seconds)
     if indexed.user_metadata is not None:

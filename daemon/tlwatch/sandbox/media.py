@@ -58,6 +58,44 @@ def duration_of(path: Path) -> float | None:
     return None
 
 
+def picture_of(path: Path) -> tuple[int, int] | None:
+    """Given an MP4/MOV file, return its first video track's picture as displayed (the track
+    header's width and height); else None."""
+    try:
+        with path.open("rb") as file:
+            if file.read(8)[4:8] != b"ftyp":
+                return None
+            end = file.seek(0, 2)
+            file.seek(0)
+            return _tkhd_picture(file, _child(file, 0, end, b"moov"))
+    except (OSError, struct.error):
+        return None
+
+
+def _child(file: BinaryIO, start: int, end: int, kind: bytes) -> list[tuple[bytes, int, int]]:
+    """The boxes inside the first box of `kind` in start..end (its header skipped)."""
+    file.seek(start)
+    for found, box_start, size in _boxes(file, end):
+        if found == kind:
+            file.seek(box_start + 8)
+            return _boxes(file, box_start + size)
+    return []
+
+
+def _tkhd_picture(file: BinaryIO, moov: list[tuple[bytes, int, int]]) -> tuple[int, int] | None:
+    for kind, start, size in moov:
+        if kind != b"trak":
+            continue
+        file.seek(start + 8)
+        for child, child_start, child_size in _boxes(file, start + size):
+            if child == b"tkhd":
+                file.seek(child_start + child_size - 8)  # width, height: 16.16 fixed, at the end
+                width, height = struct.unpack(">II", file.read(8))
+                if width >> 16 and height >> 16:
+                    return width >> 16, height >> 16
+    return None
+
+
 def _boxes(file: BinaryIO, end: int) -> list[tuple[bytes, int, int]]:
     """Given a file positioned at a box list ending at `end`, return (type, start, size)."""
     found = []

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tlwatch.sandbox import DEMO_API_KEY
-from tlwatch.sandbox.media import duration_of, sniff_mime
+from tlwatch.sandbox.media import duration_of, picture_of, sniff_mime
 
 Json = dict[str, Any]
 
@@ -124,6 +124,7 @@ class Asset:
     path: Path | None = None
     source_url: str | None = None
     duration: float | None = None
+    picture: tuple[int, int] | None = None  # width, height as displayed (MP4/MOV)
     done_at: float | None = None  # monotonic time the bytes were complete; None while uploading
     indexed: bool = False
 
@@ -306,6 +307,7 @@ class Service:
         asset.size = asset.path.stat().st_size
         asset.file_type = sniff_mime(head) or asset.file_type
         asset.duration = duration_of(asset.path)
+        asset.picture = picture_of(asset.path)
         asset.done_at = self.clock()
 
     def add(self, asset: Asset) -> None:

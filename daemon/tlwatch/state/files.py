@@ -16,7 +16,7 @@ from typing import Any
 
 from tlwatch.errors import StoreError
 from tlwatch.events import StateChanged
-from tlwatch.models import FileState, Media, Signature, relative_to, shown
+from tlwatch.models import FileState, Media, Probe, Signature, relative_to, shown
 from tlwatch.state.engine import Connection, Engine
 
 
@@ -47,6 +47,15 @@ class FileRow:
     uploaded_at: float | None
     metadata: str | None  # the user metadata it is (or was) sent with, as JSON
     duration: float | None  # seconds of media (for the budgets)
+    width: int | None  # the picture, as the header says (for the platform's limits)
+    height: int | None
+    aspect: float | None
+    fps: float | None
+
+    @property
+    def probe(self) -> Probe:
+        """What its header said, as far as the store keeps it."""
+        return Probe(self.duration, self.width, self.height, self.aspect, self.fps)
 
     @property
     def user_metadata(self) -> dict[str, Any]:
@@ -609,6 +618,10 @@ def _media(media: Media) -> dict[str, Any]:
         "kind": media.kind,
         "sha256": media.sha256,
         "duration": media.duration,
+        "width": media.width,
+        "height": media.height,
+        "aspect": media.aspect,
+        "fps": media.fps,
     }
 
 

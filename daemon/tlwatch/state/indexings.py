@@ -3,6 +3,7 @@ once its file is indexed is wanted in the transaction that says so. Legal moves 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -101,13 +102,40 @@ class Indexings(Chores):
             row = self._indexing_in(db, asset_id, index_id)
             values = {"status": status}
             self._index_change(db, row, state or row.state, values, reason)
-            if state != IndexState.READY or after is None or row.file_id is None:
-                return False
-            file = self._file_in(db, row.file_id)
-            if file.state != FileState.READY or file.asset_id != asset_id:
-                return False  # a newer version of the file is on its way: it stays
-            self._want_chore(db, file, after)
-            return True
+            return state == IndexState.READY and self._indexing_over(db, row, after)
+
+    def skip_indexing(
+        self, asset_id: str, index_id: str, reason: str, after: ChoreKind | None = None
+    ) -> bool:
+        """Not sent after all: the index would refuse the file (`reason` names the bound). Its
+        asset is ready, so the move or delete owed (`after`) is wanted now, as for `ready`."""
+        with self._transaction() as db:
+            row = self._indexing_in(db, asset_id, index_id)
+            self._index_change(db, row, IndexState.SKIPPED, {}, reason)
+            return self._indexing_over(db, row, after)
+
+    def _indexing_over(self, db: Connection, row: IndexingRow, after: ChoreKind | None) -> bool:
+        """Want the chore `after` an indexing's end, only while the file is still the version
+        whose asset was indexed. True when it was wanted."""
+        if after is None or row.file_id is None:
+            return False
+        file = self._file_in(db, row.file_id)
+        if file.state != FileState.READY or file.asset_id != row.asset_id:
+            return False  # a newer version of the file is on its way: it stays
+        self._want_chore(db, file, after)
+        return True
+
+    def index_models(self, index_id: str) -> list[str] | None:
+        """The model names of this index, as last read from the API (None: never read)."""
+        rows = self._query("SELECT models FROM index_models WHERE index_id = ?", (index_id,))
+        return [str(name) for name in json.loads(rows[0][0])] if rows else None
+
+    def keep_index_models(self, index_id: str, models: list[str]) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO index_models (index_id, models, read_at) VALUES (?, ?, ?)",
+                (index_id, json.dumps(models), self.clock()),
+            )
 
     def requeue_indexing(
         self, asset_id: str, index_id: str, reason: str, *, at: float, attempts: int | None = None
@@ -184,6 +212,7 @@ INDEX_LEGAL = frozenset(
         (IndexState.SENDING, IndexState.QUEUED),
         (IndexState.SENDING, IndexState.INDEXING),
         (IndexState.SENDING, IndexState.FAILED),
+        (IndexState.SENDING, IndexState.SKIPPED),
         (IndexState.INDEXING, IndexState.INDEXING),
         (IndexState.INDEXING, IndexState.READY),
         (IndexState.INDEXING, IndexState.FAILED),

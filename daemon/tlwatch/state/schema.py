@@ -131,4 +131,15 @@ MIGRATIONS = [
     CREATE TABLE flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE INDEX files_root_state ON files(root, state);
     """,
+    """
+    ALTER TABLE files ADD COLUMN width INTEGER;
+    ALTER TABLE files ADD COLUMN height INTEGER;
+    ALTER TABLE files ADD COLUMN aspect REAL;
+    ALTER TABLE files ADD COLUMN fps REAL;
+    CREATE TABLE index_models (
+        index_id TEXT PRIMARY KEY,
+        models TEXT NOT NULL,
+        read_at REAL NOT NULL
+    );
+    """,
 ]

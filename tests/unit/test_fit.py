@@ -1,0 +1,91 @@
+"""The platform's limits as data, and the verdict over a probe (pure)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tlwatch.config import parse
+from tlwatch.errors import ConfigError
+from tlwatch.fit import ANY_MODEL, GB, Bounds, index_bounds, misfits, segments, too_short
+from tlwatch.models import Probe
+from tlwatch.probe import probe
+
+from conftest import FIXTURES
+
+HD = Probe(duration=10.0, width=1280, height=720, aspect=16 / 9)
+
+
+def test_an_index_takes_the_strictest_bound_of_its_models() -> None:
+    assert index_bounds(["marengo3.0"]).max_seconds == 7200
+    assert index_bounds(["marengo3.0", "pegasus1.2"]).max_seconds == 3600
+    assert index_bounds(["pegasus1.5"]).max_long_side == 5184
+    assert index_bounds(["pegasus1.5", "marengo2.7"]).max_long_side == 3840
+    assert index_bounds(["a-model-not-yet-documented"]) == ANY_MODEL
+    assert index_bounds([]) == Bounds()  # no model known: nothing judged here
+
+
+def test_a_clip_inside_every_bound_fits() -> None:
+    assert misfits(HD, 50_000_000, index_bounds(["marengo3.0", "pegasus1.2"])) == []
+
+
+@pytest.mark.parametrize(
+    ("probe", "size", "says"),
+    [
+        (Probe(duration=3.0, width=1280, height=720), 1, "3.0 s is shorter than the index's 4 s"),
+        (Probe(duration=7500.0, width=1280, height=720), 1, "7500 s is longer than the index's"),
+        (Probe(duration=9.0, width=6144, height=3160), 1, "6144x3160 is wider than the index's"),
+        (Probe(duration=9.0, width=6144, height=3160), 1, "is over the index's 2160 lines"),
+        (Probe(duration=9.0, width=1920, height=640), 1, "its aspect 3.00:1 is outside 1:2.4"),
+        (Probe(duration=9.0, width=640, height=1920), 1, "its aspect 3.00:1 is outside"),
+        (Probe(duration=9.0, width=320, height=240), 1, "320x240 is below the index's 360 lines"),
+        (HD, 3 * GB, "3.0 GB is over the index's 2 GB"),
+    ],
+)
+def test_each_misfit_names_its_bound(probe: Probe, size: int, says: str) -> None:
+    found = misfits(probe, size, index_bounds(["pegasus1.2"]))
+    assert any(says in reason for reason in found), found
+
+
+def test_an_anamorphic_picture_is_judged_as_displayed() -> None:
+    scope = Probe(duration=9.0, width=1920, height=1080, aspect=2.76)  # squeezed 2.76:1
+    assert any("aspect 2.76:1" in r for r in misfits(scope, 1, index_bounds(["marengo3.0"])))
+
+
+def test_an_unreadable_header_leaves_the_judgement_to_the_server() -> None:
+    bounds = index_bounds(["marengo3.0"])
+    assert misfits(None, 1, bounds) == []
+    assert misfits(Probe(), 1, bounds) == []
+    assert not too_short(None, bounds)
+
+
+def test_a_long_recording_is_cut_into_the_fewest_equal_segments() -> None:
+    parts = segments(7500.0, 3600.0)  # 2 h 05 min, pegasus1.2
+    assert len(parts) == 3
+    assert all(length <= 3600.0 for _, length in parts)
+    assert parts[0][0] == 0.0 and sum(length for _, length in parts) == pytest.approx(7500.0)
+    assert [offset for offset, _ in parts] == pytest.approx([0.0, 2500.0, 5000.0])
+    assert segments(3600.0, 3600.0) == [(0.0, 3600.0)]
+
+
+def test_the_fit_section_overrides_any_bound_and_names_a_bad_key(tmp_path: Path) -> None:
+    source = tmp_path / "config.toml"
+    config = parse({"fit": {"max_seconds": 60, "min_short_side": 240}}, source=source)
+    bounds = index_bounds(["marengo3.0"]).replaced(config.fit.overrides)
+    assert (bounds.max_seconds, bounds.min_short_side, bounds.max_long_side) == (60, 240, 3840)
+    with pytest.raises(ConfigError) as error:
+        parse({"fit": {"max_second": 60, "max_aspect": 0.5}}, source=source)
+    assert f"{source}: fit.max_second: unknown key (did you mean 'max_seconds'?)" in str(
+        error.value
+    )
+    assert "fit.max_aspect: must be a ratio >= 1" in str(error.value)
+
+
+def test_the_probe_reads_the_picture_and_the_display_aspect() -> None:
+    found = probe(os.fsencode(FIXTURES / "indexable.mp4"))
+    assert found is not None
+    assert (found.duration, found.width, found.height, found.fps) == (5.0, 640, 360, 1.0)
+    assert found.aspect == pytest.approx(16 / 9, abs=0.01)
+    assert probe(os.fsencode(FIXTURES / "document.pdf")) == Probe(container="PDF")
