@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bandwidth.py
 	$(BIN)/python bench/hash_while_uploading.py
 	$(BIN)/python bench/store_trips.py
+	$(BIN)/python bench/proxy.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache daemon/*.egg-info

@@ -182,14 +182,21 @@ class Daemon:
         return self.root / "daemon.log"
 
     def configure(
-        self, *, api: str = "", watch: str = "", settle: float = 0.3, timeout: float = 5
+        self,
+        *,
+        api: str = "",
+        watch: str = "",
+        settle: float = 0.3,
+        timeout: float = 5,
+        tables: str = "",
     ) -> None:
+        """Write the config: `api` and `watch` lines join their tables, `tables` are more."""
         self.config.write_text(
             f'[api]\nbase_url = "{self.sandbox.base_url}"\napi_key_file = "api_key"\n'
             f"timeout_seconds = {timeout}\n{api}\n"
             f'[state]\npath = "state/state.db"\n'
             f"[daemon]\nretry_base_seconds = 0.05\nretry_max_seconds = 1\n"
-            f"shutdown_timeout_seconds = 5\n"
+            f"shutdown_timeout_seconds = 5\n{tables}\n"
             f'[[watch]]\npath = "watch"\nsettle_seconds = {settle}\n{watch}\n'
         )
 

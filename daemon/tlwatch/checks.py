@@ -10,6 +10,7 @@ from tlwatch.api import Client
 from tlwatch.config import Config, api_key_source, read_api_key
 from tlwatch.errors import ApiError, AuthError, ConfigError
 from tlwatch.sniff import sniff
+from tlwatch.transcode import find_ffmpeg, pick_encoder, version
 
 Result = tuple[str, bool, str]
 PNG = bytes.fromhex(
@@ -23,6 +24,7 @@ def run_all(config: Config) -> list[Result]:
         ("configuration", True, str(config.source)),
         _api_key(config),
         _libmagic(),
+        _ffmpeg(config),
         _inotify(config),
         *_folders(config),
         _state(config),
@@ -51,6 +53,18 @@ def _libmagic() -> Result:
         file.flush()
         mime = sniff(os.fsencode(file.name)).mime
     return ("libmagic", mime == "image/png", f"reads a PNG as {mime}")
+
+
+def _ffmpeg(config: Config) -> Result:
+    """The ffmpeg that makes proxies, its version and the H.264 encoder it will use."""
+    needed = any(watch.proxy != "never" for watch in config.watch)
+    try:
+        binary = find_ffmpeg(config.fit.ffmpeg)
+        said = version(binary)
+        encoder = pick_encoder(binary, config.fit.encoder)
+    except OSError as error:
+        return ("ffmpeg", not needed, f"cannot run it: {error}; no proxy can be made")
+    return ("ffmpeg", True, f"{binary}: {said}; H.264 encoder {encoder}")
 
 
 def _inotify(config: Config) -> Result:

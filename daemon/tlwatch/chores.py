@@ -47,6 +47,7 @@ METADATA_WAIT = 10.0  # a metadata update looks again this often while its uploa
 LOCAL_ATTEMPTS = 8  # a move or delete that keeps failing on the disk ends failed after these
 NAME_MAX = 255
 LOCAL = (ChoreKind.MOVE, ChoreKind.DELETE)
+KINDS = (*LOCAL, ChoreKind.METADATA)  # proxies are the fitter's (fitter.py)
 
 
 class Chores:
@@ -66,17 +67,10 @@ class Chores:
 
     def turn(self) -> None:
         """Do the next due chore, or wait until one may be due (a read, no write, while idle)."""
-        seen = self.run.chores.seen()
-        kinds = LOCAL if self.run.paused() else tuple(ChoreKind)  # API calls wait out a pause
-        due = self.store.next_chore_due(self.run.offline(), kinds)
-        chore = None
-        if due is not None and due <= self.clock():
-            chore = self.store.claim_chore(self.run.offline(), kinds)
-        if chore is None:
-            wait = IDLE_WAIT if due is None else min(max(due - self.clock(), 0.05), IDLE_WAIT)
-            self.run.chores.wait(seen, wait)
-            return
-        self.do(chore)
+        kinds = LOCAL if self.run.paused() else KINDS  # API calls wait out a pause
+        chore = take_chore(self.store, self.run, kinds, self.clock)
+        if chore is not None:
+            self.do(chore)
 
     def do(self, chore: ChoreRow) -> None:
         """Check the chore's guard, act, and record the outcome."""
@@ -233,10 +227,25 @@ def after_upload(watch: WatchConfig | None) -> ChoreKind | None:
     return ChoreKind(watch.after_upload)
 
 
+def take_chore(
+    store: Store, run: RunState, kinds: tuple[ChoreKind, ...], clock: Callable[[], float]
+) -> ChoreRow | None:
+    """The next due chore of `kinds` outside the folders offline, claimed; or None once waited
+    until one may be due (a read, no write, while idle; a wake-up ends the wait)."""
+    seen = run.chores.seen()
+    due = store.next_chore_due(run.offline(), kinds)
+    if due is not None and due <= clock():
+        chore = store.claim_chore(run.offline(), kinds)
+        if chore is not None:
+            return chore
+    run.chores.wait(seen, IDLE_WAIT if due is None else min(max(due - clock(), 0.05), IDLE_WAIT))
+    return None
+
+
 def stale(chore: ChoreRow, file: FileRow) -> str | None:
     """Why the chore is not owed any more (the file is not the version it was made for), or
     None. Pure but for one stat."""
-    if file.asset_id != chore.asset_id:
+    if (file.asset_id or "") != chore.asset_id:  # (an original sent as parts has none)
         return "the file changed since; its new version goes its own way"
     if chore.kind == ChoreKind.METADATA:
         return None if file.state in (FileState.UPLOADED, FileState.READY) else "not sent any more"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tlwatch.errors import ConfigError
+from tlwatch.fit import Bounds
 from tlwatch.limits import Timetable
 from tlwatch.metadata import template_problem
 from tlwatch.models import Kind, is_under
@@ -109,12 +110,22 @@ class WatchConfig:
     index_kinds: frozenset[Kind] = frozenset({Kind.VIDEO, Kind.AUDIO})
     enable_video_stream: bool | None = None  # sent with each indexing request when set
     name: str | None = None  # its label in metrics (default: the folder's own name, made unique)
+    proxy: str = (
+        "auto"  # "auto": a proxy or segments where the file does not fit; "always"; "never"
+    )
 
 
 @dataclass(frozen=True)
 class FitConfig:
-    """Overrides of the platform's documented limits (`fit.MODELS`); None: as documented."""
+    """Proxies and segments: where and how they are made; and overrides of the platform's
+    documented limits (`fit.MODELS`; None: as documented)."""
 
+    proxy_height: int = 720  # lines, at most (more only where the index's minimum needs it)
+    spool_dir: Path | None = None  # default: "spool" beside the store
+    spool_max_bytes: int = 20_000_000_000  # proxies wait while the spool holds this much
+    ffmpeg: str | None = None  # default: the system's ffmpeg, else imageio-ffmpeg's
+    encoder: str = "auto"  # "auto": a hardware H.264 encoder that works here, else libx264
+    max_concurrent: int = 1  # transcodes at once
     min_seconds: float | None = None
     max_seconds: float | None = None
     min_short_side: int | None = None
@@ -125,7 +136,12 @@ class FitConfig:
 
     @property
     def overrides(self) -> dict[str, float | int]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        """The bounds set here (each replaces the documented one)."""
+        names = {field.name for field in dataclasses.fields(Bounds)}
+        return {k: v for k in names if (v := getattr(self, k)) is not None}
+
+    def spool(self, state: Path) -> Path:
+        return self.spool_dir or state.parent / "spool"
 
 
 @dataclass(frozen=True)
@@ -385,7 +401,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
     )
     budget.finish()
     fit = _section(data, "fit", problems, where)
-    fit_config = fit.fields(FitConfig, FIT_KEYS)
+    fit_config = fit.fields(FitConfig, {**FIT_KEYS, "spool_dir": (_path_under(base), "a path")})
     fit.finish()
     watches = _watches(data.get("watch", []), base, problems, where)
     if problems:
@@ -505,6 +521,11 @@ FIT_KEYS: dict[str, Spec] = {
     "max_short_side": PIXELS,
     "max_aspect": (_number(1.0), "a ratio >= 1 (2.4 means 1:2.4 to 2.4:1)"),
     "max_bytes": (_integer(1), "a number of bytes >= 1"),
+    "proxy_height": (_integer(144), "a number of lines >= 144"),
+    "spool_max_bytes": (_integer(1), "a number of bytes >= 1"),
+    "ffmpeg": (_text, "the path of an ffmpeg binary"),
+    "encoder": (_text, '"auto" or an ffmpeg H.264 encoder, like "libx264"'),
+    "max_concurrent": (_integer(1), "an integer >= 1"),
 }
 
 
@@ -545,6 +566,7 @@ WATCH_KEYS: dict[str, Spec] = {
     "settle_seconds": (_number(0.0), "a number >= 0"),
     "poll": (_boolean, "true or false"),
     "after_upload": (_choice(*AFTER_UPLOAD), '"keep", "move" or "delete"'),
+    "proxy": (_choice("auto", "always", "never"), '"auto", "always" or "never"'),
     "user_metadata": (_metadata, "a table of strings, numbers, booleans or lists of strings"),
     "index_id": (_text, "an index id (a non-empty string)"),
     "index_kinds": (_kinds, 'a list of "video", "audio", "image"'),

@@ -74,7 +74,16 @@ class Stuck:
     threads: tuple[str, ...]
 
 
-Event = StateChanged | Uploaded | AssetReady | Answered | Paused | FolderChanged | Stuck
+@dataclass(frozen=True)
+class ProxyMade:
+    """A file's proxy or segments are made (committed): ffmpeg ran `seconds`, and `saved` bytes
+    fewer than the original's go up."""
+
+    seconds: float
+    saved: int
+
+
+Event = StateChanged | Uploaded | AssetReady | Answered | Paused | FolderChanged | Stuck | ProxyMade
 Listener = Callable[[Event], None]
 
 

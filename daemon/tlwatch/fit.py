@@ -8,6 +8,7 @@ and models change), and the server's own refusal stays the final word.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -134,3 +135,81 @@ def segments(duration: float, max_seconds: float) -> list[tuple[float, float]]:
     count = max(1, math.ceil(duration / max_seconds - 1e-9))
     length = duration / count
     return [(index * length, length) for index in range(count)]
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A proxy's picture: the source scaled to `width` x `height`, centred on a `canvas_width` x
+    `canvas_height` canvas (letterboxed or pillarboxed, never cropped)."""
+
+    width: int
+    height: int
+    canvas_width: int
+    canvas_height: int
+
+
+def proxy_picture(probe: Probe, bounds: Bounds, lines: int) -> Picture | None:
+    """The picture of a proxy of this source: at most `lines` lines (more only where the short
+    side would fall under the minimum), inside the allowed aspect range, even sizes for
+    yuv420p. None when the source has no picture."""
+    shown = displayed(probe)
+    if shown is None:
+        return None
+    width, height = shown
+    widest = bounds.max_aspect or math.inf
+    canvas_w, canvas_h = float(width), float(height)
+    if width / height > widest:  # too wide: bars above and below
+        canvas_h = width / widest
+    elif height / width > widest:  # too tall: bars left and right
+        canvas_w = height / widest
+    scale = min(lines, canvas_h) / canvas_h
+    short = min(canvas_w, canvas_h) * scale
+    if bounds.min_short_side and short < bounds.min_short_side:
+        scale *= bounds.min_short_side / short  # a small source is scaled up to the minimum
+    long = max(canvas_w, canvas_h) * scale
+    if bounds.max_long_side and long > bounds.max_long_side:
+        scale *= bounds.max_long_side / long
+    canvas = _even(canvas_w * scale), _even(canvas_h * scale)
+    picture = min(_even(width * scale), canvas[0]), min(_even(height * scale), canvas[1])
+    return Picture(*picture, *canvas)
+
+
+def _even(value: float) -> int:
+    return max(2, 2 * round(value / 2))
+
+
+class Action(enum.StrEnum):
+    AS_IS = "as it is"
+    PROXY = "a proxy"
+    SEGMENTS = "segments"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What goes up for a file: itself, a proxy, or segments (`parts`: offset and length of
+    each); `reason` says why not the file itself."""
+
+    action: Action
+    reason: str | None = None
+    parts: tuple[tuple[float, float], ...] = ()
+
+
+def verdict(probe: Probe | None, size: int, bounds: Bounds | None, mode: str, most: int) -> Verdict:
+    """Given a video or audio file's probe and size, the bounds of the index it goes to (None:
+    not indexed), the folder's `proxy` mode and the largest upload the API takes (`most`),
+    return what is sent. A file too short for the index goes as it is (nothing made of it
+    would be indexed); one that cannot be judged too (the server has the last word)."""
+    if probe is None or probe.duration is None or mode == "never":
+        return Verdict(Action.AS_IS)
+    if bounds is not None and too_short(probe, bounds):
+        return Verdict(Action.AS_IS)
+    reasons = misfits(probe, size, bounds) if bounds is not None else []
+    if size > most:
+        reasons.append(f"{size / GB:.1f} GB is over the {most / GB:g} GB an upload may be")
+    if not reasons and mode != "always":
+        return Verdict(Action.AS_IS)
+    reason = "; ".join(reasons) or "this folder sends proxies only"
+    longest = bounds.max_seconds if bounds is not None else None
+    if longest is not None and probe.duration > longest:
+        return Verdict(Action.SEGMENTS, reason, tuple(segments(probe.duration, longest)))
+    return Verdict(Action.PROXY, reason, ((0.0, probe.duration),))

@@ -31,7 +31,8 @@ from tlwatch.errors import (
     RateLimited,
     TransientError,
 )
-from tlwatch.fit import index_bounds, misfits
+from tlwatch.fit import misfits
+from tlwatch.fitter import index_limits
 from tlwatch.models import ChoreKind, IndexState, shown
 from tlwatch.state import IndexingRow, Store
 
@@ -106,11 +107,7 @@ class Indexer:
         The index's models are read once (`GET /indexes/{id}`) and kept in the store."""
         if row.file_id is None:
             return False
-        models = self.store.index_models(row.index_id)
-        if models is None:
-            models = self.client.index_models(row.index_id)
-            self.store.keep_index_models(row.index_id, models)
-        bounds = index_bounds(models).replaced(self.config().fit.overrides)
+        bounds = index_limits(self.store, self.client, row.index_id, self.config().fit.overrides)
         file = self.store.get(row.file_id)
         reasons = misfits(file.probe, file.size, bounds)
         if not reasons:
@@ -251,7 +248,8 @@ class Indexer:
         indexes into this index, it waited for it."""
         if row.file_id is None:
             return None
-        watch = self.config().watch_for(self.store.get(row.file_id).path)
+        origin = self.store.origin(self.store.get(row.file_id))  # a part: its original's
+        watch = self.config().watch_for(origin.path)
         return after_upload(watch) if watch and watch.index_id == row.index_id else None
 
 

@@ -30,6 +30,7 @@ from tlwatch.events import (
     Event,
     FolderChanged,
     Paused,
+    ProxyMade,
     Stuck,
     Uploaded,
 )
@@ -133,6 +134,14 @@ class Metrics:
             ["endpoint", "code"],
             registry=registry,
         )
+        self.proxy_seconds = Counter(
+            "tlwatch_proxy_seconds", "Seconds spent making proxies and segments", registry=registry
+        )
+        self.bytes_saved = Counter(
+            "tlwatch_bytes_saved",
+            "Original bytes minus the bytes of the proxies sent instead",
+            registry=registry,
+        )
         self.paused = Gauge(
             "tlwatch_paused", "1 while paused, by reason", ["reason"], registry=registry
         )
@@ -174,6 +183,9 @@ class Metrics:
                 self.last_success.set(time.time())
         elif isinstance(event, Answered):
             self.requests.labels(event.endpoint, str(event.code)).inc()
+        elif isinstance(event, ProxyMade):
+            self.proxy_seconds.inc(event.seconds)
+            self.bytes_saved.inc(max(event.saved, 0))
         elif isinstance(event, Paused):
             self.paused.labels(PAUSE_CAUSES.get(event.cause, event.cause)).set(int(event.on))
         elif isinstance(event, FolderChanged):

@@ -14,7 +14,8 @@ class FileState(enum.StrEnum):
     QUEUED = "queued"  # complete, media, waiting for an upload worker
     UPLOADING = "uploading"  # intent recorded; a create is (or may be) in flight
     UPLOADED = "uploaded"  # the API holds an asset for it; following its status
-    READY = "ready"  # the asset is ready
+    READY = "ready"  # the asset is ready (fitted: every part's asset is)
+    FITTING = "fitting"  # too big or long for the platform: its proxy or segments go instead
     IGNORED = "ignored"  # not media (or not a wanted kind); not looked at again until it changes
     DUPLICATE = "duplicate"  # same content as a file already uploaded: shares that asset
     SKIPPED = "skipped"  # cannot be uploaded at all (too large, multipart not enabled...)
@@ -47,6 +48,7 @@ class ChoreKind(enum.StrEnum):
     MOVE = "move"  # after_upload = "move"
     DELETE = "delete"  # after_upload = "delete"
     METADATA = "metadata"  # newer user metadata for the asset and its indexed assets
+    PROXY = "proxy"  # make the proxy or the segments of a file that does not fit (ffmpeg)
 
 
 class Kind(enum.StrEnum):

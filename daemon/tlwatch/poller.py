@@ -157,8 +157,9 @@ class Poller:
 
     def _ready(self, row: FileRow) -> None:
         config = self.config()
-        watch = config.watch_for(row.path)
-        index_id = index_for(config, row)
+        origin = self.store.origin(row)  # a proxy or segment goes where its original would
+        watch = config.watch_for(origin.path)
+        index_id = index_for(config, origin)
         wanted = [(index_id, row.id)] if index_id else []
         wanted += [
             (other, dup.id)

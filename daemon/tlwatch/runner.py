@@ -26,6 +26,7 @@ from tlwatch.config import Config, load, read_api_key, restart_needed
 from tlwatch.control import RunState, run_loop
 from tlwatch.errors import ConfigError
 from tlwatch.events import Answered, Hub
+from tlwatch.fitter import Fitter
 from tlwatch.folders import Folders
 from tlwatch.health import HealthRecord, Watchdog, record_path
 from tlwatch.indexer import Indexer
@@ -128,6 +129,7 @@ class Runner:
         poller = Poller(store, client, self.config, run)
         indexer = Indexer(store, client, self.config, run)
         chores = Chores(store, client, self.config, run, offline=folders.gone_now)
+        fitter = Fitter(store, self.config, run)
         poll_seconds = self._config.daemon.poll_interval_seconds
         watcher = Watcher(run.look_at, self._trouble, poll_seconds=poll_seconds)
         keys = KeyCheck(key, client, self.config, run)
@@ -193,6 +195,8 @@ class Runner:
         self._start("poller", poller.turn, quiet + QUIET_LIMIT)
         self._start("indexer", indexer.turn, quiet + QUIET_LIMIT)
         self._start("chores", chores.turn, quiet + QUIET_LIMIT)
+        for number in range(self._config.fit.max_concurrent):
+            self._start(f"fitter-{number + 1}", fitter.turn, QUIET_LIMIT)
         parts.callback(self._shutdown, watcher, client, uploader)
         run.rescan()
         self.notifier.ready(ticks.snapshot().line() if self.notifier.enabled else "")

@@ -41,7 +41,7 @@ class Pass:
 
     def busy_states(self) -> tuple[FileState, ...]:
         """The states a one-pass run waits out."""
-        busy = (FileState.QUEUED, FileState.UPLOADING)
+        busy = (FileState.QUEUED, FileState.UPLOADING, FileState.FITTING)
         return (*busy, FileState.UPLOADED) if self.wait_ready else busy
 
 

@@ -34,6 +34,9 @@ from tlwatch.errors import (
     TransientError,
 )
 from tlwatch.events import Uploaded
+from tlwatch.fit import Action
+from tlwatch.fitter import index_limits, judge
+from tlwatch.intake import index_for
 from tlwatch.limits import DAILY, TOTAL, Concurrency, budget_verdict, day_start
 from tlwatch.models import FileState, Kind, regular_signature
 from tlwatch.state import FileRow, Store
@@ -49,6 +52,7 @@ MULTIPART_LIMIT = 10_000_000_000
 
 RESULTS = {
     FileState.UPLOADED: "ok",
+    FileState.FITTING: "fitted",
     FileState.READY: "ok",
     FileState.FAILED: "failed",
     FileState.SKIPPED: "failed",
@@ -292,6 +296,9 @@ class Uploader:
 
     # ---- the happy path --------------------------------------------------------------------
     def _upload(self, row: FileRow, fresh_token: str | None) -> FileRow:
+        fitted = self._fit(row)
+        if fitted is not None:
+            return fitted
         verdict = size_verdict(row.kind, row.size)
         if verdict is not None:
             return self.store.skip(row.id, verdict)
@@ -322,6 +329,26 @@ class Uploader:
             raise SourceChanged("changed while it was being uploaded; sending it again")
         self.run.wake_poller()
         return done
+
+    def _fit(self, row: FileRow) -> FileRow | None:
+        """A video or audio original the platform would refuse as it is (over the upload's
+        size, or outside its index's bounds) becomes `fitting`: its proxy or segments go
+        instead (fitter.py). None when it goes as it is."""
+        if row.parent_id is not None or row.kind not in (Kind.VIDEO, Kind.AUDIO):
+            return None
+        config = self.config()
+        watch = config.watch_for(row.path)
+        index_id = index_for(config, row)
+        bounds = None
+        if index_id is not None:
+            bounds = index_limits(self.store, self.client, index_id, config.fit.overrides)
+        found, plan = judge(row, bounds, watch.proxy if watch else "auto", config.fit)
+        if found.action == Action.AS_IS:
+            return None
+        log.info("%s: %s; %s go instead", row.shown, found.reason, found.action)
+        fitted = self.store.fit(row.id, plan, f"{found.reason}: sending {found.action}")
+        self.run.wake_chores()
+        return fitted
 
     def _adopt_earlier(self, row: FileRow) -> FileRow | None:
         """The asset an earlier attempt with this row's token made, adopted; None if none."""
@@ -360,10 +387,10 @@ class Uploader:
     def _metadata(self, row: FileRow, token: str) -> dict[str, Any]:
         """What the asset carries: the file's own user metadata, and tlwatch's keys."""
         return {
+            PATH_KEY: row.name.decode("utf-8", "replace")[:1000],  # a part carries its original's
             **row.user_metadata,
             TOKEN_KEY: token,
             SHA_KEY: row.sha256 or "",
-            PATH_KEY: row.name.decode("utf-8", "replace")[:1000],
         }
 
     def _multipart(self, row: FileRow, kind: Kind, metadata: dict[str, Any], api: ApiConfig) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -478,6 +479,9 @@ def test_check_passes_for_a_good_setup_and_names_what_is_wrong(daemon: Daemon) -
     assert good.returncode == 0, good.stdout + good.stderr
     for name in ("configuration", "api key", "libmagic", "inotify", "folder", "state store"):
         assert f"ok   {name}" in good.stdout
+    assert re.search(
+        r"ok   ffmpeg: \S+ffmpeg\S*: ffmpeg version \S+.*; H\.264 encoder \w+", good.stdout
+    )
     (daemon.root / "api_key").write_text("wrong\n")
     shutil.rmtree(daemon.watch)
     bad = daemon.command("check")

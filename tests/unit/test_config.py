@@ -12,6 +12,7 @@ from tlwatch.config import (
     ApiConfig,
     BudgetConfig,
     DaemonConfig,
+    FitConfig,
     LoggingConfig,
     MetricsConfig,
     NotifyConfig,
@@ -100,6 +101,7 @@ def test_every_config_key_is_documented_in_the_example_and_the_readme() -> None:
         MetricsConfig,
         NotifyConfig,
         BudgetConfig,
+        FitConfig,
         WatchConfig,
     ):
         for field in fields(section):

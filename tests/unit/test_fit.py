@@ -89,3 +89,50 @@ def test_the_probe_reads_the_picture_and_the_display_aspect() -> None:
     assert (found.duration, found.width, found.height, found.fps) == (5.0, 640, 360, 1.0)
     assert found.aspect == pytest.approx(16 / 9, abs=0.01)
     assert probe(os.fsencode(FIXTURES / "document.pdf")) == Probe(container="PDF")
+
+
+PEGASUS = index_bounds(["pegasus1.2"])
+
+
+@pytest.mark.parametrize(
+    ("source", "picture", "canvas"),
+    [
+        (Probe(duration=9.0, width=6144, height=3160), (1400, 720), (1400, 720)),  # 6K: 720 lines
+        (Probe(duration=9.0, width=1920, height=640), (1728, 576), (1728, 720)),  # 3:1: letterbox
+        (Probe(duration=9.0, width=640, height=1920), (288, 864), (360, 864)),  # 1:3: pillarbox
+        (Probe(duration=9.0, width=64, height=36), (640, 360), (640, 360)),  # tiny: up to 360
+        (Probe(duration=9.0, width=1920, height=1080, aspect=2.76), (1728, 626), (1728, 720)),
+    ],
+)
+def test_a_proxy_picture_fits_every_bound_and_is_never_cropped(
+    source: Probe, picture: tuple[int, int], canvas: tuple[int, int]
+) -> None:
+    from tlwatch.fit import proxy_picture
+
+    made = proxy_picture(source, PEGASUS, 720)
+    assert made is not None
+    assert (made.width, made.height) == picture and (
+        made.canvas_width,
+        made.canvas_height,
+    ) == canvas
+    proxy = Probe(duration=9.0, width=made.canvas_width, height=made.canvas_height)
+    assert misfits(proxy, 1, PEGASUS) == []  # the proxy itself fits the index
+    assert made.width % 2 == made.height % 2 == 0
+
+
+def test_the_verdict_sends_a_proxy_segments_or_the_file_itself() -> None:
+    from tlwatch.fit import Action, verdict
+
+    most = 10 * GB
+    assert verdict(HD, 1, PEGASUS, "auto", most).action == Action.AS_IS
+    assert verdict(HD, 1, PEGASUS, "always", most).action == Action.PROXY
+    wide = Probe(duration=9.0, width=1920, height=640)
+    assert verdict(wide, 1, PEGASUS, "auto", most).action == Action.PROXY
+    assert verdict(wide, 1, PEGASUS, "never", most).action == Action.AS_IS
+    long = verdict(Probe(duration=7500.0, width=1280, height=720), 1, PEGASUS, "auto", most)
+    assert long.action == Action.SEGMENTS and len(long.parts) == 3
+    short = Probe(duration=3.0, width=6144, height=3160)  # nothing made of it would be indexed
+    assert verdict(short, 1, PEGASUS, "auto", most).action == Action.AS_IS
+    huge = verdict(HD, 11 * GB, None, "auto", most)  # not indexed, but over the upload's most
+    assert huge.action == Action.PROXY and "over the 10 GB" in (huge.reason or "")
+    assert verdict(None, 11 * GB, None, "auto", most).action == Action.AS_IS  # cannot judge

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tlwatch.models import ChoreKind, ChoreState, FileState, IndexState, Media, Signature
-from tlwatch.state import CHORE_LEGAL, INDEX_LEGAL, JOURNEY, Store
+from tlwatch.state import CHORE_LEGAL, INDEX_LEGAL, JOURNEY, NewPart, Store
 
 MEDIA = Media("video/mp4", "video", "ab" * 32, duration=1.0)
 F, C, I = FileState, ChoreState, IndexState  # noqa: E741 - short names keep the tables readable
@@ -33,12 +33,32 @@ def file_in(store: Store, state: FileState) -> int:
         store.skip(file_id, "too big")
     elif state == F.HELD:
         store.hold_claimed(file_id, "total media budget: used up")
+    elif state == F.FITTING:
+        store.fit(file_id, '{"parts": 1}', "7300 s is longer than the index's 7200 s")
     elif state in (F.UPLOADED, F.READY):
         store.mark_uploaded(file_id, "asset-1", "processing")
         if state == F.READY:
             assert store.mark_ready(file_id, [("index-1", file_id)], after=ChoreKind.DELETE)
     assert store.get(file_id).state == state
     return file_id
+
+
+def _proxy_ready(store: Store, file_id: int) -> None:
+    """Its proxy made, uploaded and ready."""
+    chore = store.claim_chore((), (ChoreKind.PROXY,))
+    assert chore is not None and chore.file_id == file_id
+    media = Media("video/mp4", "video", "cd" * 32, duration=1.0)
+    part = NewPart(b"/spool/p.mp4", Signature(4, 5, 6), media, {}, 1, 1, 0.0)
+    [row] = store.add_parts(chore, b"/spool", [part])
+    assert store.claim_next("token-2") is not None
+    store.mark_uploaded(row.id, "asset-2", "processing")
+    assert store.mark_ready(row.id)
+
+
+def _proxy_failed(store: Store, file_id: int) -> None:
+    chore = store.claim_chore((), (ChoreKind.PROXY,))
+    assert chore is not None
+    store.fit_failed(chore, "Invalid data found when processing input")
 
 
 FILE_MOVES: dict[tuple[FileState | None, FileState], Callable[[Store, int], object]] = {
@@ -56,6 +76,9 @@ FILE_MOVES: dict[tuple[FileState | None, FileState], Callable[[Store, int], obje
     (F.FAILED, F.QUEUED): lambda s, i: s.retry([i]),
     (F.SKIPPED, F.QUEUED): lambda s, i: s.retry([i]),
     (F.HELD, F.QUEUED): lambda s, i: s.release_held("total media budget"),
+    (F.UPLOADING, F.FITTING): lambda s, i: s.fit(i, "{}", "3:1 is outside 1:2.4 to 2.4:1"),
+    (F.FITTING, F.READY): _proxy_ready,
+    (F.FITTING, F.FAILED): _proxy_failed,
 }
 
 

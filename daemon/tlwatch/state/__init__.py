@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from tlwatch.models import ChoreKind, ChoreState, FileState, IndexState
 from tlwatch.state.chores import CHORE_LEGAL, ChoreRow
 from tlwatch.state.files import _FRESH_UPLOAD, JOURNEY, LEGAL, VERSIONS, FileRow
-from tlwatch.state.indexings import INDEX_LEGAL, IndexingRow, Indexings
+from tlwatch.state.indexings import INDEX_LEGAL, IndexingRow
+from tlwatch.state.parts import NewPart, Parts
 from tlwatch.state.schema import MIGRATIONS
 
 __all__ = [
@@ -28,11 +29,12 @@ __all__ = [
     "ChoreRow",
     "FileRow",
     "IndexingRow",
+    "NewPart",
     "Store",
 ]
 
 
-class Store(Indexings):
+class Store(Parts):
     """The store. Thread-safe (one connection behind a lock); a context manager."""
 
     def mark_ready(
@@ -49,7 +51,10 @@ class Store(Indexings):
             if row.state == FileState.READY and row.asset_id:
                 for index_id, asker in indexes:
                     self.want_index(row.asset_id, index_id, asker)
-                if after is not None:
+                if row.parent_id is not None:  # a proxy or segment: `after` is its original's
+                    with self._transaction() as db:
+                        self._part_ready(db, row, after)
+                elif after is not None:
                     with self._transaction() as db:
                         self._want_chore(db, row, after)
         return row.state == FileState.READY

@@ -51,6 +51,10 @@ class FileRow:
     height: int | None
     aspect: float | None
     fps: float | None
+    parent_id: int | None  # a proxy or segment: the original it stands for (in the spool)
+    part: int | None  # its number (1..parts) among the original's parts
+    parts: int | None
+    offset_seconds: float | None  # where it starts in the original
 
     @property
     def probe(self) -> Probe:
@@ -584,6 +588,9 @@ JOURNEY: _Moves = frozenset(
         (FileState.SKIPPED, FileState.QUEUED),
         (FileState.UPLOADING, FileState.HELD),
         (FileState.HELD, FileState.QUEUED),
+        (FileState.UPLOADING, FileState.FITTING),  # its verdict: a proxy or segments go instead
+        (FileState.FITTING, FileState.READY),  # every part's asset is ready
+        (FileState.FITTING, FileState.FAILED),  # its proxy could not be made
     }
 )
 LEGAL: _Moves = VERSIONS | JOURNEY

@@ -142,4 +142,11 @@ MIGRATIONS = [
         read_at REAL NOT NULL
     );
     """,
+    """
+    ALTER TABLE files ADD COLUMN parent_id INTEGER REFERENCES files(id) ON DELETE CASCADE;
+    ALTER TABLE files ADD COLUMN part INTEGER;
+    ALTER TABLE files ADD COLUMN parts INTEGER;
+    ALTER TABLE files ADD COLUMN offset_seconds REAL;
+    CREATE INDEX files_parent ON files(parent_id) WHERE parent_id IS NOT NULL;
+    """,
 ]

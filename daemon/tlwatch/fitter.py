@@ -1,0 +1,209 @@
+"""Camera originals the platform cannot take as they are: their proxies and segments, made once.
+
+The uploader judges each video and audio file before sending it (`judge`): a file over the
+upload's size, or, where its folder indexes, outside the index's models' bounds, is `fitting`,
+and a `proxy` chore says what to make (the plan, as JSON: each part's offset and length, the
+picture, the frame rate, the largest bit rate). `Fitter.turn` is one turn of the fitter thread:
+claim the next proxy chore (durable), check the original is still the version judged, make each
+part in the spool with ffmpeg (`transcode`) under a name taken from the original's SHA-256 and
+the plan (a part already made is kept: after a crash only what was cut off is made again), then
+queue the parts as files of their own in the transaction that ends the chore. They are uploaded,
+followed and indexed like any file; each carries its original's path and SHA-256, and segments
+their number and offset, in `user_metadata`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tlwatch.api import Client
+from tlwatch.chores import take_chore
+from tlwatch.config import Config, FitConfig
+from tlwatch.control import RunState
+from tlwatch.errors import Cancelled
+from tlwatch.events import ProxyMade
+from tlwatch.fit import Action, Bounds, Picture, Verdict, index_bounds, proxy_picture, verdict
+from tlwatch.models import ChoreKind, FileState, Kind, Media, regular_signature, shown
+from tlwatch.probe import probe
+from tlwatch.state import ChoreRow, FileRow, NewPart, Store
+from tlwatch.transcode import Part, TranscodeError, find_ffmpeg, make, pick_encoder
+
+log = logging.getLogger(__name__)
+
+UPLOAD_MOST = 10_000_000_000  # the largest multipart upload the API takes (video and audio)
+MAX_FPS = 30.0
+MAX_RATE = 8_000_000  # bits/s: a proxy's ceiling, lowered where the index's size bound needs it
+SPOOL_WAIT = 30.0  # a full spool is looked at again this often
+SOURCE_KEY, PATH_KEY = "tlwatch_source_sha256", "tlwatch_path"
+SEGMENT_KEYS = ("tlwatch_segment", "tlwatch_segments", "tlwatch_offset_seconds")
+
+
+def index_limits(store: Store, client: Client, index_id: str, overrides: dict[str, Any]) -> Bounds:
+    """The bounds of an index's models (read once with `GET /indexes/{id}`, then kept in the
+    store), with `[fit]`'s overrides. Raises ApiError when they cannot be read."""
+    models = store.index_models(index_id)
+    if models is None:
+        models = client.index_models(index_id)
+        store.keep_index_models(index_id, models)
+    return index_bounds(models).replaced(overrides)
+
+
+def judge(row: FileRow, bounds: Bounds | None, mode: str, fit: FitConfig) -> tuple[Verdict, str]:
+    """What goes up for this file, and the plan (JSON) of the parts to make instead of it."""
+    found = verdict(row.probe, row.size, bounds, mode, UPLOAD_MOST)
+    if found.action == Action.AS_IS:
+        return found, ""
+    limits = bounds or Bounds()
+    picture = proxy_picture(row.probe, limits, fit.proxy_height) if row.kind == Kind.VIDEO else None
+    longest = max(length for _, length in found.parts)
+    fits = int(0.9 * 8 * limits.max_bytes / longest) if limits.max_bytes else MAX_RATE
+    plan = {
+        "parts": [list(part) for part in found.parts],
+        "picture": list(vars(picture).values()) if picture else None,
+        "fps": min(row.fps or MAX_FPS, MAX_FPS) if picture else None,
+        "max_rate": min(MAX_RATE, fits),
+    }
+    return found, json.dumps(plan, sort_keys=True)
+
+
+class Fitter:
+    def __init__(
+        self,
+        store: Store,
+        config: Callable[[], Config],
+        run: RunState,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.config, self.run, self.clock = store, config, run, clock
+
+    def turn(self) -> None:
+        """Make the next due proxy, or wait until one may be due (a read while idle)."""
+        chore = take_chore(self.store, self.run, (ChoreKind.PROXY,), self.clock)
+        if chore is not None:
+            self.do(chore)
+
+    def do(self, chore: ChoreRow) -> None:
+        file = self.store.get(chore.file_id)
+        if file.state != FileState.FITTING or regular_signature(file.path) != chore.signature:
+            self.store.drop_chore(chore, "the file changed since; its new version goes its own way")
+            return
+        spool = self.config().fit.spool(self.config().state.path)
+        os.makedirs(spool, exist_ok=True)
+        held = _spool_bytes(spool)
+        if held >= self.config().fit.spool_max_bytes:
+            reason = f"waits: the spool holds {held / 1e9:.1f} GB, its most"
+            if not (chore.reason or "").startswith("waits: the spool"):  # said once
+                log.warning("%s: its proxy %s (spool_max_bytes)", file.shown, reason)
+            self.store.requeue_chore(chore, reason, at=self.clock() + SPOOL_WAIT)
+            return
+        started = time.monotonic()
+        try:
+            parts = self._make(file, json.loads(chore.detail or "{}"), os.fsencode(spool))
+        except Cancelled:
+            self.store.requeue_chore(chore, "interrupted by shutdown", at=self.clock())
+            return
+        except TranscodeError as error:
+            self.store.fit_failed(chore, str(error))
+            log.warning("%s: cannot make its proxy: %s", file.shown, error)
+            return
+        except OSError as error:
+            later = self.clock() + self.config().daemon.upload_backoff.delay(chore.attempts)
+            self.store.requeue_chore(chore, f"cannot make its proxy: {error}", at=later)
+            return
+        self.store.add_parts(chore, os.fsencode(spool), parts)
+        saved = file.size - sum(part.signature.size for part in parts)
+        self.run.publish(ProxyMade(time.monotonic() - started, saved))
+        self.run.wake_workers()
+
+    def _make(self, file: FileRow, plan: dict[str, Any], spool: bytes) -> list[NewPart]:
+        fit = self.config().fit
+        ffmpeg = find_ffmpeg(fit.ffmpeg)
+        encoder = pick_encoder(ffmpeg, fit.encoder)
+        key = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:12]
+        picture = Picture(*plan["picture"]) if plan.get("picture") else None
+        pieces = plan["parts"]
+        made = []
+        for number, (offset, length) in enumerate(pieces, 1):
+            name = f"{file.sha256}-{key}-{number}of{len(pieces)}.mp4".encode()
+            target = os.path.join(spool, name)
+            if not os.path.exists(target):  # a part made before a crash is whole: kept
+                _discard_unfinished(spool, name)
+                part = Part(offset, length, picture, plan.get("fps"), int(plan["max_rate"]))
+                self._transcode(file, ffmpeg, encoder, target, part, (number, len(pieces)))
+            made.append(self._part(file, target, picture, (number, len(pieces)), offset))
+        return made
+
+    def _transcode(
+        self,
+        file: FileRow,
+        ffmpeg: str,
+        encoder: str,
+        target: bytes,
+        part: Part,
+        count: tuple[int, int],
+    ) -> None:
+        started = time.monotonic()
+        which = f" (segment {count[0]} of {count[1]})" if count[1] > 1 else ""
+        log.info("%s: making its proxy%s with %s", file.shown, which, encoder)
+        make(
+            ffmpeg,
+            encoder,
+            os.fsdecode(file.path),
+            os.fsdecode(target),
+            part,
+            progress=lambda done, speed: self.run.beats.beat(),
+            cancel=self.run.cancel,
+        )
+        took = max(time.monotonic() - started, 0.001)
+        log.info(
+            "%s: proxy%s made: %.0f s of media in %.1f s (%.1fx real time)",
+            file.shown,
+            which,
+            part.length,
+            took,
+            part.length / took,
+        )
+
+    def _part(
+        self,
+        file: FileRow,
+        target: bytes,
+        picture: Picture | None,
+        count: tuple[int, int],
+        offset: float,
+    ) -> NewPart:
+        kind = Kind.VIDEO if picture else Kind.AUDIO
+        signature = regular_signature(target)
+        if signature is None:
+            raise FileNotFoundError(f"{shown(target)} is gone from the spool")
+        with open(target, "rb") as source:
+            digest = hashlib.file_digest(source, "sha256").hexdigest()
+        mime = "video/mp4" if picture else "audio/mp4"
+        metadata: dict[str, Any] = {**file.user_metadata, SOURCE_KEY: file.sha256 or ""}
+        metadata[PATH_KEY] = file.name.decode("utf-8", "replace")[:1000]
+        if count[1] > 1:
+            metadata |= dict(zip(SEGMENT_KEYS, (count[0], count[1], round(offset, 3)), strict=True))
+        media = Media.of(mime, kind, digest, probe(target))
+        return NewPart(target, signature, media, metadata, count[0], count[1], offset)
+
+
+def _spool_bytes(spool: str | os.PathLike[str]) -> int:
+    with os.scandir(spool) as entries:
+        return sum(entry.stat().st_size for entry in entries if entry.is_file())
+
+
+def _discard_unfinished(spool: bytes, name: bytes) -> None:
+    """What a transcode cut off by a crash left of this part (`name.<random>.part`)."""
+    with os.scandir(spool) as entries:
+        for entry in entries:
+            if entry.name.startswith(name + b".") and entry.name.endswith(b".part"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)

@@ -1,0 +1,125 @@
+"""Originals the platform cannot take as they are, and the parts that go instead: a proxy, or
+segments. A part is a file row of its own (in the spool, `parent_id` naming its original), so it
+is uploaded, followed and indexed like any file. The original is `fitting` from its verdict until
+every part's asset is ready; its move or delete after upload is owed only once every part is
+ready (and indexed, where its folder indexes). A part's spool copy is deleted once its asset is
+ready (a chore, like any delete)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tlwatch.models import ChoreKind, ChoreState, FileState, IndexState, Media, Signature
+from tlwatch.state.chores import ChoreRow
+from tlwatch.state.engine import Connection
+from tlwatch.state.files import _COLUMNS, FileRow, _row
+from tlwatch.state.indexings import IndexingRow, Indexings
+
+_OVER = (IndexState.READY, IndexState.SKIPPED)
+
+
+@dataclass(frozen=True)
+class NewPart:
+    """A part just made in the spool, to be queued."""
+
+    path: bytes
+    signature: Signature
+    media: Media
+    metadata: dict[str, Any]
+    part: int
+    parts: int
+    offset_seconds: float
+
+
+class Parts(Indexings):
+    def fit(self, file_id: int, plan: str, reason: str) -> FileRow:
+        """A claimed file that the platform would refuse as it is: `reason` says why, `plan`
+        (JSON) what is made instead. Durable: the chore that makes it is owed from now on."""
+        with self._transaction(durable=True) as db:
+            row = self._file_in(db, file_id)
+            self._want_chore(db, row, ChoreKind.PROXY, detail=plan)
+            return self._change(db, row, FileState.FITTING, {"next_attempt_at": None}, reason)
+
+    def add_parts(self, chore: ChoreRow, spool: bytes, parts: list[NewPart]) -> list[FileRow]:
+        """The parts are made: each is queued as a file of its own, in the transaction that
+        ends the chore (a crash before it leaves the chore to do again, not a part twice)."""
+        with self.batch():
+            rows = [
+                self.enqueue(part.path, spool, part.signature, part.media, part.metadata)
+                for part in parts
+            ]
+            with self._transaction() as db:
+                for row, part in zip(rows, parts, strict=True):
+                    values: dict[str, Any] = {"part": part.part, "parts": part.parts}
+                    values |= {"offset_seconds": part.offset_seconds, "parent_id": chore.file_id}
+                    self._set(db, row.id, values)
+                self._chore_change(db, chore, ChoreState.DONE, {})
+                self._event(db, chore.file_id, "chore", chore.kind, ChoreState.DONE, None)
+        return [self.get(row.id) for row in rows]
+
+    def fit_failed(self, chore: ChoreRow, reason: str) -> None:
+        """Its proxy could not be made (ffmpeg's own words in `reason`): the file is failed
+        (`tlwatch retry` judges it again)."""
+        with self._transaction() as db:
+            self._chore_change(db, chore, ChoreState.FAILED, {}, reason)
+            file = self._file_in(db, chore.file_id)
+            if file.state == FileState.FITTING:
+                self._change(db, file, FileState.FAILED, {}, f"cannot make its proxy: {reason}")
+
+    def parts_of(self, file_id: int) -> list[FileRow]:
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM files WHERE parent_id = ? ORDER BY part", (file_id,)
+        )
+        return [_row(r) for r in rows]
+
+    def origin(self, row: FileRow) -> FileRow:
+        """The file a row stands for: its original when it is a part, else itself."""
+        return self.get(row.parent_id) if row.parent_id is not None else row
+
+    def _part_ready(self, db: Connection, row: FileRow, after: ChoreKind | None) -> None:
+        """A part's asset is ready: its spool copy goes; once every part is, the original is
+        ready too, and `after` (its move or delete, where no indexing is waited for) is owed."""
+        self._want_chore(db, row, ChoreKind.DELETE)
+        assert row.parent_id is not None
+        parent = self._file_in(db, row.parent_id)
+        waiting = db.execute(
+            "SELECT COUNT(*) FROM files WHERE parent_id = ? AND state != ?",
+            (parent.id, FileState.READY),
+        ).fetchone()[0]
+        if parent.state != FileState.FITTING or waiting:  # (all parts are queued together)
+            return
+        parent = self._change(db, parent, FileState.READY, {}, None)
+        if after is not None:
+            self._want_chore(db, parent, after)
+
+    def _indexing_over(self, db: Connection, row: IndexingRow, after: ChoreKind | None) -> bool:
+        """As for any file; for a part, `after` is its original's, owed once every part is
+        indexed (or skipped by the index)."""
+        if after is None or row.file_id is None:
+            return False
+        file = self._file_in(db, row.file_id)
+        if file.parent_id is None:
+            return super()._indexing_over(db, row, after)
+        parent = self._file_in(db, file.parent_id)
+        marks = ", ".join("?" * len(_OVER))
+        waiting = db.execute(
+            "SELECT COUNT(*) FROM files f LEFT JOIN indexings i ON i.asset_id = f.asset_id "
+            f"AND i.index_id = ? WHERE f.parent_id = ? AND (i.state IS NULL OR i.state NOT IN "
+            f"({marks}))",
+            (row.index_id, parent.id, *_OVER),
+        ).fetchone()[0]
+        if parent.state != FileState.READY or waiting:
+            return False
+        self._want_chore(db, parent, after)
+        return True
+
+    def _new_version(self, db: Connection, file_id: int) -> None:
+        """A new version of an original: its parts not sent yet are not owed any more."""
+        super()._new_version(db, file_id)
+        for found in db.execute(
+            f"SELECT {_COLUMNS} FROM files WHERE parent_id = ? AND state = ?",
+            (file_id, FileState.QUEUED),
+        ).fetchall():
+            reason = "a part of an older version of its original"
+            self._change(db, _row(found), FileState.SKIPPED, {}, reason)
