@@ -494,6 +494,10 @@ def _status(args: argparse.Namespace) -> int:
         if row.state == FileState.UPLOADING and row.total_chunks:
             detail = f"{chunks.get(row.id, 0)}/{row.total_chunks} chunks"
         print(f"  in flight: {row.shown} {row.state} {row.asset_id or ''} {detail}")
+    for found in limits.get("transcodes") or []:
+        speed = f" at {found['speed']:.1f}x real time" if found.get("speed") else ""
+        eta = f", {found['eta_seconds']:.0f} s left" if found.get("eta_seconds") is not None else ""
+        print(f"  making a proxy: {found['file']} {found['percent']:.0f}%{speed}{eta}")
     for row in failures:
         print(f"  {row.state}: {row.shown}: {row.reason}")
     return EXIT_OK

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -83,6 +84,27 @@ class Fitter:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store, self.config, self.run, self.clock = store, config, run, clock
+        self._now: dict[int, dict[str, Any]] = {}  # transcodes in progress, for `status`
+        self._lock = threading.Lock()
+
+    def progress(self) -> list[dict[str, Any]]:
+        """Each transcode in progress: the file, its part, percent, speed (x real time), ETA."""
+        with self._lock:
+            return [dict(found) for found in self._now.values()]
+
+    def _heard(
+        self, key: int, file: FileRow, part: Part, which: str, done: float, speed: float | None
+    ) -> None:
+        percent = min(100.0, 100.0 * done / part.length) if part.length else 0.0
+        eta = (part.length - done) / speed if speed else None
+        self.run.beats.beat()
+        with self._lock:
+            self._now[key] = {
+                "file": file.shown + which,
+                "percent": round(percent, 1),
+                "speed": speed,
+                "eta_seconds": round(eta, 1) if eta is not None else None,
+            }
 
     def turn(self) -> None:
         """Make the next due proxy, or wait until one may be due (a read while idle)."""
@@ -153,15 +175,20 @@ class Fitter:
         started = time.monotonic()
         which = f" (segment {count[0]} of {count[1]})" if count[1] > 1 else ""
         log.info("%s: making its proxy%s with %s", file.shown, which, encoder)
-        make(
-            ffmpeg,
-            encoder,
-            os.fsdecode(file.path),
-            os.fsdecode(target),
-            part,
-            progress=lambda done, speed: self.run.beats.beat(),
-            cancel=self.run.cancel,
-        )
+        key = threading.get_ident()
+        try:
+            make(
+                ffmpeg,
+                encoder,
+                os.fsdecode(file.path),
+                os.fsdecode(target),
+                part,
+                progress=lambda done, speed: self._heard(key, file, part, which, done, speed),
+                cancel=self.run.cancel,
+            )
+        finally:
+            with self._lock:
+                self._now.pop(key, None)
         took = max(time.monotonic() - started, 0.001)
         log.info(
             "%s: proxy%s made: %.0f s of media in %.1f s (%.1fx real time)",

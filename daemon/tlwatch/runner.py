@@ -143,6 +143,7 @@ class Runner:
                 "upload_rate_limit": self.bandwidth.rate(),
                 "upload_workers_allowed": concurrency.allowed,
                 "budget": budget_used(store, self._config),
+                "transcodes": fitter.progress(),
             }
 
         metrics = Metrics(store, self.config, limits)

@@ -182,10 +182,12 @@ def test_sigterm_in_the_middle_of_a_transcode_stops_at_once_and_leaves_nothing(
     daemon: Daemon,
 ) -> None:
     daemon.configure(watch='proxy = "always"')
-    original = sha256_file(busy(daemon.watch / "take.mp4"))
+    original = sha256_file(busy(daemon.watch / "take.mp4", seconds=90))
     spool = daemon.root / "state" / "spool"
     daemon.start()
     wait_for(lambda: transcoding(spool), timeout=60)
+    shown = re.compile(r"making a proxy: 'take\.mp4' \d+% at [\d.]+x real time, \d+ s left")
+    wait_for(lambda: shown.search(daemon.command("status").stdout), timeout=20)
     stopped = time.monotonic()
     assert daemon.stop() == 0
     assert time.monotonic() - stopped < 10
