@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tlwatch.errors import StoreError, StoreLocked
-from tlwatch.models import FileState, Media, Signature
+from tlwatch.models import ChoreKind, FileState, Media, Signature
 from tlwatch.state import LEGAL, MIGRATIONS, Store
 from tlwatch.state.engine import READERS
 
@@ -232,3 +232,19 @@ def test_taking_the_next_file_reads_no_more_when_thousands_are_queued(tmp_path: 
                     store.enqueue(f"/w/{n}.mp4".encode(), b"/w", SIG, MEDIA)
             assert steps_to_claim(store) > 0
         assert steps_to_claim(many) < 2 * steps_to_claim(few)
+
+
+def test_retrying_an_original_whose_proxy_failed_judges_it_anew(tmp_path: Path) -> None:
+    """Its failed proxy chore stays history: a second one would make the parts twice."""
+    with Store(tmp_path / "s.db") as store:
+        row = store.enqueue(b"/w/a.mov", b"/w", SIG, MEDIA)
+        assert store.claim_next("t1") is not None
+        store.fit(row.id, '{"parts": [[0, 9]]}', "too wide")
+        chore = store.claim_chore((), (ChoreKind.PROXY,))
+        assert chore is not None
+        store.fit_failed(chore, "Invalid data found when processing input")
+        assert store.get(row.id).state == FileState.FAILED
+        store.retry(store.retriable())
+        assert store.get(row.id).state == FileState.QUEUED
+        assert [c.state for c in store.chores_of(row.id)] == ["failed"]
+        assert store.claim_chore((), (ChoreKind.PROXY,)) is None

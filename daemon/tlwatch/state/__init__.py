@@ -99,7 +99,8 @@ class Store(Parts):
                 )
                 found = True
         for chore in self.chores_of(row.id):
-            if chore.state == ChoreState.FAILED:
+            # A failed proxy is not tried again as it was: the file itself is judged anew.
+            if chore.state == ChoreState.FAILED and chore.kind != ChoreKind.PROXY:
                 self.requeue_chore(chore, "retry asked for", at=0.0, attempts=0)
                 found = True
         return found
