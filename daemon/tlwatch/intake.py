@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 # States whose content is (or will be) an asset: a later copy of it is a duplicate.
 HOLDS_CONTENT = (FileState.QUEUED, FileState.UPLOADING, FileState.UPLOADED, FileState.READY)
-SENT = (FileState.UPLOADING, FileState.UPLOADED, FileState.READY)  # its asset has metadata
+SENT = (FileState.UPLOADING, FileState.UPLOADED, FileState.READY, FileState.FITTING)  # asset(s)
 SETTLE_CHECK_MAX = 30.0  # the longest the intake waits before looking at settling files again
 CHUNK = 64  # settled files being read at once
 RECORD_BATCH = 32  # finished reads recorded in one commit...

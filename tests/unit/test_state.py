@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -248,3 +249,37 @@ def test_retrying_an_original_whose_proxy_failed_judges_it_anew(tmp_path: Path) 
         assert store.get(row.id).state == FileState.QUEUED
         assert [c.state for c in store.chores_of(row.id)] == ["failed"]
         assert store.claim_chore((), (ChoreKind.PROXY,)) is None
+
+
+def test_newer_metadata_of_an_original_sent_as_parts_goes_to_each_part(tmp_path: Path) -> None:
+    from tlwatch.state import NewPart
+
+    with Store(tmp_path / "s.db") as store:
+        row = store.enqueue(b"/w/a.mov", b"/w", SIG, MEDIA, {"scene": "1"})
+        assert store.claim_next("t1") is not None
+        store.fit(row.id, "{}", "too long")
+        store.want_metadata(row.id, {"scene": "2"})  # while its parts are being made
+        assert store.get(row.id).user_metadata == {"scene": "2"}
+        chore = store.claim_chore((), (ChoreKind.PROXY,))
+        assert chore is not None
+        parts = [
+            NewPart(
+                b"/s/%d.mp4" % n,
+                Signature(n, 1, n),
+                MEDIA,
+                {"scene": "2", "tlwatch_segment": n},
+                n,
+                2,
+                0.0,
+            )
+            for n in (1, 2)
+        ]
+        first, second = store.add_parts(chore, b"/s", parts)
+        assert store.claim_next("t2") is not None  # the first part is sent
+        store.mark_uploaded(first.id, "asset-1", "processing")
+        store.want_metadata(row.id, {"scene": "3"})
+        [update] = [c for c in store.chores_of(first.id) if c.kind == ChoreKind.METADATA]
+        assert json.loads(update.detail or "{}") == {"scene": "3", "tlwatch_segment": 1}
+        assert update.asset_id == "asset-1"
+        assert store.get(second.id).user_metadata == {"scene": "3", "tlwatch_segment": 2}
+        assert store.chores_of(row.id)[-1].kind == ChoreKind.PROXY  # no update for the original

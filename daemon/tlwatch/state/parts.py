@@ -7,6 +7,7 @@ ready (a chore, like any delete)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from tlwatch.state.files import _COLUMNS, FileRow, _row
 from tlwatch.state.indexings import IndexingRow, Indexings
 
 _OVER = (IndexState.READY, IndexState.SKIPPED)
+_SENT = (FileState.UPLOADING, FileState.UPLOADED, FileState.READY)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,24 @@ class Parts(Indexings):
             file = self._file_in(db, chore.file_id)
             if file.state == FileState.FITTING:
                 self._change(db, file, FileState.FAILED, {}, f"cannot make its proxy: {reason}")
+
+    def want_metadata(self, file_id: int, metadata: Mapping[str, Any]) -> None:
+        """Newer user metadata for an original sent as parts goes to each part (its own
+        tlwatch_ keys kept): a part not sent yet just carries it, a part sent gets an update.
+        While its parts are being made, the original keeps it for them."""
+        row = self.get(file_id)
+        parts = self.parts_of(file_id)
+        if row.state != FileState.FITTING and not parts:
+            super().want_metadata(file_id, metadata)
+            return
+        with self.batch():
+            self.set_metadata(file_id, metadata)
+            for part in parts:
+                own = {k: v for k, v in part.user_metadata.items() if k.startswith("tlwatch_")}
+                if part.state == FileState.QUEUED:
+                    self.set_metadata(part.id, {**metadata, **own})
+                elif part.state in _SENT:
+                    super().want_metadata(part.id, {**metadata, **own})
 
     def parts_of(self, file_id: int) -> list[FileRow]:
         rows = self._query(
