@@ -34,11 +34,13 @@ from tlwatch.fit import Action, Bounds, Picture, Verdict, index_bounds, proxy_pi
 from tlwatch.models import ChoreKind, FileState, Kind, Media, regular_signature, shown
 from tlwatch.probe import probe
 from tlwatch.state import ChoreRow, FileRow, NewPart, Store
-from tlwatch.transcode import Part, TranscodeError, find_ffmpeg, make, pick_encoder
+from tlwatch.transcode import Part, TranscodeError, find_ffmpeg, make, make_image, pick_encoder
 
 log = logging.getLogger(__name__)
 
 UPLOAD_MOST = 10_000_000_000  # the largest multipart upload the API takes (video and audio)
+IMAGE_MOST = 32_000_000  # the largest image it takes
+IMAGE_SIDE = 3840  # an image proxy's longest side, at most
 MAX_FPS = 30.0
 MAX_RATE = 8_000_000  # bits/s: a proxy's ceiling, lowered where the index's size bound needs it
 SPOOL_WAIT = 30.0  # a full spool is looked at again this often
@@ -58,6 +60,12 @@ def index_limits(store: Store, client: Client, index_id: str, overrides: dict[st
 
 def judge(row: FileRow, bounds: Bounds | None, mode: str, fit: FitConfig) -> tuple[Verdict, str]:
     """What goes up for this file, and the plan (JSON) of the parts to make instead of it."""
+    if row.kind == Kind.IMAGE:  # too large an image: a JPEG of it, at most 3840 on a side
+        if mode == "never" or row.size <= IMAGE_MOST:
+            return Verdict(Action.AS_IS), ""
+        reason = f"{row.size / 1e6:.0f} MB is over the {IMAGE_MOST / 1e6:g} MB an image may be"
+        plan = {"image": IMAGE_SIDE, "parts": [[0.0, 0.0]]}
+        return Verdict(Action.PROXY, reason, ((0.0, 0.0),)), json.dumps(plan, sort_keys=True)
     found = verdict(row.probe, row.size, bounds, mode, UPLOAD_MOST)
     if found.action == Action.AS_IS:
         return found, ""
@@ -152,6 +160,12 @@ class Fitter:
         key = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:12]
         picture = Picture(*plan["picture"]) if plan.get("picture") else None
         pieces = plan["parts"]
+        if plan.get("image"):
+            target = os.path.join(spool, f"{file.sha256}-{key}.jpg".encode())
+            if not os.path.exists(target):
+                _discard_unfinished(spool, os.path.basename(target))
+                make_image(ffmpeg, os.fsdecode(file.path), os.fsdecode(target), plan["image"])
+            return [self._part(file, target, None, (1, 1), 0.0, image=True)]
         made = []
         for number, (offset, length) in enumerate(pieces, 1):
             name = f"{file.sha256}-{key}-{number}of{len(pieces)}.mp4".encode()
@@ -206,19 +220,23 @@ class Fitter:
         picture: Picture | None,
         count: tuple[int, int],
         offset: float,
+        *,
+        image: bool = False,
     ) -> NewPart:
-        kind = Kind.VIDEO if picture else Kind.AUDIO
+        kind = Kind.IMAGE if image else Kind.VIDEO if picture else Kind.AUDIO
         signature = regular_signature(target)
         if signature is None:
             raise FileNotFoundError(f"{shown(target)} is gone from the spool")
         with open(target, "rb") as source:
             digest = hashlib.file_digest(source, "sha256").hexdigest()
-        mime = "video/mp4" if picture else "audio/mp4"
+        mime = {Kind.IMAGE: "image/jpeg", Kind.VIDEO: "video/mp4"}.get(kind, "audio/mp4")
         metadata: dict[str, Any] = {**file.user_metadata, SOURCE_KEY: file.sha256 or ""}
         metadata[PATH_KEY] = file.name.decode("utf-8", "replace")[:1000]
         if count[1] > 1:
             metadata |= dict(zip(SEGMENT_KEYS, (count[0], count[1], round(offset, 3)), strict=True))
-        media = Media.of(mime, kind, digest, probe(target))
+        media = (
+            Media(mime, kind, digest, 0.0) if image else Media.of(mime, kind, digest, probe(target))
+        )
         return NewPart(target, signature, media, metadata, count[0], count[1], offset)
 
 

@@ -139,6 +139,24 @@ def make(
             os.unlink(temporary)
 
 
+def make_image(ffmpeg: str, source: str, target: str, side: int) -> None:
+    """A JPEG of an image too large for the platform, at most `side` pixels on its longest side
+    (never cropped, never enlarged). Raises TranscodeError or OSError."""
+    fit = f"scale=w='min({side},iw)':h='min({side},ih)':force_original_aspect_ratio=decrease"
+    line = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", source]
+    line += ["-vf", fit, "-frames:v", "1", "-q:v", "3", "-f", "image2", "-c:v", "mjpeg"]
+    temporary = f"{target}.{secrets.token_hex(4)}.part"
+    try:
+        done = subprocess.run([*_gentle(), *line, temporary], capture_output=True, check=False)
+        if done.returncode != 0:
+            said = done.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise TranscodeError("; ".join(said[-TAIL:]) or f"ffmpeg exited with {done.returncode}")
+        _publish(temporary, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
 def _gentle() -> list[str]:
     """nice 10 and the idle I/O class, where the tools are there."""
     prefix = ["nice", "-n", "10"] if shutil.which("nice") else []

@@ -35,7 +35,7 @@ from tlwatch.errors import (
 )
 from tlwatch.events import Uploaded
 from tlwatch.fit import Action
-from tlwatch.fitter import index_limits, judge
+from tlwatch.fitter import IMAGE_MOST, index_limits, judge
 from tlwatch.intake import index_for
 from tlwatch.limits import DAILY, TOTAL, Concurrency, budget_verdict, day_start
 from tlwatch.models import FileState, Kind, regular_signature
@@ -331,11 +331,13 @@ class Uploader:
         return done
 
     def _fit(self, row: FileRow) -> FileRow | None:
-        """A video or audio original the platform would refuse as it is (over the upload's
-        size, or outside its index's bounds) becomes `fitting`: its proxy or segments go
+        """An original the platform would refuse as it is (over the upload's size, or outside
+        its index's bounds; an image over 32 MB) becomes `fitting`: its proxy or segments go
         instead (fitter.py). None when it goes as it is."""
-        if row.parent_id is not None or row.kind not in (Kind.VIDEO, Kind.AUDIO):
+        if row.parent_id is not None or row.kind is None:
             return None
+        if row.kind == Kind.IMAGE and row.size <= IMAGE_MOST:
+            return None  # the common case, judged at no cost
         config = self.config()
         watch = config.watch_for(row.path)
         index_id = index_for(config, row)

@@ -6,9 +6,12 @@ made here, tiny: a grey picture at 1 frame a second."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import struct
 import subprocess
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -230,4 +233,32 @@ def test_a_full_spool_makes_proxies_wait_and_says_so(daemon: Daemon) -> None:
     assert daemon.sandbox.assets() == []
     (spool / "someone-elses.bin").unlink()  # room again: it goes on by itself
     daemon.wait_states({"take.mp4": "ready"}, timeout=90)
+    assert daemon.stop() == 0
+
+
+def big_png(path: Path, side: int) -> Path:
+    """A real PNG of random pixels, stored (not compressed): side x side x 3 bytes and more."""
+    raw = b"".join(b"\0" + os.urandom(side * 3) for _ in range(side))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+    png += chunk(b"IDAT", zlib.compress(raw, 0)) + chunk(b"IEND", b"")
+    path.write_bytes(png)
+    return path
+
+
+def test_an_image_too_large_for_the_platform_goes_up_as_a_jpeg_of_it(daemon: Daemon) -> None:
+    daemon.configure()
+    image = big_png(daemon.watch / "scan.png", 3400)  # 34.7 MB: over the 32 MB an image may be
+    original = sha256_file(image)
+    daemon.start()
+    daemon.wait_states({"scan.png": "ready"}, timeout=90)
+    [proxy] = proxies_of(daemon, original)
+    assert proxy["user_metadata"]["tlwatch_path"] == "scan.png"
+    assert proxy["size"] < 32_000_000 and proxy["filename"].endswith(".jpg")
+    assert sha256_file(image) == original
     assert daemon.stop() == 0
