@@ -141,7 +141,7 @@ class FitConfig:
         return {k: v for k in names if (v := getattr(self, k)) is not None}
 
     def spool(self, state: Path) -> Path:
-        return self.spool_dir or state.parent / "spool"
+        return (self.spool_dir or state.parent / "spool").absolute()
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 from tlwatch.models import Probe
 
 GB = 1_000_000_000  # the docs' "2 GB": the smaller reading, so nothing near it is refused
+MARGIN = 1.0  # seconds: a part made is never cut to the frame, so it stays this far under
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,7 @@ def verdict(probe: Probe | None, size: int, bounds: Bounds | None, mode: str, mo
     if not reasons and mode != "always":
         return Verdict(Action.AS_IS)
     reason = "; ".join(reasons) or "this folder sends proxies only"
-    longest = bounds.max_seconds if bounds is not None else None
+    longest = bounds.max_seconds - MARGIN if bounds and bounds.max_seconds else None
     if longest is not None and probe.duration > longest:
         return Verdict(Action.SEGMENTS, reason, tuple(segments(probe.duration, longest)))
     return Verdict(Action.PROXY, reason, ((0.0, probe.duration),))

@@ -43,7 +43,7 @@ IMAGE_MOST = 32_000_000  # the largest image it takes
 IMAGE_SIDE = 3840  # an image proxy's longest side, at most
 MAX_FPS = 30.0
 MAX_RATE = 8_000_000  # bits/s: a proxy's ceiling, lowered where the index's size bound needs it
-SPOOL_WAIT = 30.0  # a full spool is looked at again this often
+SPOOL_WAIT = 10.0  # a full spool is looked at again this often
 SOURCE_KEY, PATH_KEY = "tlwatch_source_sha256", "tlwatch_path"
 SEGMENT_KEYS = ("tlwatch_segment", "tlwatch_segments", "tlwatch_offset_seconds")
 
@@ -72,7 +72,8 @@ def judge(row: FileRow, bounds: Bounds | None, mode: str, fit: FitConfig) -> tup
     limits = bounds or Bounds()
     picture = proxy_picture(row.probe, limits, fit.proxy_height) if row.kind == Kind.VIDEO else None
     longest = max(length for _, length in found.parts)
-    fits = int(0.9 * 8 * limits.max_bytes / longest) if limits.max_bytes else MAX_RATE
+    most = min(limits.max_bytes or UPLOAD_MOST, UPLOAD_MOST)
+    fits = int(0.9 * 8 * most / max(longest, 1.0))
     plan = {
         "parts": [list(part) for part in found.parts],
         "picture": list(vars(picture).values()) if picture else None,
@@ -122,8 +123,7 @@ class Fitter:
 
     def do(self, chore: ChoreRow) -> None:
         file = self.store.get(chore.file_id)
-        if file.state != FileState.FITTING or regular_signature(file.path) != chore.signature:
-            self.store.drop_chore(chore, "the file changed since; its new version goes its own way")
+        if self._stale(chore, file):
             return
         spool = self.config().fit.spool(self.config().state.path)
         os.makedirs(spool, exist_ok=True)
@@ -136,24 +136,49 @@ class Fitter:
             return
         started = time.monotonic()
         try:
-            parts = self._make(file, json.loads(chore.detail or "{}"), os.fsencode(spool))
+            plan = json.loads(chore.detail or "{}")
+            parts = self._make(file, plan, os.fsencode(spool), chore.id)
         except Cancelled:
             self.store.requeue_chore(chore, "interrupted by shutdown", at=self.clock())
             return
         except TranscodeError as error:
+            if self._stale(chore, file):  # a card pulled out, a file replaced: not ffmpeg's fault
+                return
             self.store.fit_failed(chore, str(error))
+            _discard_made(os.fsencode(spool), chore)
             log.warning("%s: cannot make its proxy: %s", file.shown, error)
             return
         except OSError as error:
             later = self.clock() + self.config().daemon.upload_backoff.delay(chore.attempts)
             self.store.requeue_chore(chore, f"cannot make its proxy: {error}", at=later)
             return
+        if self._stale(chore, file):  # changed while ffmpeg read it: its parts are not it
+            _discard_made(os.fsencode(spool), chore)
+            return
         self.store.add_parts(chore, os.fsencode(spool), parts)
         saved = file.size - sum(part.signature.size for part in parts)
         self.run.publish(ProxyMade(time.monotonic() - started, saved))
         self.run.wake_workers()
 
-    def _make(self, file: FileRow, plan: dict[str, Any], spool: bytes) -> list[NewPart]:
+    def _stale(self, chore: ChoreRow, file: FileRow) -> bool:
+        """The chore's guard: its original is still the version judged, there. Otherwise the
+        chore waits for an offline folder, or is dropped: the original is looked at again (a
+        new version), or skipped when it is gone. True when the chore is not done now."""
+        now = regular_signature(file.path)
+        if file.state == FileState.FITTING and now == chore.signature:
+            return False
+        if self.run.offline() and file.root in self.run.offline():
+            self.store.requeue_chore(chore, "its folder is offline", at=self.clock() + SPOOL_WAIT)
+            return True
+        why = "the file changed since; its new version goes its own way"
+        self.store.drop_chore(chore, "the file is gone" if now is None else why)
+        if now is None and file.state == FileState.FITTING:
+            self.store.skip(file.id, "gone before its proxy was made")
+        elif now is not None:
+            self.run.look_at(file.path)  # the intake records its new version
+        return True
+
+    def _make(self, file: FileRow, plan: dict[str, Any], spool: bytes, chore: int) -> list[NewPart]:
         fit = self.config().fit
         ffmpeg = find_ffmpeg(fit.ffmpeg)
         encoder = pick_encoder(ffmpeg, fit.encoder)
@@ -161,14 +186,14 @@ class Fitter:
         picture = Picture(*plan["picture"]) if plan.get("picture") else None
         pieces = plan["parts"]
         if plan.get("image"):
-            target = os.path.join(spool, f"{file.sha256}-{key}.jpg".encode())
+            target = os.path.join(spool, f"{file.sha256}-{key}-c{chore}.jpg".encode())
             if not os.path.exists(target):
                 _discard_unfinished(spool, os.path.basename(target))
                 make_image(ffmpeg, os.fsdecode(file.path), os.fsdecode(target), plan["image"])
             return [self._part(file, target, None, (1, 1), 0.0, image=True)]
         made = []
         for number, (offset, length) in enumerate(pieces, 1):
-            name = f"{file.sha256}-{key}-{number}of{len(pieces)}.mp4".encode()
+            name = f"{file.sha256}-{key}-c{chore}-{number}of{len(pieces)}.mp4".encode()
             target = os.path.join(spool, name)
             if not os.path.exists(target):  # a part made before a crash is whole: kept
                 _discard_unfinished(spool, name)
@@ -250,5 +275,15 @@ def _discard_unfinished(spool: bytes, name: bytes) -> None:
     with os.scandir(spool) as entries:
         for entry in entries:
             if entry.name.startswith(name + b".") and entry.name.endswith(b".part"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+
+def _discard_made(spool: bytes, chore: ChoreRow) -> None:
+    """The parts a chore made that will not be sent (its original changed, or failed)."""
+    mark = b"-c%d" % chore.id
+    with os.scandir(spool) as entries:
+        for entry in entries:
+            if mark + b"-" in entry.name or entry.name.endswith(mark + b".jpg"):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)

@@ -28,11 +28,12 @@ from tlwatch.scan import outside_roots, skip_reason, walk
 from tlwatch.settle import Settler
 from tlwatch.sniff import Sniffed, sniff
 from tlwatch.state import FileRow, Store
+from tlwatch.state.files import HOLDS_CONTENT as FILE_HOLDS_CONTENT
 
 log = logging.getLogger(__name__)
 
 # States whose content is (or will be) an asset: a later copy of it is a duplicate.
-HOLDS_CONTENT = (FileState.QUEUED, FileState.UPLOADING, FileState.UPLOADED, FileState.READY)
+HOLDS_CONTENT = (*FILE_HOLDS_CONTENT, FileState.FITTING)  # its content is (being) sent
 SENT = (FileState.UPLOADING, FileState.UPLOADED, FileState.READY, FileState.FITTING)  # asset(s)
 SETTLE_CHECK_MAX = 30.0  # the longest the intake waits before looking at settling files again
 CHUNK = 64  # settled files being read at once

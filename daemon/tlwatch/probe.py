@@ -26,13 +26,15 @@ def probe(path: bytes) -> Probe | None:
     general = next(iter(info.general_tracks), None)
     if general is None:
         return None
-    video = next(iter(info.video_tracks), None) or next(iter(info.image_tracks), None)
+    video = next(iter(info.video_tracks), None)  # (an image track of an MP3 is its cover)
     audio = next(iter(info.audio_tracks), None)
     duration = _number(general, "duration")
     width, height = _number(video, "width"), _number(video, "height")
     aspect = _number(video, "display_aspect_ratio")
     if aspect is None and width and height:
         aspect = width / height
+    if (_number(video, "rotation") or 0.0) % 180 == 90 and aspect:  # shown upright: turned
+        width, height, aspect = height, width, 1 / aspect
     return Probe(
         duration=duration / 1000.0 if duration is not None else None,
         width=int(width) if width else None,
@@ -40,7 +42,7 @@ def probe(path: bytes) -> Probe | None:
         aspect=aspect,
         fps=_number(video, "frame_rate"),
         container=_text(general, "format"),
-        video_codec=_text(video, "format") if video in info.video_tracks else None,
+        video_codec=_text(video, "format"),
         audio_codec=_text(audio, "format"),
     )
 

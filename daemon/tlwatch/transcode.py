@@ -7,8 +7,8 @@ The H.264 encoder is a hardware one (NVENC, VA-API, Quick Sync) when `encoder = 
 that encodes a test frame here, else libx264.
 
 ffmpeg writes to a temporary name beside the target, renamed into place (and synced) only once
-it has finished: a target that exists is whole. Its progress comes through a pipe, so a daemon
-killed with -9 takes its ffmpeg down too (its next progress line meets a closed pipe).
+it has finished: a target that exists is whole. It runs under `setpriv --pdeathsig KILL`, so a
+daemon killed with -9 takes its ffmpeg down too.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def pick_encoder(ffmpeg: str, wanted: str) -> str:
 def command(ffmpeg: str, encoder: str, source: str, target: str, part: Part) -> list[str]:
     """The ffmpeg command line for one part (H.264 yuv420p / AAC, MP4 with +faststart)."""
     line = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
-    line += ["-progress", "pipe:1", "-stats_period", "0.5"]
+    line += ["-progress", "pipe:1"]
     line += ["-ss", f"{part.offset:.3f}", "-t", f"{part.length:.3f}", "-i", source]
     line += ["-map", "0:v:0?", "-map", "0:a:0?", "-map_metadata", "-1", "-sn", "-dn"]
     if part.picture is None:
@@ -158,8 +158,10 @@ def make_image(ffmpeg: str, source: str, target: str, side: int) -> None:
 
 
 def _gentle() -> list[str]:
-    """nice 10 and the idle I/O class, where the tools are there."""
-    prefix = ["nice", "-n", "10"] if shutil.which("nice") else []
+    """Killed with the daemon (ffmpeg ignores the closed pipe), at nice 10 and the idle I/O
+    class, where the tools are there (util-linux, coreutils)."""
+    prefix = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
+    prefix += ["nice", "-n", "10"] if shutil.which("nice") else []
     return prefix + (["ionice", "-c", "3"] if shutil.which("ionice") else [])
 
 

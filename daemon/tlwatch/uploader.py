@@ -296,12 +296,6 @@ class Uploader:
 
     # ---- the happy path --------------------------------------------------------------------
     def _upload(self, row: FileRow, fresh_token: str | None) -> FileRow:
-        fitted = self._fit(row)
-        if fitted is not None:
-            return fitted
-        verdict = size_verdict(row.kind, row.size)
-        if verdict is not None:
-            return self.store.skip(row.id, verdict)
         if row.upload_token is None:
             raise RuntimeError(f"{row.shown}: claimed without an upload token")
         earlier = row.upload_token != fresh_token and not row.upload_id
@@ -318,6 +312,12 @@ class Uploader:
             adopted = self._adopt_earlier(row)  # a lost answer may have stored it
             if adopted is not None:
                 return adopted
+        fitted = None if row.upload_id else self._fit(row)  # a session begun goes on as it is
+        if fitted is not None:
+            return fitted
+        verdict = size_verdict(row.kind, row.size)
+        if verdict is not None:
+            return self.store.skip(row.id, verdict)
         asset_id, status = self._send(row, row.upload_token)
         done = self.store.mark_uploaded(row.id, asset_id, status)
         now = regular_signature(row.path)
@@ -343,7 +343,10 @@ class Uploader:
         index_id = index_for(config, row)
         bounds = None
         if index_id is not None:
-            bounds = index_limits(self.store, self.client, index_id, config.fit.overrides)
+            try:
+                bounds = index_limits(self.store, self.client, index_id, config.fit.overrides)
+            except NotFound:  # a wrong index_id: its indexing fails with the API's words
+                log.warning("%s: index %s not found; judged without it", row.shown, index_id)
         found, plan = judge(row, bounds, watch.proxy if watch else "auto", config.fit)
         if found.action == Action.AS_IS:
             return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import time
@@ -129,9 +130,12 @@ def test_a_recording_of_2_h_05_min_is_indexed_as_three_segments(daemon: Daemon) 
     assert daemon.stop() == 0
 
 
-def busy(path: Path, seconds: int = 40) -> Path:
-    """A source whose proxy takes a few seconds to make (a moving 1080p test pattern)."""
-    picture = f"testsrc2=s=1920x1080:r=25:d={seconds}"
+@pytest.fixture(scope="module")
+def busy_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A source whose proxy takes about 10 s to make (90 s of a moving 1080p test pattern),
+    made once for the tests that stop a transcode in its middle."""
+    path = tmp_path_factory.mktemp("busy") / "busy.mp4"
+    picture = "testsrc2=s=1920x1080:r=25:d=90"
     encode = ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "35", "-pix_fmt", "yuv420p"]
     quiet = [FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", picture]
     subprocess.run([*quiet, *encode, str(path)], check=True)
@@ -160,9 +164,11 @@ def proxies_of(daemon: Daemon, original: str) -> list[dict[str, Any]]:
     ]
 
 
-def test_kill_9_in_the_middle_of_a_transcode_sends_the_proxy_once(daemon: Daemon) -> None:
+def test_kill_9_in_the_middle_of_a_transcode_sends_the_proxy_once(
+    daemon: Daemon, busy_source: Path
+) -> None:
     daemon.configure(watch='proxy = "always"')
-    source = busy(daemon.watch / "take.mp4")
+    source = Path(shutil.copy(busy_source, daemon.watch / "take.mp4"))
     original = sha256_file(source)
     spool = daemon.root / "state" / "spool"
     daemon.start()
@@ -171,7 +177,7 @@ def test_kill_9_in_the_middle_of_a_transcode_sends_the_proxy_once(daemon: Daemon
     daemon.process.kill()  # no goodbye: the store says `fitting`, the chore `doing`
     daemon.process.wait()
     daemon.process = None
-    wait_for(lambda: not transcoding(spool), timeout=10)  # its ffmpeg went down with it
+    wait_for(lambda: not transcoding(spool), timeout=3)  # its ffmpeg went down with it
     daemon.start()
     daemon.wait_states({"take.mp4": "ready"}, timeout=90)
     [proxy] = proxies_of(daemon, original)
@@ -182,10 +188,10 @@ def test_kill_9_in_the_middle_of_a_transcode_sends_the_proxy_once(daemon: Daemon
 
 
 def test_sigterm_in_the_middle_of_a_transcode_stops_at_once_and_leaves_nothing(
-    daemon: Daemon,
+    daemon: Daemon, busy_source: Path
 ) -> None:
     daemon.configure(watch='proxy = "always"')
-    original = sha256_file(busy(daemon.watch / "take.mp4", seconds=90))
+    original = sha256_file(Path(shutil.copy(busy_source, daemon.watch / "take.mp4")))
     spool = daemon.root / "state" / "spool"
     daemon.start()
     wait_for(lambda: transcoding(spool), timeout=60)

@@ -54,19 +54,23 @@ def test_size_verdicts_are_pure() -> None:
     assert size_verdict("video", 5_000_000_000) is None
 
 
-def test_an_image_over_32_mb_is_skipped_without_a_request(
-    tmp_path: Path, config: Config, store: Store, api: Client, sandbox: Sandbox
+def test_an_image_over_32_mb_is_sent_as_a_jpeg_or_skipped_without_a_request(
+    tmp_path: Path, store: Store, api: Client, sandbox: Sandbox
 ) -> None:
+    """As the folder says: a JPEG of it is made (`fitting`), or with proxy = "never" it is
+    skipped; either way no request goes out for the original."""
     big = tmp_path / "w" / "huge.png"
     with big.open("wb") as file:
         file.write((FIXTURES / "photo.png").read_bytes())
         file.truncate(33_000_000)
-    queue_file(store, big, kind="image")
-    row = store.claim_next("t1")
-    assert row is not None
-    done = Uploader(store, api, lambda: config, RunState()).upload(row, fresh_token="t1")
-    assert done.state == FileState.SKIPPED
-    assert "32 MB" in (done.reason or "")
+    for proxy, state in (("auto", FileState.FITTING), ("never", FileState.SKIPPED)):
+        config = make_config(tmp_path, sandbox.base_url, settle_seconds=0, proxy=proxy)
+        queue_file(store, big, kind="image")
+        row = store.claim_next("t1")
+        assert row is not None
+        done = Uploader(store, api, lambda c=config: c, RunState()).upload(row, fresh_token="t1")
+        assert done.state == state
+        assert "32 MB" in (done.reason or "")
     assert sandbox.requests() == {}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -136,3 +137,28 @@ def test_the_verdict_sends_a_proxy_segments_or_the_file_itself() -> None:
     huge = verdict(HD, 11 * GB, None, "auto", most)  # not indexed, but over the upload's most
     assert huge.action == Action.PROXY and "over the 10 GB" in (huge.reason or "")
     assert verdict(None, 11 * GB, None, "auto", most).action == Action.AS_IS  # cannot judge
+
+
+def test_parts_made_stay_a_second_under_the_longest_the_index_takes() -> None:
+    """ffmpeg does not cut to the frame: a proxy of 3,599.5 s could come out over 3,600."""
+    from tlwatch.fit import Action, verdict
+
+    wide = Probe(duration=3599.5, width=1920, height=640)  # needs a proxy anyway
+    found = verdict(wide, 1, PEGASUS, "auto", 10 * GB)
+    assert found.action == Action.SEGMENTS and len(found.parts) == 2
+    assert all(length <= 3599.0 for _, length in found.parts)
+
+
+def test_a_proxy_for_a_folder_without_an_index_stays_under_the_upload_limit(tmp_path: Path) -> None:
+    from tlwatch.fitter import UPLOAD_MOST, judge
+    from tlwatch.models import FileState, Media, Signature
+    from tlwatch.state import Store
+
+    four_hours = Media("video/mp4", "video", "ab" * 32, 14_400.0, 7680, 4320, 16 / 9, 25.0)
+    with Store(tmp_path / "s.db") as store:
+        row = store.enqueue(b"/w/a.mov", b"/w", Signature(11 * GB, 1, 1), four_hours)
+        assert row.state == FileState.QUEUED
+        found, plan = judge(row, None, "auto", parse({}, source=None).fit)
+    assert found.reason is not None and "over the 10 GB" in found.reason
+    rate = json.loads(plan)["max_rate"]
+    assert rate * 14_400 / 8 < UPLOAD_MOST

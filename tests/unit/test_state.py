@@ -7,6 +7,7 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -283,3 +284,80 @@ def test_newer_metadata_of_an_original_sent_as_parts_goes_to_each_part(tmp_path:
         assert update.asset_id == "asset-1"
         assert store.get(second.id).user_metadata == {"scene": "3", "tlwatch_segment": 2}
         assert store.chores_of(row.id)[-1].kind == ChoreKind.PROXY  # no update for the original
+
+
+def _fitted(store: Store, path: bytes, signature: Signature, count: int) -> list[Any]:
+    """`path` judged too long, its `count` parts made and queued; the parts."""
+    from tlwatch.state import NewPart
+
+    row = store.by_path(path)
+    assert row is not None and store.claim_next("t") is not None
+    store.fit(row.id, "{}", "too long")
+    chore = store.claim_chore((), (ChoreKind.PROXY,))
+    assert chore is not None
+    made = [
+        NewPart(path + b".c%d.%d" % (chore.id, n), Signature(n, 1, n), MEDIA, {}, n, count, 0.0)
+        for n in range(1, count + 1)
+    ]
+    return store.add_parts(chore, b"/s", made)
+
+
+def _all_ready(store: Store, parts: list[Any], after: ChoreKind | None = None) -> None:
+    for number, part in enumerate(parts):
+        claimed = store.claim_next(f"p{number}")
+        assert claimed is not None and claimed.id == part.id
+        store.mark_uploaded(part.id, f"asset-{part.id}", "processing")
+        assert store.mark_ready(part.id, after=after)
+
+
+def test_a_new_version_of_an_original_leaves_its_old_parts_behind(tmp_path: Path) -> None:
+    """Its old parts no longer count: the new version's parts make it ready, not stuck."""
+    with Store(tmp_path / "s.db") as store:
+        store.enqueue(b"/w/a.mov", b"/w", SIG, MEDIA)
+        old = _fitted(store, b"/w/a.mov", SIG, 2)
+        assert store.claim_next("p") is not None  # the first old part is being sent
+        newer = Signature(9, 9, 9)
+        row = store.enqueue(b"/w/a.mov", b"/w", newer, MEDIA)  # the intake: a new version
+        assert store.parts_of(row.id) == []
+        assert store.get(old[1].id).state == FileState.SKIPPED
+        parts = _fitted(store, b"/w/a.mov", newer, 2)
+        _all_ready(store, parts)
+        assert store.get(row.id).state == FileState.READY
+
+
+def test_parts_are_not_queued_for_a_chore_dropped_meanwhile(tmp_path: Path) -> None:
+    from tlwatch.state import NewPart
+
+    with Store(tmp_path / "s.db") as store:
+        row = store.enqueue(b"/w/a.mov", b"/w", SIG, MEDIA)
+        assert store.claim_next("t") is not None
+        store.fit(row.id, "{}", "too long")
+        chore = store.claim_chore((), (ChoreKind.PROXY,))
+        assert chore is not None
+        store.drop_chore(chore, "the file changed since")
+        part = NewPart(b"/s/p.mp4", Signature(4, 5, 6), MEDIA, {}, 1, 1, 0.0)
+        assert store.add_parts(chore, b"/s", [part]) == []
+        assert store.by_path(b"/s/p.mp4") is None
+
+
+def test_an_original_sent_as_a_proxy_is_never_deleted_after_upload(tmp_path: Path) -> None:
+    """Only a proxy of it is on the server: `delete` would lose the original's content."""
+    with Store(tmp_path / "s.db") as store:
+        row = store.enqueue(b"/w/a.mov", b"/w", SIG, MEDIA)
+        _all_ready(store, _fitted(store, b"/w/a.mov", SIG, 1), after=ChoreKind.DELETE)
+        original = store.get(row.id)
+        assert original.state == FileState.READY
+        assert [c.kind for c in store.chores_of(row.id)] == [ChoreKind.PROXY]
+        assert (original.reason or "").startswith("kept: only a proxy of it is on the server")
+
+
+def test_moving_an_original_sent_as_parts_waits_for_every_part(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as store:
+        row = store.enqueue(b"/w/a.mov", b"/w", SIG, MEDIA)
+        first, second = _fitted(store, b"/w/a.mov", SIG, 2)
+        _all_ready(store, [first], after=ChoreKind.MOVE)
+        assert store.get(row.id).state == FileState.FITTING
+        _all_ready(store, [second], after=ChoreKind.MOVE)
+        assert store.get(row.id).state == FileState.READY
+        assert [c.kind for c in store.chores_of(row.id)] == [ChoreKind.PROXY, ChoreKind.MOVE]
+        assert store.by_sha256(MEDIA.sha256, exclude=None) is not None

@@ -79,6 +79,7 @@ FILE_MOVES: dict[tuple[FileState | None, FileState], Callable[[Store, int], obje
     (F.UPLOADING, F.FITTING): lambda s, i: s.fit(i, "{}", "3:1 is outside 1:2.4 to 2.4:1"),
     (F.FITTING, F.READY): _proxy_ready,
     (F.FITTING, F.FAILED): _proxy_failed,
+    (F.FITTING, F.SKIPPED): lambda s, i: s.skip(i, "gone before its proxy was made"),
 }
 
 

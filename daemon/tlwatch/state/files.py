@@ -101,6 +101,9 @@ def _row(values: tuple[Any, ...]) -> FileRow:
     return FileRow(*columns)
 
 
+HOLDS_CONTENT = (FileState.QUEUED, FileState.UPLOADING, FileState.UPLOADED, FileState.READY)
+
+
 class Files(Engine):
     """The files table: reading, new versions, uploads, and the primitives every write uses."""
 
@@ -116,10 +119,11 @@ class Files(Engine):
         return _row(rows[0]) if rows else None
 
     def by_sha256(self, sha256: str, exclude: int | None = None) -> FileRow | None:
-        """The file whose upload holds this content (queued, in flight, uploaded or ready)."""
-        states = (FileState.QUEUED, FileState.UPLOADING, FileState.UPLOADED, FileState.READY)
+        """The file whose upload holds this content (queued, in flight, uploaded, ready, or sent
+        as parts)."""
+        states = (*HOLDS_CONTENT, FileState.FITTING)
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM files WHERE sha256 = ? AND state IN (?, ?, ?, ?) "
+            f"SELECT {_COLUMNS} FROM files WHERE sha256 = ? AND state IN (?, ?, ?, ?, ?) "
             "AND id IS NOT ? ORDER BY id LIMIT 1",
             (sha256, *states, exclude),
         )
@@ -591,6 +595,7 @@ JOURNEY: _Moves = frozenset(
         (FileState.UPLOADING, FileState.FITTING),  # its verdict: a proxy or segments go instead
         (FileState.FITTING, FileState.READY),  # every part's asset is ready
         (FileState.FITTING, FileState.FAILED),  # its proxy could not be made
+        (FileState.FITTING, FileState.SKIPPED),  # gone before its proxy was made
     }
 )
 LEGAL: _Moves = VERSIONS | JOURNEY

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tlwatch.errors import StoreError
 from tlwatch.models import ChoreKind, ChoreState, FileState, IndexState, Media, Signature
 from tlwatch.state.chores import ChoreRow
 from tlwatch.state.engine import Connection
@@ -47,6 +48,12 @@ class Parts(Indexings):
         """The parts are made: each is queued as a file of its own, in the transaction that
         ends the chore (a crash before it leaves the chore to do again, not a part twice)."""
         with self.batch():
+            current = self.chore(chore.id)
+            file = self.get(chore.file_id)
+            if current.state != ChoreState.DOING or file.state != FileState.FITTING:
+                return []  # dropped meanwhile (a new version): its parts are not owed
+            if any(self.by_path(part.path) is not None for part in parts):
+                raise StoreError("a part's name is taken in the store")
             rows = [
                 self.enqueue(part.path, spool, part.signature, part.media, part.metadata)
                 for part in parts
@@ -97,6 +104,16 @@ class Parts(Indexings):
         """The file a row stands for: its original when it is a part, else itself."""
         return self.get(row.parent_id) if row.parent_id is not None else row
 
+    def _owed(self, db: Connection, parent: FileRow, after: ChoreKind) -> None:
+        """The original's move is owed; a delete is not: only a proxy of it is on the server."""
+        if after == ChoreKind.DELETE:
+            reason = (
+                "kept: only a proxy of it is on the server (delete is for files sent as they are)"
+            )
+            self._set(db, parent.id, {"reason": reason})
+            return
+        self._want_chore(db, parent, after)
+
     def _part_ready(self, db: Connection, row: FileRow, after: ChoreKind | None) -> None:
         """A part's asset is ready: its spool copy goes; once every part is, the original is
         ready too, and `after` (its move or delete, where no indexing is waited for) is owed."""
@@ -111,7 +128,7 @@ class Parts(Indexings):
             return
         parent = self._change(db, parent, FileState.READY, {}, None)
         if after is not None:
-            self._want_chore(db, parent, after)
+            self._owed(db, parent, after)
 
     def _indexing_over(self, db: Connection, row: IndexingRow, after: ChoreKind | None) -> bool:
         """As for any file; for a part, `after` is its original's, owed once every part is
@@ -131,15 +148,18 @@ class Parts(Indexings):
         ).fetchone()[0]
         if parent.state != FileState.READY or waiting:
             return False
-        self._want_chore(db, parent, after)
-        return True
+        self._owed(db, parent, after)
+        return after != ChoreKind.DELETE
 
     def _new_version(self, db: Connection, file_id: int) -> None:
-        """A new version of an original: its parts not sent yet are not owed any more."""
+        """A new version of an original: the parts of the old one stand for it no more (those
+        not sent yet are not owed; those sent keep their assets, as history)."""
         super()._new_version(db, file_id)
         for found in db.execute(
-            f"SELECT {_COLUMNS} FROM files WHERE parent_id = ? AND state = ?",
-            (file_id, FileState.QUEUED),
+            f"SELECT {_COLUMNS} FROM files WHERE parent_id = ?", (file_id,)
         ).fetchall():
-            reason = "a part of an older version of its original"
-            self._change(db, _row(found), FileState.SKIPPED, {}, reason)
+            part = _row(found)
+            self._set(db, part.id, {"parent_id": None})
+            if part.state == FileState.QUEUED:
+                reason = "a part of an older version of its original"
+                self._change(db, part, FileState.SKIPPED, {}, reason)
