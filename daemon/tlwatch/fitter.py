@@ -48,6 +48,11 @@ SOURCE_KEY, PATH_KEY = "tlwatch_source_sha256", "tlwatch_path"
 SEGMENT_KEYS = ("tlwatch_segment", "tlwatch_segments", "tlwatch_offset_seconds")
 
 
+def part_key(source: str, number: int, count: int) -> str:
+    """How a rebuilt store finds a part on the server: its original's SHA-256 and its number."""
+    return f"part:{source}:{number}of{count}"
+
+
 def index_limits(store: Store, client: Client, index_id: str, overrides: dict[str, Any]) -> Bounds:
     """The bounds of an index's models (read once with `GET /indexes/{id}`, then kept in the
     store), with `[fit]`'s overrides. Raises ApiError when they cannot be read."""

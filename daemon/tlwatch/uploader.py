@@ -34,12 +34,12 @@ from tlwatch.errors import (
     TransientError,
 )
 from tlwatch.events import Uploaded
-from tlwatch.fit import Action
-from tlwatch.fitter import IMAGE_MOST, index_limits, judge
+from tlwatch.fit import Action, Verdict
+from tlwatch.fitter import IMAGE_MOST, SEGMENT_KEYS, SOURCE_KEY, index_limits, judge, part_key
 from tlwatch.intake import index_for
 from tlwatch.limits import DAILY, TOTAL, Concurrency, budget_verdict, day_start
 from tlwatch.models import FileState, Kind, regular_signature
-from tlwatch.state import FileRow, Store
+from tlwatch.state import FileRow, FoundPart, Store
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ def remote_assets(
     client: Client, progress: Callable[[], None] = lambda: None
 ) -> dict[str, tuple[str, str]]:
     """The server's assets sent by tlwatch, by content hash -> (asset id, status): what a
-    rebuilt store adopts. `progress` hears each asset (a long list is work, not a hang).
+    rebuilt store adopts. A proxy or segment is also kept under its original's hash and its
+    number (`fitter.part_key`). `progress` hears each asset (a long list is work, not a hang).
     Raises ApiError when the list cannot be read."""
     found = {}
     for asset in client.list_assets():
@@ -82,6 +83,9 @@ def remote_assets(
         orphan = asset.method == "multipart" and asset.status != "ready"  # a session cut off
         if metadata.get(SHA_KEY) and not orphan:
             found[str(metadata[SHA_KEY])] = (asset.id, asset.status)
+            if metadata.get(SOURCE_KEY):
+                number, count = metadata.get(SEGMENT_KEYS[0], 1), metadata.get(SEGMENT_KEYS[1], 1)
+                found[part_key(str(metadata[SOURCE_KEY]), number, count)] = (asset.id, asset.status)
     return found
 
 
@@ -350,10 +354,30 @@ class Uploader:
         found, plan = judge(row, bounds, watch.proxy if watch else "auto", config.fit)
         if found.action == Action.AS_IS:
             return None
+        known = self._parts_on_server(row, found)
+        if known:
+            log.info("%s: %s; its %s found on the server", row.shown, found.reason, found.action)
+            spool = os.fsencode(config.fit.spool(config.state.path))
+            fitted = self.store.fit_found(
+                row.id, f"{found.reason}: {found.action} found", spool, known
+            )
+            self.run.wake_poller()
+            return fitted
         log.info("%s: %s; %s go instead", row.shown, found.reason, found.action)
         fitted = self.store.fit(row.id, plan, f"{found.reason}: sending {found.action}")
         self.run.wake_chores()
         return fitted
+
+    def _parts_on_server(self, row: FileRow, found: Verdict) -> list[FoundPart]:
+        """The parts of this original that a rebuilt store found on the server, all or none."""
+        count = len(found.parts)
+        known = []
+        for number, (offset, _) in enumerate(found.parts, 1):
+            asset = self.store.remote_asset(part_key(row.sha256 or "", number, count))
+            if asset is None:
+                return []
+            known.append(FoundPart(asset[0], asset[1], number, count, offset))
+        return known
 
     def _adopt_earlier(self, row: FileRow) -> FileRow | None:
         """The asset an earlier attempt with this row's token made, adopted; None if none."""

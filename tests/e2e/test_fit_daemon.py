@@ -268,3 +268,25 @@ def test_an_image_too_large_for_the_platform_goes_up_as_a_jpeg_of_it(daemon: Dae
     assert proxy["size"] < 32_000_000 and proxy["filename"].endswith(".jpg")
     assert sha256_file(image) == original
     assert daemon.stop() == 0
+
+
+def test_a_rebuilt_store_finds_the_segments_on_the_server_and_sends_nothing_again(
+    daemon: Daemon,
+) -> None:
+    configure(daemon, fit="max_seconds = 12")
+    clip(daemon.watch / "long.mp4", 640, 360, 30)  # 3 segments
+    daemon.start()
+    daemon.wait_states({"long.mp4": "ready"}, timeout=60)
+    assert daemon.stop() == 0
+    assert daemon.sandbox.requests()["create"] == {"201": 3}
+    daemon.store_path.write_bytes(b"\0garbage" * 1000)
+    for suffix in ("-wal", "-shm"):
+        Path(str(daemon.store_path) + suffix).unlink(missing_ok=True)
+    daemon.start()
+    daemon.wait_states({"long.mp4": "ready"}, timeout=60)
+    assert "its segments found on the server" in daemon.log()
+    assert daemon.sandbox.requests()["create"] == {"201": 3}  # nothing made or sent again
+    listed = json.loads(daemon.command("list", "--json", check=True).stdout)
+    parts = [r for r in listed if r["path"].endswith(".found")]
+    assert len(parts) == 3 and {r["state"] for r in parts} == {"ready"}
+    assert daemon.stop() == 0

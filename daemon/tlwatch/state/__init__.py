@@ -16,7 +16,7 @@ from tlwatch.models import ChoreKind, ChoreState, FileState, IndexState
 from tlwatch.state.chores import CHORE_LEGAL, ChoreRow
 from tlwatch.state.files import _FRESH_UPLOAD, JOURNEY, LEGAL, VERSIONS, FileRow
 from tlwatch.state.indexings import INDEX_LEGAL, IndexingRow
-from tlwatch.state.parts import NewPart, Parts
+from tlwatch.state.parts import FoundPart, NewPart, Parts
 from tlwatch.state.schema import MIGRATIONS
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "VERSIONS",
     "ChoreRow",
     "FileRow",
+    "FoundPart",
     "IndexingRow",
     "NewPart",
     "Store",

@@ -7,6 +7,7 @@ ready (a chore, like any delete)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,17 @@ class NewPart:
     offset_seconds: float
 
 
+@dataclass(frozen=True)
+class FoundPart:
+    """A part the server already holds (found by a rebuilt store)."""
+
+    asset_id: str
+    status: str
+    part: int
+    parts: int
+    offset_seconds: float
+
+
 class Parts(Indexings):
     def fit(self, file_id: int, plan: str, reason: str) -> FileRow:
         """A claimed file that the platform would refuse as it is: `reason` says why, `plan`
@@ -43,6 +55,30 @@ class Parts(Indexings):
             row = self._file_in(db, file_id)
             self._want_chore(db, row, ChoreKind.PROXY, detail=plan)
             return self._change(db, row, FileState.FITTING, {"next_attempt_at": None}, reason)
+
+    def fit_found(self, file_id: int, reason: str, spool: bytes, found: list[FoundPart]) -> FileRow:
+        """A rebuilt store: what the original's parts would be is on the server already. They
+        are adopted (followed from `uploaded`), nothing made or sent again, in one durable
+        transaction."""
+        with self.batch(durable=True):
+            with self._transaction() as db:
+                row = self._change(db, self._file_in(db, file_id), FileState.FITTING, {}, reason)
+            for part in found:
+                path = os.path.join(spool, f"{row.sha256}-{part.asset_id}.found".encode())
+                adopted = self.adopt(
+                    path,
+                    spool,
+                    Signature(0, 0, 0),
+                    None,
+                    part.asset_id,
+                    part.status,
+                    f"found on the server as asset {part.asset_id}",
+                )
+                values: dict[str, Any] = {"part": part.part, "parts": part.parts}
+                values |= {"offset_seconds": part.offset_seconds, "parent_id": file_id}
+                with self._transaction() as db:
+                    self._set(db, adopted.id, values)
+        return row
 
     def add_parts(self, chore: ChoreRow, spool: bytes, parts: list[NewPart]) -> list[FileRow]:
         """The parts are made: each is queued as a file of its own, in the transaction that
@@ -117,7 +153,8 @@ class Parts(Indexings):
     def _part_ready(self, db: Connection, row: FileRow, after: ChoreKind | None) -> None:
         """A part's asset is ready: its spool copy goes; once every part is, the original is
         ready too, and `after` (its move or delete, where no indexing is waited for) is owed."""
-        self._want_chore(db, row, ChoreKind.DELETE)
+        if row.size > 0:  # a part found on the server (a rebuild) has no spool copy
+            self._want_chore(db, row, ChoreKind.DELETE)
         assert row.parent_id is not None
         parent = self._file_in(db, row.parent_id)
         waiting = db.execute(
