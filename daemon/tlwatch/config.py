@@ -83,7 +83,17 @@ class BudgetConfig:
     max_media_minutes_total: float | None = None  # held until the budget is raised (SIGHUP)
 
 
-NOTIFY_EVENTS = ("failed", "skipped", "paused", "resumed", "offline", "online", "stuck", "summary")
+NOTIFY_EVENTS = (
+    "failed",
+    "skipped",
+    "fitted",
+    "paused",
+    "resumed",
+    "offline",
+    "online",
+    "stuck",
+    "summary",
+)
 
 
 @dataclass(frozen=True)

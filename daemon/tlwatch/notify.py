@@ -50,6 +50,9 @@ def note_for(event: Event) -> Note | None:
         asset = f"\nasset: {event.asset_id}" if event.asset_id else ""
         body = f"{shown(event.name)}{asset}\nreason: {event.reason or 'none given'}"
         return Note(event.new, f"tlwatch: a file {event.new}", body)
+    if isinstance(event, StateChanged) and event.new == "fitting":
+        body = f"{shown(event.name)}\nwhy: {event.reason or 'none given'}"
+        return Note("fitted", "tlwatch: a proxy goes up instead of a file", body)
     if isinstance(event, Paused):
         if event.on:
             return Note("paused", "tlwatch: paused", event.reason or event.cause)

@@ -22,6 +22,10 @@ def test_notes_say_the_file_the_asset_and_the_reason() -> None:
     )
     back = note_for(FolderChanged(b"/media/card", True))
     assert back is not None and back.event == "online"
+    why = "its aspect 3.00:1 is outside 1:2.4 to 2.4:1: sending a proxy"
+    assert note_for(StateChanged(b"/w", "uploading", "fitting", why, b"wide.mov")) == Note(
+        "fitted", "tlwatch: a proxy goes up instead of a file", f"'wide.mov'\nwhy: {why}"
+    )
 
 
 def test_twenty_failures_in_a_minute_make_at_most_three_notifications() -> None:
