@@ -448,6 +448,7 @@ def _status(args: argparse.Namespace) -> int:
         chores = store.all_chores()
         chore_counts = Counter(c.state.value for c in chores)
         chore_failures = [_chore_json(c, names) for c in chores if c.state == "failed"]
+        fitted, original_bytes, part_bytes = store.savings()
         daemon = verdict(record_path(store.path))
     limits = daemon.get("limits", {}) if daemon["running"] else {}
     folders: dict[str, Counter[str]] = {}
@@ -471,6 +472,11 @@ def _status(args: argparse.Namespace) -> int:
                     "after_upload": dict(chore_counts),
                     "after_upload_failures": chore_failures,
                     "limits": limits,
+                    "proxies": {
+                        "originals": fitted,
+                        "original_bytes": original_bytes,
+                        "sent_bytes": part_bytes,
+                    },
                     "in_flight": [_row_json(r) for r in flight],
                     "recent_failures": [_row_json(r) for r in failures],
                 },
@@ -487,6 +493,9 @@ def _status(args: argparse.Namespace) -> int:
     _print_after_upload(waiting, chore_counts, chore_failures)
     if limits:
         print("limits: " + _limits_line(limits))
+    if fitted:
+        saved = (original_bytes - part_bytes) / 1e9
+        print(f"proxies: {fitted} original(s) sent as proxies or segments, {saved:.2f} GB saved")
     for name, reason in offline.items():
         print(f"  offline: {name} ({reason}); its files wait for it")
     for row in flight:

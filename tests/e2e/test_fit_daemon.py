@@ -95,6 +95,8 @@ def test_what_does_not_fit_goes_up_as_a_proxy_or_segments_and_is_indexed(
     assert {n: sha256_file(p) for n, p in files.items()} == before  # originals untouched
     spool = daemon.root / "state" / "spool"
     wait_for(lambda: not any(spool.iterdir()), timeout=30)  # each proxy gone once ready
+    status = daemon.command("status", check=True).stdout
+    assert "proxies: 3 original(s) sent as proxies or segments" in status
     assert daemon.stop() == 0
     assert "go instead" in daemon.log() and "Traceback" not in daemon.log()
     metrics = (daemon.root / "tlwatch.prom").read_text()

@@ -361,3 +361,14 @@ def test_moving_an_original_sent_as_parts_waits_for_every_part(tmp_path: Path) -
         assert store.get(row.id).state == FileState.READY
         assert [c.kind for c in store.chores_of(row.id)] == [ChoreKind.PROXY, ChoreKind.MOVE]
         assert store.by_sha256(MEDIA.sha256, exclude=None) is not None
+
+
+def test_the_savings_of_originals_sent_as_parts_are_counted(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as store:
+        assert store.savings() == (0, 0, 0)
+        store.enqueue(b"/w/a.mov", b"/w", Signature(5000, 1, 1), MEDIA)
+        store.enqueue(
+            b"/w/b.mp4", b"/w", Signature(700, 1, 2), Media("video/mp4", "video", "cd" * 32)
+        )
+        _fitted(store, b"/w/a.mov", Signature(5000, 1, 1), 2)  # parts of 1 and 2 bytes
+        assert store.savings() == (1, 5000, 3)

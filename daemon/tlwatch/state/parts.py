@@ -130,6 +130,16 @@ class Parts(Indexings):
                 elif part.state in _SENT:
                     super().want_metadata(part.id, {**metadata, **own})
 
+    def savings(self) -> tuple[int, int, int]:
+        """(originals sent as parts, their bytes, the bytes of their parts)."""
+        rows = self._query(
+            "SELECT COUNT(DISTINCT o.id), COALESCE(SUM(o.size), 0), COALESCE(SUM(p.made), 0) "
+            "FROM files o JOIN (SELECT parent_id, SUM(size) AS made FROM files "
+            "WHERE parent_id IS NOT NULL GROUP BY parent_id) p ON p.parent_id = o.id"
+        )
+        originals, size, made = rows[0]
+        return int(originals), int(size), int(made)
+
     def parts_of(self, file_id: int) -> list[FileRow]:
         rows = self._query(
             f"SELECT {_COLUMNS} FROM files WHERE parent_id = ? ORDER BY part", (file_id,)
