@@ -292,3 +292,18 @@ def test_a_rebuilt_store_finds_the_segments_on_the_server_and_sends_nothing_agai
     parts = [r for r in listed if r["path"].endswith(".found")]
     assert len(parts) == 3 and {r["state"] for r in parts} == {"ready"}
     assert daemon.stop() == 0
+
+
+def test_a_file_over_the_indexs_size_goes_up_as_a_proxy_that_fits_it(
+    daemon: Daemon, busy_source: Path
+) -> None:
+    """2 GB, lowered here to 5 MB: the proxy's bit rate is kept under it."""
+    configure(daemon, fit="max_bytes = 5000000")
+    source = Path(shutil.copy(busy_source, daemon.watch / "big.mp4"))  # 90 s, about 13 MB
+    assert source.stat().st_size > 5_000_000
+    daemon.start()
+    daemon.wait_states({"big.mp4": "ready"}, timeout=90)
+    [proxy] = proxies_of(daemon, sha256_file(source))
+    assert proxy["size"] < 5_000_000
+    wait_for(lambda: [i["status"] for i in daemon.sandbox.indexed()] == ["ready"], timeout=30)
+    assert daemon.stop() == 0
