@@ -414,6 +414,13 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
     fit_config = fit.fields(FitConfig, {**FIT_KEYS, "spool_dir": (_path_under(base), "a path")})
     fit.finish()
     watches = _watches(data.get("watch", []), base, problems, where)
+    spool = fit_config.spool(state_path)
+    for watch in watches:
+        if is_under(os.fsencode(spool), os.fsencode(watch.path.absolute())):
+            problems.append(
+                f"{where}fit.spool_dir: {spool} is inside the watched folder {watch.path}; "
+                "its proxies would be taken for new files (set spool_dir elsewhere)"
+            )
     if problems:
         raise ConfigError(problems)
     return Config(

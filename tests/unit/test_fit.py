@@ -162,3 +162,16 @@ def test_a_proxy_for_a_folder_without_an_index_stays_under_the_upload_limit(tmp_
     assert found.reason is not None and "over the 10 GB" in found.reason
     rate = json.loads(plan)["max_rate"]
     assert rate * 14_400 / 8 < UPLOAD_MOST
+
+
+def test_a_spool_inside_a_watched_folder_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "config.toml"
+    with pytest.raises(ConfigError) as error:
+        parse({"fit": {"spool_dir": "w/spool"}, "watch": [{"path": "w"}]}, source=source)
+    assert f"fit.spool_dir: {tmp_path / 'w' / 'spool'} is inside the watched folder" in str(
+        error.value
+    )
+    state = {"path": "w/state.db"}  # the default spool sits beside the store
+    with pytest.raises(ConfigError, match="is inside the watched folder"):
+        parse({"state": state, "watch": [{"path": "w"}]}, source=source)
+    assert parse({"watch": [{"path": "w"}]}, source=source).fit.spool_dir is None
