@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -28,10 +29,10 @@ from tlwatch.api import Client
 from tlwatch.chores import take_chore
 from tlwatch.config import Config, FitConfig
 from tlwatch.control import RunState
-from tlwatch.errors import Cancelled
+from tlwatch.errors import Cancelled, StoreError
 from tlwatch.events import ProxyMade
 from tlwatch.fit import Action, Bounds, Picture, Verdict, index_bounds, proxy_picture, verdict
-from tlwatch.models import ChoreKind, FileState, Kind, Media, regular_signature, shown
+from tlwatch.models import ChoreKind, ChoreState, FileState, Kind, Media, regular_signature, shown
 from tlwatch.probe import probe
 from tlwatch.state import ChoreRow, FileRow, NewPart, Store
 from tlwatch.transcode import Part, TranscodeError, find_ffmpeg, make, make_image, pick_encoder
@@ -45,6 +46,7 @@ MAX_FPS = 30.0
 MAX_RATE = 8_000_000  # bits/s: a proxy's ceiling, lowered where the index's size bound needs it
 SPOOL_WAIT = 10.0  # a full spool is looked at again this often
 SOURCE_KEY, PATH_KEY = "tlwatch_source_sha256", "tlwatch_path"
+_CHORE_MARK = re.compile(rb"^[0-9a-f]{64}-[0-9a-f]{12}-c(\d+)[-.]")  # a part's name, its chore
 SEGMENT_KEYS = ("tlwatch_segment", "tlwatch_segments", "tlwatch_offset_seconds")
 
 
@@ -100,6 +102,33 @@ class Fitter:
         self.store, self.config, self.run, self.clock = store, config, run, clock
         self._now: dict[int, dict[str, Any]] = {}  # transcodes in progress, for `status`
         self._lock = threading.Lock()
+        self._swept = False
+
+    def sweep(self) -> int:
+        """Remove what the spool holds that nothing owes any more: the parts of a chore that
+        failed, was dropped or made them under an old plan, and what a crash cut off. Only
+        tlwatch's own names (`-c<chore>`); a part's copy that a file row stands for stays (its
+        delete is a chore), and so does what a queued or running chore is making."""
+        spool = os.fsencode(self.config().fit.spool(self.config().state.path))
+        try:
+            entries = list(os.scandir(spool))
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        for entry in entries:
+            mark = _CHORE_MARK.search(entry.name)
+            if mark is None or self.store.by_path(entry.path) is not None:
+                continue
+            try:
+                chore = self.store.chore(int(mark.group(1)))
+            except StoreError:
+                chore = None
+            if chore is not None and chore.state in (ChoreState.QUEUED, ChoreState.DOING):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
+        return removed
 
     def progress(self) -> list[dict[str, Any]]:
         """Each transcode in progress: the file, its part, percent, speed (x real time), ETA."""
@@ -122,6 +151,11 @@ class Fitter:
 
     def turn(self) -> None:
         """Make the next due proxy, or wait until one may be due (a read while idle)."""
+        if not self._swept:
+            self._swept = True
+            removed = self.sweep()
+            if removed:
+                log.info("the spool: %d file(s) nothing owes any more removed", removed)
         chore = take_chore(self.store, self.run, (ChoreKind.PROXY,), self.clock)
         if chore is not None:
             self.do(chore)
