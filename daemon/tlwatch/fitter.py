@@ -106,9 +106,10 @@ class Fitter:
 
     def sweep(self) -> int:
         """Remove what the spool holds that nothing owes any more: the parts of a chore that
-        failed, was dropped or made them under an old plan, and what a crash cut off. Only
-        tlwatch's own names (`-c<chore>`); a part's copy that a file row stands for stays (its
-        delete is a chore), and so does what a queued or running chore is making."""
+        failed, was dropped or made them under an old plan, parts skipped (an older version's),
+        and what a crash cut off. Only tlwatch's own names (`-c<chore>`); a part that still
+        needs its copy keeps it (its delete is a chore), and so does what a queued or running
+        chore is making."""
         spool = os.fsencode(self.config().fit.spool(self.config().state.path))
         try:
             entries = list(os.scandir(spool))
@@ -117,8 +118,9 @@ class Fitter:
         removed = 0
         for entry in entries:
             mark = _CHORE_MARK.search(entry.name)
-            if mark is None or self.store.by_path(entry.path) is not None:
-                continue
+            part = self.store.by_path(entry.path) if mark else None
+            if mark is None or (part is not None and part.state != FileState.SKIPPED):
+                continue  # not ours, or a part that still needs its copy (a skipped one: not)
             try:
                 chore = self.store.chore(int(mark.group(1)))
             except StoreError:

@@ -44,7 +44,17 @@ def test_the_sweep_removes_only_what_nothing_owes(tmp_path: Path) -> None:
         theirs = spool / "notes.txt"
         for path in (cut_off, of_failed, being_made, theirs):
             path.write_bytes(b"x")
-        assert Fitter(store, lambda: config, RunState()).sweep() == 2
+        row = store.enqueue(b"/w/d.mov", b"/w", Signature(9, 1, 1), MEDIA)  # its part skipped:
+        assert store.claim(row.id, "t") is not None
+        store.fit(row.id, "{}", "too long")
+        chore = store.claim_chore((), (ChoreKind.PROXY,))
+        assert chore is not None
+        older = spool / name.format(chore.id)
+        older.write_bytes(b"x")
+        part = NewPart(bytes(older), Signature(5, 1, 1), MEDIA, {}, 1, 1, 0.0)
+        store.add_parts(chore, bytes(spool), [part])
+        store.enqueue(b"/w/d.mov", b"/w", Signature(10, 2, 1), MEDIA)  # a new version of d
+        assert Fitter(store, lambda: config, RunState()).sweep() == 3
     assert sorted(p.name for p in spool.iterdir()) == sorted(
         [kept_part.name, being_made.name, theirs.name]
     )
