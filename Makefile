@@ -24,7 +24,7 @@ check: $(STAMP)
 	$(BIN)/mypy --strict daemon
 
 test: check
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 # The fast tier: no server, no subprocess (a few seconds); `make test` runs every tier.
 test-unit: $(STAMP)
