@@ -494,8 +494,11 @@ def _status(args: argparse.Namespace) -> int:
     if limits:
         print("limits: " + _limits_line(limits))
     if fitted:
-        saved = (original_bytes - part_bytes) / 1e9
-        print(f"proxies: {fitted} original(s) sent as proxies or segments, {saved:.2f} GB saved")
+        saved = (original_bytes - part_bytes) / 1e6
+        bytes_ = (
+            f"{saved:.1f} MB saved" if saved >= 0 else f"{-saved:.1f} MB more than the originals"
+        )
+        print(f"proxies: {fitted} original(s) sent as proxies or segments, {bytes_}")
     for name, reason in offline.items():
         print(f"  offline: {name} ({reason}); its files wait for it")
     for row in flight:
@@ -545,6 +548,8 @@ def _limits_line(limits: dict[str, Any]) -> str:
 
 def _row_json(row: FileRow, indexings: Sequence[IndexingRow] = ()) -> dict[str, Any]:
     return {
+        "id": row.id,
+        "parent_id": row.parent_id,  # a proxy or segment: the original it stands for
         "path": os.fsdecode(row.path).encode("utf-8", "backslashreplace").decode(),
         "state": row.state.value,
         "reason": row.reason,

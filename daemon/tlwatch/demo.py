@@ -21,6 +21,7 @@ from pathlib import Path
 SAMPLES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
 MEDIA = [
     "indexable.mp4",
+    "scope.mp4",
     "clip.mov",
     "clip.webm",
     "tone-5s.m4a",
@@ -29,6 +30,7 @@ MEDIA = [
     "photo.png",
 ]
 INDEXED = {"indexable.mp4", "tone-5s.m4a"}  # the others are 1 s long: too short for the index
+PROXIED = {"scope.mp4"}  # 3:1, outside the index's aspect range: its proxy is indexed instead
 DECOY = "not-really.mp4"
 DEMO_KEY = "tlk_sandbox_demo_key_not_secret"
 INDEX = "demo-index"
@@ -111,9 +113,14 @@ def run(root: Path) -> int:
         check=False,
     )
     if listing.returncode == 0:
-        for row in json.loads(listing.stdout):
+        rows = json.loads(listing.stdout)
+        originals = {r["id"]: r for r in rows}
+        for row in rows:
             for indexing in row["indexing"]:
                 name = Path(row["path"]).name
+                if row["parent_id"] in originals:  # a proxy: named by what it stands for
+                    original = originals[row["parent_id"]]
+                    name = f"{Path(original['path']).name} (as a proxy: {original['reason']})"
                 print(f"  {name}: {indexing['state']} in {indexing['index_id']}", end="")
                 if indexing["state"] == "skipped":
                     print(f" ({indexing['reason']})")
@@ -121,8 +128,9 @@ def run(root: Path) -> int:
                     print(f"  metadata {json.dumps(row['user_metadata'])}")
     if ok:
         say(
-            "every media file is ready; the videos and audio long enough indexed, the 1 s clips "
-            "not sent to the index (it would refuse them); the decoy was ignored"
+            "every media file is ready; the videos and audio long enough indexed (the 3:1 one "
+            "through a proxy made here), the 1 s clips not sent to the index (it would refuse "
+            "them); the decoy was ignored"
         )
     else:
         say("not everything got ready and indexed")
@@ -142,9 +150,13 @@ def wait_until_ready(config: Path, env: dict[str, str], deadline: float) -> bool
             found = json.loads(result.stdout)
             rows = {Path(r["path"]).name: r["state"] for r in found}
             indexings = {Path(r["path"]).name: [i["state"] for i in r["indexing"]] for r in found}
-            short = {n for n in MEDIA if not n.startswith("photo")} - INDEXED
+            for original in [r for r in found if Path(r["path"]).name in PROXIED]:
+                parts = [r for r in found if r["parent_id"] == original["id"]]
+                states = [i["state"] for part in parts for i in part["indexing"]]
+                indexings[Path(original["path"]).name] = states
+            short = {n for n in MEDIA if not n.startswith("photo")} - INDEXED - PROXIED
             ready = all(rows.get(n) == "ready" for n in MEDIA) and rows.get(DECOY) == "ignored"
-            indexed = all(indexings.get(n) == ["ready"] for n in INDEXED)
+            indexed = all(indexings.get(n) == ["ready"] for n in INDEXED | PROXIED)
             if ready and indexed and all(indexings.get(n) == ["skipped"] for n in short):
                 return True
         time.sleep(0.5)

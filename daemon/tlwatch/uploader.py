@@ -363,7 +363,8 @@ class Uploader:
             )
             self.run.wake_poller()
             return fitted
-        log.info("%s: %s; %s go instead", row.shown, found.reason, found.action)
+        verb = "go" if found.action == Action.SEGMENTS else "goes"
+        log.info("%s: %s; %s %s instead", row.shown, found.reason, found.action, verb)
         fitted = self.store.fit(row.id, plan, f"{found.reason}: sending {found.action}")
         self.run.wake_chores()
         return fitted

@@ -98,7 +98,8 @@ def test_what_does_not_fit_goes_up_as_a_proxy_or_segments_and_is_indexed(
     status = daemon.command("status", check=True).stdout
     assert "proxies: 3 original(s) sent as proxies or segments" in status
     assert daemon.stop() == 0
-    assert "go instead" in daemon.log() and "Traceback" not in daemon.log()
+    assert "goes instead" in daemon.log() and "segments go instead" in daemon.log()
+    assert "Traceback" not in daemon.log()
     metrics = (daemon.root / "tlwatch.prom").read_text()
     saved = re.search(r"^tlwatch_bytes_saved_total (\S+)$", metrics, re.M)
     spent = re.search(r"^tlwatch_proxy_seconds_total (\S+)$", metrics, re.M)

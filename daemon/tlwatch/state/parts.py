@@ -173,7 +173,7 @@ class Parts(Indexings):
         ).fetchone()[0]
         if parent.state != FileState.FITTING or waiting:  # (all parts are queued together)
             return
-        parent = self._change(db, parent, FileState.READY, {}, None)
+        parent = self._change(db, parent, FileState.READY, {}, parent.reason)  # (why: kept)
         if after is not None:
             self._owed(db, parent, after)
 
