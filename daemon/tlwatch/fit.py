@@ -18,6 +18,8 @@ from tlwatch.models import Probe
 
 GB = 1_000_000_000  # the docs' "2 GB": the smaller reading, so nothing near it is refused
 MARGIN = 1.0  # seconds: a part made is never cut to the frame, so it stays this far under
+UPLOAD_MOST = 10 * GB  # the largest upload the API takes, video and audio (multipart; SDK)
+IMAGE_MOST = 32_000_000  # the largest image it takes (OpenAPI; one page says 5 MB)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,18 @@ from tlwatch.config import Config, FitConfig
 from tlwatch.control import RunState
 from tlwatch.errors import Cancelled, StoreError
 from tlwatch.events import ProxyMade
-from tlwatch.fit import Action, Bounds, Picture, Verdict, index_bounds, proxy_picture, verdict
+from tlwatch.fit import (
+    IMAGE_MOST,
+    UPLOAD_MOST,
+    Action,
+    Bounds,
+    Picture,
+    Verdict,
+    index_bounds,
+    proxy_picture,
+    verdict,
+)
+from tlwatch.metadata import PATH_KEY
 from tlwatch.models import ChoreKind, ChoreState, FileState, Kind, Media, regular_signature, shown
 from tlwatch.probe import probe
 from tlwatch.state import ChoreRow, FileRow, NewPart, Store
@@ -39,13 +50,11 @@ from tlwatch.transcode import Part, TranscodeError, find_ffmpeg, make, make_imag
 
 log = logging.getLogger(__name__)
 
-UPLOAD_MOST = 10_000_000_000  # the largest multipart upload the API takes (video and audio)
-IMAGE_MOST = 32_000_000  # the largest image it takes
 IMAGE_SIDE = 3840  # an image proxy's longest side, at most
 MAX_FPS = 30.0
 MAX_RATE = 8_000_000  # bits/s: a proxy's ceiling, lowered where the index's size bound needs it
 SPOOL_WAIT = 10.0  # a full spool is looked at again this often
-SOURCE_KEY, PATH_KEY = "tlwatch_source_sha256", "tlwatch_path"
+SOURCE_KEY = "tlwatch_source_sha256"
 _CHORE_MARK = re.compile(rb"^[0-9a-f]{64}-[0-9a-f]{12}-c(\d+)[-.]")  # a part's name, its chore
 SEGMENT_KEYS = ("tlwatch_segment", "tlwatch_segments", "tlwatch_offset_seconds")
 
@@ -313,18 +322,19 @@ def _spool_bytes(spool: str | os.PathLike[str]) -> int:
 
 def _discard_unfinished(spool: bytes, name: bytes) -> None:
     """What a transcode cut off by a crash left of this part (`name.<random>.part`)."""
-    with os.scandir(spool) as entries:
-        for entry in entries:
-            if entry.name.startswith(name + b".") and entry.name.endswith(b".part"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
+    _discard(spool, lambda found: found.startswith(name + b".") and found.endswith(b".part"))
 
 
 def _discard_made(spool: bytes, chore: ChoreRow) -> None:
     """The parts a chore made that will not be sent (its original changed, or failed)."""
     mark = b"-c%d" % chore.id
+    _discard(spool, lambda found: mark + b"-" in found or found.endswith(mark + b".jpg"))
+
+
+def _discard(spool: bytes, wanted: Callable[[bytes], bool]) -> None:
+    """Remove the spool's files whose names are `wanted`."""
     with os.scandir(spool) as entries:
         for entry in entries:
-            if mark + b"-" in entry.name or entry.name.endswith(mark + b".jpg"):
+            if wanted(entry.name):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)

@@ -24,6 +24,7 @@ from typing import Any
 from tlwatch.models import shown
 
 RESERVED = "tlwatch_"
+PATH_KEY = "tlwatch_path"  # the file's path below its folder (a part: its original's)
 SIDECAR = b".json"
 FIELDS = ("dir", "name", "stem", "ext", "kind", "mime", "size", "mtime")
 Value = str | int | float | bool | list[str]

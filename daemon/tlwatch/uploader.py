@@ -34,10 +34,11 @@ from tlwatch.errors import (
     TransientError,
 )
 from tlwatch.events import Uploaded
-from tlwatch.fit import Action, Verdict
-from tlwatch.fitter import IMAGE_MOST, SEGMENT_KEYS, SOURCE_KEY, index_limits, judge, part_key
+from tlwatch.fit import IMAGE_MOST, UPLOAD_MOST, Action, Verdict
+from tlwatch.fitter import SEGMENT_KEYS, SOURCE_KEY, index_limits, judge, part_key
 from tlwatch.intake import index_for
 from tlwatch.limits import DAILY, TOTAL, Concurrency, budget_verdict, day_start
+from tlwatch.metadata import PATH_KEY
 from tlwatch.models import FileState, Kind, regular_signature
 from tlwatch.state import FileRow, FoundPart, Store
 
@@ -45,9 +46,6 @@ log = logging.getLogger(__name__)
 
 TOKEN_KEY = "tlwatch_token"  # noqa: S105 - a metadata key name, not a secret
 SHA_KEY = "tlwatch_sha256"
-PATH_KEY = "tlwatch_path"
-IMAGE_LIMIT = 32_000_000
-MULTIPART_LIMIT = 10_000_000_000
 
 
 RESULTS = {
@@ -62,9 +60,9 @@ IDLE_WAIT = 5.0  # the longest an idle worker waits before looking at the queue 
 
 def size_verdict(kind: str | None, size: int) -> str | None:
     """Given a file's kind and size, return why the API can never take it, or None. Pure."""
-    if kind == Kind.IMAGE and size > IMAGE_LIMIT:
+    if kind == Kind.IMAGE and size > IMAGE_MOST:
         return "images over 32 MB cannot be uploaded"
-    if size > MULTIPART_LIMIT:
+    if size > UPLOAD_MOST:
         return "over 10 GB, the largest upload the API takes"
     return None
 

@@ -150,7 +150,8 @@ def test_parts_made_stay_a_second_under_the_longest_the_index_takes() -> None:
 
 
 def test_a_proxy_for_a_folder_without_an_index_stays_under_the_upload_limit(tmp_path: Path) -> None:
-    from tlwatch.fitter import UPLOAD_MOST, judge
+    from tlwatch.fit import UPLOAD_MOST
+    from tlwatch.fitter import judge
     from tlwatch.models import FileState, Media, Signature
     from tlwatch.state import Store
 

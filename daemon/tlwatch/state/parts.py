@@ -74,10 +74,8 @@ class Parts(Indexings):
                     part.status,
                     f"found on the server as asset {part.asset_id}",
                 )
-                values: dict[str, Any] = {"part": part.part, "parts": part.parts}
-                values |= {"offset_seconds": part.offset_seconds, "parent_id": file_id}
                 with self._transaction() as db:
-                    self._set(db, adopted.id, values)
+                    self._link(db, adopted.id, file_id, part.part, part.parts, part.offset_seconds)
         return row
 
     def add_parts(self, chore: ChoreRow, spool: bytes, parts: list[NewPart]) -> list[FileRow]:
@@ -95,13 +93,18 @@ class Parts(Indexings):
                 for part in parts
             ]
             with self._transaction() as db:
-                for row, part in zip(rows, parts, strict=True):
-                    values: dict[str, Any] = {"part": part.part, "parts": part.parts}
-                    values |= {"offset_seconds": part.offset_seconds, "parent_id": chore.file_id}
-                    self._set(db, row.id, values)
+                for row, new in zip(rows, parts, strict=True):
+                    self._link(db, row.id, chore.file_id, new.part, new.parts, new.offset_seconds)
                 self._chore_change(db, chore, ChoreState.DONE, {})
                 self._event(db, chore.file_id, "chore", chore.kind, ChoreState.DONE, None)
         return [self.get(row.id) for row in rows]
+
+    def _link(
+        self, db: Connection, part_id: int, parent_id: int, part: int, parts: int, offset: float
+    ) -> None:
+        """This file is part `part` of `parts` of that original, from `offset` seconds."""
+        values = {"parent_id": parent_id, "part": part, "parts": parts, "offset_seconds": offset}
+        self._set(db, part_id, values)
 
     def fit_failed(self, chore: ChoreRow, reason: str) -> None:
         """Its proxy could not be made (ffmpeg's own words in `reason`): the file is failed
