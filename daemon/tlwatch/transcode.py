@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
@@ -124,19 +124,12 @@ def make(
     """Make `target` from `source`; `progress(seconds done, speed)` hears each report. Raises
     TranscodeError (ffmpeg's last lines), Cancelled (told to stop: ffmpeg ended, nothing left
     behind) or OSError."""
-    temporary = f"{target}.{secrets.token_hex(4)}.part"
-    line = [*_gentle(), *command(ffmpeg, encoder, source, temporary, part)]
-    try:
-        with tempfile.TemporaryFile() as errors:
-            code = _run(line, errors, progress, cancel)
-            if code != 0:
-                errors.seek(0)
-                said = errors.read().decode("utf-8", "replace").strip().splitlines()
-                raise TranscodeError("; ".join(said[-TAIL:]) or f"ffmpeg exited with {code}")
-        _publish(temporary, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+    with _into(target) as temporary, tempfile.TemporaryFile() as errors:
+        line = [*_gentle(), *command(ffmpeg, encoder, source, temporary, part)]
+        code = _run(line, errors, progress, cancel)
+        if code != 0:
+            errors.seek(0)
+            raise _failed(errors.read(), code)
 
 
 def make_image(ffmpeg: str, source: str, target: str, side: int) -> None:
@@ -145,16 +138,29 @@ def make_image(ffmpeg: str, source: str, target: str, side: int) -> None:
     fit = f"scale=w='min({side},iw)':h='min({side},ih)':force_original_aspect_ratio=decrease"
     line = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", source]
     line += ["-vf", fit, "-frames:v", "1", "-q:v", "3", "-f", "image2", "-c:v", "mjpeg"]
-    temporary = f"{target}.{secrets.token_hex(4)}.part"
-    try:
+    with _into(target) as temporary:
         done = subprocess.run([*_gentle(), *line, temporary], capture_output=True, check=False)
         if done.returncode != 0:
-            said = done.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise TranscodeError("; ".join(said[-TAIL:]) or f"ffmpeg exited with {done.returncode}")
+            raise _failed(done.stderr, done.returncode)
+
+
+@contextlib.contextmanager
+def _into(target: str) -> Iterator[str]:
+    """A temporary name beside `target` for ffmpeg to write: renamed into place (synced) once
+    the body ends well, removed whatever happens."""
+    temporary = f"{target}.{secrets.token_hex(4)}.part"
+    try:
+        yield temporary
         _publish(temporary, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+
+
+def _failed(said: bytes, code: int) -> TranscodeError:
+    """ffmpeg's failure, in its own last lines."""
+    lines = said.decode("utf-8", "replace").strip().splitlines()
+    return TranscodeError("; ".join(lines[-TAIL:]) or f"ffmpeg exited with {code}")
 
 
 def _gentle() -> list[str]:
