@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 	  || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); } \
 	  || { echo "cannot create a venv: sudo apt-get install -y python3-venv" >&2; exit 1; }
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	@# The fleet's tests start a real PostgreSQL server; they skip, saying so, where it is missing.
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
+	  || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
+	  || echo "PostgreSQL is missing: its tests will be skipped (sudo apt-get install -y postgresql)" >&2
 	@rm -f $(VENV)/.installed-* && touch $@
 
 check: $(STAMP)

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pgserver
 import pytest
 
 from tlwatch.api import Client
 from tlwatch.sandbox import DEMO_API_KEY, SandboxServer, Settings, make_server
+from tlwatch.state import Store
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -103,6 +105,39 @@ def sandbox(tmp_path: Path, sandbox_settings: Settings) -> Iterator[Sandbox]:
 def client(sandbox: Sandbox) -> Iterator[Client]:
     with Client(DEMO_API_KEY, base_url=sandbox.base_url, timeout=10, sleep=lambda s: None) as api:
         yield api
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[pgserver.Server]:
+    """A real PostgreSQL server for the whole session (of this test process)."""
+    why = pgserver.missing()
+    if why is not None:
+        pytest.skip(why)
+    server = pgserver.Server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest) -> str | None:
+    """The same store test on each engine: None (SQLite) or a new PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return None
+    server: pgserver.Server = request.getfixturevalue("pg_server")
+    return server.database()
+
+
+OpenStore = Callable[..., Store]
+
+
+@pytest.fixture
+def open_store(tmp_path: Path, engine: str | None) -> OpenStore:
+    """Open the test's store (the same one each time) on the engine of the test."""
+
+    def opened(**options: Any) -> Store:
+        return Store(tmp_path / "s.db", url=engine, **options)
+
+    return opened
 
 
 @pytest.fixture(autouse=True)

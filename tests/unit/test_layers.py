@@ -13,7 +13,8 @@ OWNERS = {
     "httpx": "api.py",
     "watchdog": "watcher.py",
     "magic": "sniff.py",
-    "sqlite3": "engine.py",  # the store's engine, in the state/ package
+    "sqlite3": "sqlite.py",  # the store's two databases, in the state/ package
+    "psycopg": "postgres.py",
     "prometheus_client": "metrics.py",
     "apprise": "notify.py",
     "pymediainfo": "probe.py",

@@ -16,6 +16,8 @@ from tlwatch.models import ChoreKind, FileState, Media, Signature
 from tlwatch.state import LEGAL, MIGRATIONS, Store
 from tlwatch.state.engine import READERS
 
+from conftest import OpenStore
+
 MEDIA = Media("video/mp4", "video", "ab" * 32)
 SIG = Signature(1, 2, 3)
 
@@ -56,8 +58,8 @@ def test_migrations_are_numbered_and_a_newer_store_is_refused(tmp_path: Path) ->
         Store(path, exclusive=False)
 
 
-def test_every_state_change_is_a_timestamped_event(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.db") as store:
+def test_every_state_change_is_a_timestamped_event(open_store: OpenStore) -> None:
+    with open_store() as store:
         row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
         claimed = store.claim_next("t1")
         assert claimed is not None and claimed.state == FileState.UPLOADING
@@ -75,8 +77,10 @@ def test_every_state_change_is_a_timestamped_event(tmp_path: Path) -> None:
     assert all(e[0] > 0 for e in events)
 
 
-def test_an_illegal_transition_is_refused_and_changes_nothing(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.db") as store:
+def test_an_illegal_transition_is_refused_and_changes_nothing(
+    open_store: OpenStore,
+) -> None:
+    with open_store() as store:
         row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
         with pytest.raises(StoreError, match="illegal transition queued → failed"):
             store.fail(row.id, "refused")  # never claimed: the API cannot have refused it
@@ -96,8 +100,8 @@ def test_the_table_of_legal_transitions_holds_the_journey() -> None:
     assert (FileState.FAILED, FileState.QUEUED) in LEGAL  # `tlwatch retry`
 
 
-def test_retry_and_a_new_version_reset_every_upload_field(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.db") as store:
+def test_retry_and_a_new_version_reset_every_upload_field(open_store: OpenStore) -> None:
+    with open_store() as store:
         row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
         assert store.claim_next("t1") is not None
         store.start_session(row.id, "u1", "a1", 10, 3)
@@ -111,9 +115,11 @@ def test_retry_and_a_new_version_reset_every_upload_field(tmp_path: Path) -> Non
         assert store.chunks(row.id) == {}  # the session's chunks went with it
 
 
-def test_recovery_requeues_interrupted_uploads_after_the_grace(tmp_path: Path) -> None:
+def test_recovery_requeues_interrupted_uploads_after_the_grace(
+    open_store: OpenStore,
+) -> None:
     now = [1000.0]
-    with Store(tmp_path / "s.db", clock=lambda: now[0]) as store:
+    with open_store(clock=lambda: now[0]) as store:
         row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
         assert store.claim_next("t1") is not None
         store.recover(grace=60)
@@ -123,8 +129,10 @@ def test_recovery_requeues_interrupted_uploads_after_the_grace(tmp_path: Path) -
     assert recovered.next_attempt_at == 1060.0
 
 
-def test_a_claim_records_the_intent_and_keeps_an_earlier_token(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.db") as store:
+def test_a_claim_records_the_intent_and_keeps_an_earlier_token(
+    open_store: OpenStore,
+) -> None:
+    with open_store() as store:
         row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
         first = store.claim_next("t1")
         assert first is not None and first.upload_token == "t1"
@@ -135,10 +143,10 @@ def test_a_claim_records_the_intent_and_keeps_an_earlier_token(tmp_path: Path) -
 
 
 def test_a_batch_is_one_commit_all_or_nothing(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    open_store: OpenStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("INFO")
-    with Store(tmp_path / "s.db") as store:
+    with open_store() as store:
         with pytest.raises(RuntimeError), store.batch():
             store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
             store.enqueue(b"/w/b.mp4", b"/w", Signature(4, 5, 6), MEDIA)
@@ -175,7 +183,7 @@ def test_short_lived_threads_leave_no_reading_connection_behind(tmp_path: Path) 
             reader = threading.Thread(target=store.counts)
             reader.start()
             reader.join()
-        assert len(store._reader_connections) <= READERS
+        assert store._reader_count <= READERS
         assert store.counts() == {(b"/w", "queued"): 1}
 
 
@@ -193,9 +201,11 @@ def test_only_the_lock_holder_upgrades_the_schema(tmp_path: Path) -> None:
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
-def test_new_files_go_first_in_order_then_the_retry_due_soonest(tmp_path: Path) -> None:
+def test_new_files_go_first_in_order_then_the_retry_due_soonest(
+    open_store: OpenStore,
+) -> None:
     now = [1000.0]
-    with Store(tmp_path / "s.db", clock=lambda: now[0]) as store:
+    with open_store(clock=lambda: now[0]) as store:
         a, b, c = (store.enqueue(f"/w/{n}.mp4".encode(), b"/w", SIG, MEDIA) for n in "abc")
         for row, later in ((a, 30.0), (b, 10.0)):
             assert store.claim_next("t") is not None
@@ -220,11 +230,11 @@ def test_taking_the_next_file_reads_no_more_when_thousands_are_queued(tmp_path: 
             count[0] += 1
             return 0
 
-        store._db.set_progress_handler(step, 1)
+        store._db._db.set_progress_handler(step, 1)  # (SQLite: its VM steps)
         try:
             assert store.claim_next("t") is not None
         finally:
-            store._db.set_progress_handler(None, 1)
+            store._db._db.set_progress_handler(None, 1)
         return count[0]
 
     with Store(tmp_path / "few.db") as few, Store(tmp_path / "many.db") as many:
@@ -236,9 +246,11 @@ def test_taking_the_next_file_reads_no_more_when_thousands_are_queued(tmp_path: 
         assert steps_to_claim(many) < 2 * steps_to_claim(few)
 
 
-def test_retrying_an_original_whose_proxy_failed_judges_it_anew(tmp_path: Path) -> None:
+def test_retrying_an_original_whose_proxy_failed_judges_it_anew(
+    open_store: OpenStore,
+) -> None:
     """Its failed proxy chore stays history: a second one would make the parts twice."""
-    with Store(tmp_path / "s.db") as store:
+    with open_store() as store:
         row = store.enqueue(b"/w/a.mov", b"/w", SIG, MEDIA)
         assert store.claim_next("t1") is not None
         store.fit(row.id, '{"parts": [[0, 9]]}', "too wide")
@@ -252,10 +264,12 @@ def test_retrying_an_original_whose_proxy_failed_judges_it_anew(tmp_path: Path) 
         assert store.claim_chore((), (ChoreKind.PROXY,)) is None
 
 
-def test_newer_metadata_of_an_original_sent_as_parts_goes_to_each_part(tmp_path: Path) -> None:
+def test_newer_metadata_of_an_original_sent_as_parts_goes_to_each_part(
+    open_store: OpenStore,
+) -> None:
     from tlwatch.state import NewPart
 
-    with Store(tmp_path / "s.db") as store:
+    with open_store() as store:
         row = store.enqueue(b"/w/a.mov", b"/w", SIG, MEDIA, {"scene": "1"})
         assert store.claim_next("t1") is not None
         store.fit(row.id, "{}", "too long")
@@ -310,9 +324,11 @@ def _all_ready(store: Store, parts: list[Any], after: ChoreKind | None = None) -
         assert store.mark_ready(part.id, after=after)
 
 
-def test_a_new_version_of_an_original_leaves_its_old_parts_behind(tmp_path: Path) -> None:
+def test_a_new_version_of_an_original_leaves_its_old_parts_behind(
+    open_store: OpenStore,
+) -> None:
     """Its old parts no longer count: the new version's parts make it ready, not stuck."""
-    with Store(tmp_path / "s.db") as store:
+    with open_store() as store:
         store.enqueue(b"/w/a.mov", b"/w", SIG, MEDIA)
         old = _fitted(store, b"/w/a.mov", SIG, 2)
         assert store.claim_next("p") is not None  # the first old part is being sent
@@ -325,10 +341,12 @@ def test_a_new_version_of_an_original_leaves_its_old_parts_behind(tmp_path: Path
         assert store.get(row.id).state == FileState.READY
 
 
-def test_parts_are_not_queued_for_a_chore_dropped_meanwhile(tmp_path: Path) -> None:
+def test_parts_are_not_queued_for_a_chore_dropped_meanwhile(
+    open_store: OpenStore,
+) -> None:
     from tlwatch.state import NewPart
 
-    with Store(tmp_path / "s.db") as store:
+    with open_store() as store:
         row = store.enqueue(b"/w/a.mov", b"/w", SIG, MEDIA)
         assert store.claim_next("t") is not None
         store.fit(row.id, "{}", "too long")
@@ -340,9 +358,11 @@ def test_parts_are_not_queued_for_a_chore_dropped_meanwhile(tmp_path: Path) -> N
         assert store.by_path(b"/s/p.mp4") is None
 
 
-def test_an_original_sent_as_a_proxy_is_never_deleted_after_upload(tmp_path: Path) -> None:
+def test_an_original_sent_as_a_proxy_is_never_deleted_after_upload(
+    open_store: OpenStore,
+) -> None:
     """Only a proxy of it is on the server: `delete` would lose the original's content."""
-    with Store(tmp_path / "s.db") as store:
+    with open_store() as store:
         row = store.enqueue(b"/w/a.mov", b"/w", SIG, MEDIA)
         _all_ready(store, _fitted(store, b"/w/a.mov", SIG, 1), after=ChoreKind.DELETE)
         original = store.get(row.id)
@@ -351,8 +371,10 @@ def test_an_original_sent_as_a_proxy_is_never_deleted_after_upload(tmp_path: Pat
         assert (original.reason or "").startswith("kept: only a proxy of it is on the server")
 
 
-def test_moving_an_original_sent_as_parts_waits_for_every_part(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.db") as store:
+def test_moving_an_original_sent_as_parts_waits_for_every_part(
+    open_store: OpenStore,
+) -> None:
+    with open_store() as store:
         row = store.enqueue(b"/w/a.mov", b"/w", SIG, MEDIA)
         first, second = _fitted(store, b"/w/a.mov", SIG, 2)
         _all_ready(store, [first], after=ChoreKind.MOVE)
@@ -363,8 +385,10 @@ def test_moving_an_original_sent_as_parts_waits_for_every_part(tmp_path: Path) -
         assert store.by_sha256(MEDIA.sha256, exclude=None) is not None
 
 
-def test_the_savings_of_originals_sent_as_parts_are_counted(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.db") as store:
+def test_the_savings_of_originals_sent_as_parts_are_counted(
+    open_store: OpenStore,
+) -> None:
+    with open_store() as store:
         assert store.savings() == (0, 0, 0)
         store.enqueue(b"/w/a.mov", b"/w", Signature(5000, 1, 1), MEDIA)
         store.enqueue(

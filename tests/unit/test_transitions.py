@@ -4,20 +4,21 @@ holds only the moves the code makes: a pair without an operation here is a pair 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from tlwatch.models import ChoreKind, ChoreState, FileState, IndexState, Media, Signature
 from tlwatch.state import CHORE_LEGAL, INDEX_LEGAL, JOURNEY, NewPart, Store
 
+from conftest import OpenStore
+
 MEDIA = Media("video/mp4", "video", "ab" * 32, duration=1.0)
 F, C, I = FileState, ChoreState, IndexState  # noqa: E741 - short names keep the tables readable
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "s.db") as opened:
+def store(open_store: OpenStore) -> Iterator[Store]:
+    with open_store() as opened:
         yield opened
 
 

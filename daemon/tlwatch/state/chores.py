@@ -12,7 +12,7 @@ from typing import Any
 from tlwatch.errors import StoreError
 from tlwatch.models import ChoreKind, ChoreState, Signature, shown
 from tlwatch.state.engine import Connection
-from tlwatch.state.files import FileRow, Files, _json, _signature
+from tlwatch.state.files import _TAKE, FileRow, Files, _json, _not_in, _signature
 
 
 @dataclass(frozen=True)
@@ -133,8 +133,7 @@ class Chores(Files):
         return (
             f"SELECT {what} FROM chores c JOIN files f ON f.id = c.file_id WHERE c.state = ? "
             f"AND c.kind IN ({', '.join('?' * len(kinds))}) "
-            f"AND f.root NOT IN ({', '.join('?' * len(skip))}) "
-            "ORDER BY c.next_attempt_at, c.id LIMIT 1"
+            f"{_not_in('f.root', skip)} ORDER BY c.next_attempt_at NULLS FIRST, c.id LIMIT 1"
         )
 
     def next_chore_due(
@@ -154,7 +153,7 @@ class Chores(Files):
         (its asset ready, the chore owed) must be on disk before it, whatever comes."""
         skip, wanted = tuple(skip_roots), tuple(kinds)
         columns = ", ".join(f"c.{f.name}" for f in fields(ChoreRow))
-        sql = self._due_chores_sql(columns, skip, wanted)
+        sql = self._due_chores_sql(columns, skip, wanted) + _TAKE
         with self._transaction(durable=True) as db:
             found = db.execute(sql, (ChoreState.QUEUED, *wanted, *skip)).fetchone()
             chore = _chore(found) if found is not None else None
@@ -218,7 +217,7 @@ class Chores(Files):
         with self._transaction() as db:
             now = _chore(
                 db.execute(
-                    f"SELECT {_CHORE_COLUMNS} FROM chores WHERE id = ?", (chore.id,)
+                    f"SELECT {_CHORE_COLUMNS} FROM chores WHERE id = ? FOR UPDATE", (chore.id,)
                 ).fetchone()
             )
             self._chore_change(db, now, ChoreState.QUEUED, values, reason)

@@ -1,17 +1,18 @@
-"""The store's engine: the only module that imports sqlite3.
+"""The store's engine: transactions, reads and what a commit tells, over one of two databases.
 
-One SQLite file in WAL mode: the commits that must survive a power cut (an upload's intent, a
-chore's claim) are `synchronous=FULL`, the rest `NORMAL` (they survive a crash of the process,
-and reach the disk with the next durable one). Numbered migrations (`schema.py`), run only by
-the holder of the exclusive `flock` on `state.db.lock` that keeps a second daemon away; readers
-(`tlwatch status`) open the store without the lock, and refuse a schema older than theirs. A
-quick check at open. A damaged file is moved aside and a new one started, marked as rebuilding
-until the server's asset list has been read (see `files.Files.rebuilding`).
+A `Database` (`sqlite.py`, the embedded default, or `postgres.py`, for a fleet) gives
+connections that speak one SQL: `?` for values, `ON CONFLICT` for upserts, `FOR UPDATE` where a
+row is taken (SQLite, which has one writer at a time, drops it). Each database runs its own
+numbered migrations (`schema.py`) when it opens. A host's `state.db.lock` (an exclusive `flock`)
+keeps a second daemon away from the same state folder; readers (`tlwatch status`) open the store
+without it.
 
 Every write goes through `_transaction` (or a `batch` of them): one lock, one connection, and
 what changed is logged and published only after COMMIT. Reads take a connection of their own
-from a small pool, so they never wait for a write. The table families build on it:
-`files.py` ← `chores.py` ← `indexings.py` ← `Store` (in `__init__.py`).
+from a small pool, so they never wait for a write. A failure of the database itself (a full
+disk, a server gone) comes out as `StoreUnavailable`; the broken connection is replaced at the
+next use. The table families build on it: `files.py` ← `chores.py` ← `indexings.py` ←
+`parts.py` ← `Store` (in `__init__.py`).
 """
 
 from __future__ import annotations
@@ -21,31 +22,72 @@ import fcntl
 import logging
 import os
 import queue
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
-from tlwatch.errors import StoreError, StoreLocked, StoreUnavailable
+from tlwatch.errors import StoreError, StoreLocked
 from tlwatch.events import Event, StateChanged, nowhere
 from tlwatch.models import FileState, shown
-from tlwatch.state.schema import MIGRATIONS
+from tlwatch.state.sqlite import SQLite
 
 log = logging.getLogger("tlwatch.state")
 
-Connection = sqlite3.Connection  # what the table families write through
 READERS = 4  # connections for reading, shared by every thread
 
 
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """One connection to the database, speaking the store's SQL (see above)."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    def begin(self, *, durable: bool) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    @property
+    def broken(self) -> bool: ...
+
+
+class Database(Protocol):
+    """Where the store lives: opens connections, and names its failures plainly."""
+
+    where: str  # for messages: a path, or a URL without its password
+    fleet: bool  # shared by several hosts (leases and fencing matter)
+
+    def connect(self, *, writer: bool) -> Connection: ...
+
+    def unavailable(self, doing: str) -> contextlib.AbstractContextManager[None]: ...
+
+    def close(self) -> None: ...
+
+
 class Engine:
-    """The connection, its lock and its transactions. Thread-safe; a context manager."""
+    """The connections, their lock and the transactions. Thread-safe; a context manager."""
 
     def __init__(
         self,
         path: Path,
         *,
+        url: str | None = None,
+        password: str | None = None,
         exclusive: bool = True,
         clock: Callable[[], float] = time.time,
         publish: Callable[[Event], None] = nowhere,
@@ -59,23 +101,18 @@ class Engine:
         self._said: list[StateChanged] = []  # logged and published after COMMIT
         self._batch: tuple[int, bool] | None = None  # (thread, durable) while a batch is open
         self._writing: int | None = None  # the thread inside a write transaction
-        self._readers: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()  # idle ones
-        self._reader_connections: list[sqlite3.Connection] = []  # every one made, to close
+        self._readers: queue.LifoQueue[Connection] = queue.LifoQueue()  # idle ones
+        self._reader_count = 0
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._exclusive = exclusive  # only the holder of the lock migrates the schema
         if exclusive:
             self._take_lock()
         try:
-            self._db = self._connect()
-        except sqlite3.OperationalError as error:  # full, read-only, busy: not damage
-            raise StoreUnavailable(f"{path}: cannot open the store ({error})") from None
-        except sqlite3.DatabaseError as error:
-            if not exclusive:
-                raise StoreError(f"{path}: cannot read the store: {error}") from None
-            self._move_aside(str(error))
-            self._db = self._connect()
-            with self._transaction(durable=True) as db:  # until the server's list is read
-                db.execute("INSERT OR REPLACE INTO flags (name, value) VALUES ('rebuild', '1')")
+            self.database = _open(path, url, password, exclusive)
+            with self.database.unavailable("cannot open the store"):
+                self._db = self.database.connect(writer=True)
+        except BaseException:
+            self._release_lock()
+            raise
 
     # ---- opening ---------------------------------------------------------------------------
     def _take_lock(self) -> None:
@@ -88,58 +125,19 @@ class Engine:
             raise StoreLocked(f"{self.path}: another tlwatch is using this store") from None
         self._lock_file = descriptor
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # FULL for the commits that must be durable
-            db.execute("PRAGMA foreign_keys=ON")
-            if self._exclusive:  # the daemon checks at start; a reader (`status`) need not
-                check = db.execute("PRAGMA quick_check").fetchone()[0]
-                if check != "ok":
-                    raise sqlite3.DatabaseError(f"quick_check: {check}")
-            self._migrate(db)
-        except sqlite3.DatabaseError:
-            db.close()
-            raise
-        return db
-
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        db.create_function("tlwatch_dirname", 1, os.path.dirname, deterministic=True)
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise StoreError(f"{self.path}: made by a newer tlwatch (schema {version})")
-        if version < len(MIGRATIONS) and not self._exclusive and version > 0:
-            raise StoreError(
-                f"{self.path}: made by an older tlwatch (schema {version}); it is upgraded when "
-                "the daemon (or `tlwatch scan`) next starts"
-            )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version={number}; COMMIT;")
-
-    def _move_aside(self, why: str) -> None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        for suffix in ("", "-wal", "-shm"):
-            source = Path(str(self.path) + suffix)
-            if source.exists():
-                source.rename(str(aside) + suffix)
-        log.error(
-            "the store %s was damaged (%s): moved it to %s and starting a new one, "
-            "rebuilt from a scan and the server's asset list",
-            self.path,
-            why,
-            aside,
-        )
-
-    def close(self) -> None:
-        with self._lock:
-            for reader in self._reader_connections:
-                reader.close()
-            self._db.close()
+    def _release_lock(self) -> None:
         if self._lock_file is not None:
             os.close(self._lock_file)
             self._lock_file = None
+
+    def close(self) -> None:
+        with self._lock:
+            while self._reader_count:
+                self._readers.get().close()
+                self._reader_count -= 1
+            self._db.close()
+            self.database.close()
+        self._release_lock()
 
     def __enter__(self) -> Self:
         return self
@@ -147,6 +145,7 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # ---- writing ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def batch(self, *, durable: bool = False) -> Iterator[None]:
         """Group the writes made inside into one commit (several files recorded at once); the
@@ -167,53 +166,54 @@ class Engine:
                 self._batch = None
 
     @contextlib.contextmanager
-    def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        """One write transaction; a failure of the store itself comes out as StoreUnavailable,
-        with nothing of the transaction kept. `durable`: on disk when this returns, so it
-        survives a power cut (an upload's intent, an asset id); other commits survive a crash
-        of the process, and reach the disk with the next durable one. Inside a `batch`, a
-        part of the batch's commit."""
+    def _transaction(self, *, durable: bool = False) -> Iterator[Connection]:
+        """One write transaction; a failure of the database itself comes out as
+        StoreUnavailable, with nothing of the transaction kept. `durable`: on disk when this
+        returns, so it survives a power cut (an upload's intent, an asset id); other commits
+        survive a crash of the process, and reach the disk with the next durable one. Inside
+        a `batch`, a part of the batch's commit."""
         batch = self._batch
         if batch is not None and batch[0] == threading.get_ident():  # this thread's own batch
             if durable and not batch[1]:
                 raise StoreError("a durable write inside a batch that is not durable")
             yield self._db
             return
-        with self._lock, _unavailable("cannot write"):
+        with self._lock, self.database.unavailable("cannot write"):
             self._said.clear()
-            if durable:
-                self._db.execute("PRAGMA synchronous=FULL")
+            if self._db.broken:  # a server that went away: a new connection, or the fault
+                self._db.close()
+                self._db = self.database.connect(writer=True)
+            done = False
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                self._db.begin(durable=durable)
                 self._writing = threading.get_ident()
                 yield self._db
-                self._db.execute("COMMIT")
+                self._db.commit()
+                done = True
             finally:
                 self._writing = None
-                if self._db.in_transaction:  # the body or the COMMIT failed: keep nothing
-                    with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
-                if durable:
-                    self._db.execute("PRAGMA synchronous=NORMAL")
+                if not done:  # the body or the COMMIT failed: keep nothing
+                    self._db.rollback()
             for change in self._said:  # told only once it is true
                 _log_change(change.name, change.old, change.new, change.reason)
                 self.publish(change)
 
+    # ---- reading ---------------------------------------------------------------------------
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        """Read. Under WAL a reader needs no lock: a read takes a connection of its own from a
-        small pool (it sees the last committed state) while another thread writes; the thread
-        that is writing reads through the writer, and sees its own transaction."""
+        """Read. A reader needs no lock: a read takes a connection of its own from a small pool
+        (it sees the last committed state) while another thread writes; the thread that is
+        writing reads through the writer, and sees its own transaction."""
         if self._writing == threading.get_ident():
-            with self._lock, _unavailable("cannot read"):
-                return self._db.execute(sql, tuple(params)).fetchall()
-        with _unavailable("cannot read"):
+            with self._lock, self.database.unavailable("cannot read"):
+                return list(self._db.execute(sql, tuple(params)).fetchall())
+        with self.database.unavailable("cannot read"):
             reader = self._reader()
             try:
-                return reader.execute(sql, tuple(params)).fetchall()
+                return list(reader.execute(sql, tuple(params)).fetchall())
             finally:
-                self._readers.put(reader)
+                self._give_back(reader)
 
-    def _reader(self) -> sqlite3.Connection:
+    def _reader(self) -> Connection:
         """An idle reading connection, or a new one while fewer than `READERS` exist (short-
         lived threads, such as a metrics scrape's, leave none behind)."""
         try:
@@ -221,47 +221,42 @@ class Engine:
         except queue.Empty:
             pass
         with self._lock:
-            if len(self._reader_connections) < READERS:
-                reader = sqlite3.connect(
-                    self.path, check_same_thread=False, isolation_level=None, timeout=30
-                )
-                self._reader_connections.append(reader)
+            if self._reader_count < READERS:
+                reader = self.database.connect(writer=False)
+                self._reader_count += 1
                 return reader
         return self._readers.get()
+
+    def _give_back(self, reader: Connection) -> None:
+        if reader.broken:  # a server that went away: the next reader is a new connection
+            reader.close()
+            with self._lock:
+                self._reader_count -= 1
+            return
+        self._readers.put(reader)
+
+    def _read_through_writer(self, sql: str, params: Sequence[Any]) -> Any:
+        """One row, read inside the writer's view (what this thread just wrote included)."""
+        with self._lock, self.database.unavailable("cannot read"):
+            return self._db.execute(sql, params).fetchone()
 
     def probe(self) -> None:
         """Write (and keep) one small row: raise StoreUnavailable while writes still fail."""
         with self._transaction() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL)")
-            db.execute("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (self.clock(),))
+            db.execute(
+                "INSERT INTO flags (name, value) VALUES ('probe', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (str(self.clock()),),
+            )
 
 
-# What SQLite says, in words a user acts on.
-_PLAIN = (
-    ("full", "disk is full"),
-    ("readonly", "the file system is read-only"),
-    ("read-only", "the file system is read-only"),
-    ("i/o", "I/O error"),
-    ("locked", "locked by another process for too long"),
-    ("busy", "locked by another process for too long"),
-)
+def _open(path: Path, url: str | None, password: str | None, exclusive: bool) -> Database:
+    if url is None:
+        return SQLite(path, exclusive=exclusive)
+    # Imported when used: a host on SQLite never loads psycopg (nor libpq).
+    from tlwatch.state.postgres import Postgres  # noqa: PLC0415
 
-
-@contextlib.contextmanager
-def _unavailable(doing: str) -> Iterator[None]:
-    """Turn a failure of the store itself (not a bug in a query) into StoreUnavailable."""
-    try:
-        yield
-    except sqlite3.OperationalError as error:
-        said = str(error).lower()
-        if "no such" in said or "syntax" in said:
-            raise  # a bug, not the disk
-        plain = next((words for key, words in _PLAIN if key in said), str(error))
-        raise StoreUnavailable(f"{doing} ({plain})") from error
-    except sqlite3.DatabaseError as error:
-        if isinstance(error, sqlite3.IntegrityError | sqlite3.ProgrammingError):
-            raise
-        raise StoreUnavailable(f"{doing} ({error})") from error
+    return Postgres(url, password, exclusive=exclusive)
 
 
 def _log_change(name: bytes, old: str | None, new: str, reason: str | None) -> None:

@@ -83,11 +83,24 @@ class FileRow:
 # one whose retry is due soonest. The order is the index's (files_state, then rowid), so this
 # reads one entry however many files are queued: no sort.
 _DUE_SQL = (
-    "SELECT {columns} FROM files WHERE state = ? AND root NOT IN ({marks}) "
-    "ORDER BY next_attempt_at, id LIMIT 1"
+    "SELECT {columns} FROM files WHERE state = ?{skip} "
+    "ORDER BY next_attempt_at NULLS FIRST, id LIMIT 1"
 )
 
+
+def _not_in(column: str, values: tuple[Any, ...]) -> str:
+    """` AND column NOT IN (?, ...)`, or nothing for no values (SQL has no empty list)."""
+    return f" AND {column} NOT IN ({', '.join('?' * len(values))})" if values else ""
+
+
 _COLUMNS = ", ".join(f.name for f in fields(FileRow))
+_BY_ID = f"SELECT {_COLUMNS} FROM files WHERE id = ?"
+_BY_PATH = f"SELECT {_COLUMNS} FROM files WHERE path = ?"
+# Inside a write: the row read is held until COMMIT (another host of a fleet waits for it), or
+# passed over when another host holds it (a claim takes the next one). SQLite, with one writer
+# at a time, drops these.
+_LOCK = " FOR UPDATE"
+_TAKE = " FOR UPDATE SKIP LOCKED"
 
 
 _STATE = [f.name for f in fields(FileRow)].index("state")
@@ -109,13 +122,13 @@ class Files(Engine):
 
     # ---- reading ---------------------------------------------------------------------------
     def get(self, file_id: int) -> FileRow:
-        rows = self._query(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,))
+        rows = self._query(_BY_ID, (file_id,))
         if not rows:
             raise StoreError(f"no file #{file_id} in the store")
         return _row(rows[0])
 
     def by_path(self, path: bytes) -> FileRow | None:
-        rows = self._query(f"SELECT {_COLUMNS} FROM files WHERE path = ?", (path,))
+        rows = self._query(_BY_PATH, (path,))
         return _row(rows[0]) if rows else None
 
     def by_sha256(self, sha256: str, exclude: int | None = None) -> FileRow | None:
@@ -124,7 +137,7 @@ class Files(Engine):
         states = (*HOLDS_CONTENT, FileState.FITTING)
         rows = self._query(
             f"SELECT {_COLUMNS} FROM files WHERE sha256 = ? AND state IN (?, ?, ?, ?, ?) "
-            "AND id IS NOT ? ORDER BY id LIMIT 1",
+            "AND id <> COALESCE(?, 0) ORDER BY id LIMIT 1",
             (sha256, *states, exclude),
         )
         return _row(rows[0]) if rows else None
@@ -176,9 +189,8 @@ class Files(Engine):
         """The earliest time a queued file outside `skip_roots` (folders offline) may be tried,
         or None when none is queued there."""
         skip = tuple(skip_roots)
-        marks = ", ".join("?" * len(skip))
         rows = self._query(
-            _DUE_SQL.format(columns="COALESCE(next_attempt_at, 0)", marks=marks),
+            _DUE_SQL.format(columns="COALESCE(next_attempt_at, 0)", skip=_not_in("root", skip)),
             (FileState.QUEUED, *skip),
         )
         return float(rows[0][0]) if rows else None
@@ -295,11 +307,9 @@ class Files(Engine):
         becomes `uploading`, attempts + 1, with `token` as its upload token unless it has one
         (an earlier attempt's, to look for first). Durable: this is the upload's intent."""
         skip = tuple(skip_roots)
-        marks = ", ".join("?" * len(skip))
+        sql = _DUE_SQL.format(columns=_COLUMNS, skip=_not_in("root", skip)) + _TAKE
         with self._transaction(durable=True) as db:
-            found = db.execute(
-                _DUE_SQL.format(columns=_COLUMNS, marks=marks), (FileState.QUEUED, *skip)
-            ).fetchone()
+            found = db.execute(sql, (FileState.QUEUED, *skip)).fetchone()
             row = _row(found) if found is not None else None
             if row is None or (row.next_attempt_at or 0) > self.clock():
                 return None  # the soonest is not due yet
@@ -308,7 +318,7 @@ class Files(Engine):
     def claim(self, file_id: int, token: str) -> FileRow | None:
         """Take this queued file for uploading now (a one-off `tlwatch upload`), as above."""
         with self._transaction(durable=True) as db:
-            found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
+            found = db.execute(_BY_ID + _TAKE, (file_id,)).fetchone()
             if found is None or _row(found).state != FileState.QUEUED:
                 return None
             return self._claim(db, _row(found), token)
@@ -328,7 +338,8 @@ class Files(Engine):
     def add_chunks(self, file_id: int, chunks: Iterable[tuple[int, str]]) -> None:
         with self._transaction() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO chunks (file_id, chunk_index, etag) VALUES (?, ?, ?)",
+                "INSERT INTO chunks (file_id, chunk_index, etag) VALUES (?, ?, ?) "
+                "ON CONFLICT (file_id, chunk_index) DO UPDATE SET etag = excluded.etag",
                 [(file_id, index, etag) for index, etag in chunks],
             )
 
@@ -392,7 +403,8 @@ class Files(Engine):
         counts twice), and being sent now (but `exclude`)."""
         rows = self._query(
             "SELECT (SELECT COALESCE(SUM(duration), 0) FROM sent WHERE at >= ?) + "
-            "(SELECT COALESCE(SUM(duration), 0) FROM files WHERE state = ? AND id IS NOT ?)",
+            "(SELECT COALESCE(SUM(duration), 0) FROM files "
+            "WHERE state = ? AND id <> COALESCE(?, 0))",
             (since, FileState.UPLOADING, exclude),
         )
         return float(rows[0][0]) / 60.0
@@ -426,11 +438,13 @@ class Files(Engine):
         now = self.clock()
         with self._transaction(durable=True) as db:
             db.executemany(
-                "INSERT OR REPLACE INTO remote_assets (sha256, asset_id, status) VALUES (?, ?, ?)",
+                "INSERT INTO remote_assets (sha256, asset_id, status) VALUES (?, ?, ?) "
+                "ON CONFLICT (sha256) DO UPDATE SET asset_id = excluded.asset_id, "
+                "status = excluded.status",
                 [(sha, asset_id, status) for sha, (asset_id, status) in assets.items()],
             )
             queued = db.execute(
-                f"SELECT {_COLUMNS} FROM files WHERE state = ?", (FileState.QUEUED,)
+                f"SELECT {_COLUMNS} FROM files WHERE state = ? FOR UPDATE", (FileState.QUEUED,)
             ).fetchall()
             adopted = 0
             for row in map(_row, queued):
@@ -456,7 +470,7 @@ class Files(Engine):
         """The file's upload made `asset_id` (the chores table hands it to what waits for it)."""
 
     def _file_in(self, db: Connection, file_id: int) -> FileRow:
-        found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
+        found = db.execute(_BY_ID + _LOCK, (file_id,)).fetchone()
         if found is None:
             raise StoreError(f"no file #{file_id} in the store")
         return _row(found)
@@ -476,17 +490,18 @@ class Files(Engine):
         """Insert the file, or move its row to `state` with `values` (a new version of it)."""
         now = self.clock()
         with self._transaction(durable=durable) as db:
-            found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE path = ?", (path,)).fetchone()
+            found = db.execute(_BY_PATH + _LOCK, (path,)).fetchone()
             if found is None:
                 _check_legal(None, state, VERSIONS)
                 columns = {"root": root, "path": path, **_signature(signature), "state": state}
                 columns |= {"reason": reason, "created_at": now, "updated_at": now, **values}
                 names = ", ".join(["dir", *columns])
+                marks = ", ".join("?" * (len(columns) + 1))
                 cursor = db.execute(
-                    f"INSERT INTO files ({names}) VALUES ({', '.join('?' * (len(columns) + 1))})",
+                    f"INSERT INTO files ({names}) VALUES ({marks}) RETURNING id",
                     (os.path.dirname(path), *columns.values()),
                 )
-                file_id = int(cursor.lastrowid or 0)
+                file_id = int(cursor.fetchone()[0])
                 self._event(db, file_id, "state", None, state, reason)
                 name = relative_to(path, root)
                 self._said.append(
@@ -512,10 +527,7 @@ class Files(Engine):
         """Move a file to `state`, setting `values`; logged and kept as an event. With `expect`,
         only if the file is still in that state (another thread may have moved it on)."""
         with self._transaction(durable=durable) as db:
-            found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
-            if found is None:
-                raise StoreError(f"no file #{file_id} in the store")
-            row = _row(found)
+            row = self._file_in(db, file_id)
             if expect is None or row.state == expect:
                 row = self._change(db, row, state, values, reason)
         return row

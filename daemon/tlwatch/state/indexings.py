@@ -11,6 +11,7 @@ from tlwatch.errors import StoreError
 from tlwatch.models import ChoreKind, FileState, IndexState
 from tlwatch.state.chores import Chores
 from tlwatch.state.engine import Connection
+from tlwatch.state.files import _LOCK, _TAKE
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,13 @@ class IndexingRow:
 
 # The queued indexing to send next: new ones (no time set) first, in the order they came, then
 # the one whose retry is due soonest; read in the indexings_state index's order (no sort).
-_DUE_SQL = "SELECT {columns} FROM indexings WHERE state = ? ORDER BY next_attempt_at, rowid LIMIT 1"
+_DUE_SQL = (
+    "SELECT {columns} FROM indexings WHERE state = ? "
+    "ORDER BY next_attempt_at NULLS FIRST, rowid LIMIT 1"
+)
 
 _INDEXING_COLUMNS = ", ".join(f.name for f in fields(IndexingRow))
+_INDEXING_SQL = f"SELECT {_INDEXING_COLUMNS} FROM indexings WHERE asset_id = ? AND index_id = ?"
 
 
 def _indexing(values: tuple[Any, ...]) -> IndexingRow:
@@ -53,8 +58,8 @@ class Indexings(Chores):
         now = self.clock()
         with self._transaction() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO indexings (asset_id, index_id, file_id, state, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO indexings (asset_id, index_id, file_id, state, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (asset_id, index_id, file_id, IndexState.QUEUED, now, now),
             )
             return cursor.rowcount == 1
@@ -71,7 +76,7 @@ class Indexings(Chores):
         Durable: this is the intent."""
         with self._transaction(durable=True) as db:
             found = db.execute(
-                _DUE_SQL.format(columns=_INDEXING_COLUMNS), (IndexState.QUEUED,)
+                _DUE_SQL.format(columns=_INDEXING_COLUMNS) + _TAKE, (IndexState.QUEUED,)
             ).fetchone()
             row = _indexing(found) if found is not None else None
             if row is None or (row.next_attempt_at or 0) > self.clock():
@@ -133,7 +138,9 @@ class Indexings(Chores):
     def keep_index_models(self, index_id: str, models: list[str]) -> None:
         with self._transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO index_models (index_id, models, read_at) VALUES (?, ?, ?)",
+                "INSERT INTO index_models (index_id, models, read_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (index_id) DO UPDATE SET models = excluded.models, "
+                "read_at = excluded.read_at",
                 (index_id, json.dumps(models), self.clock()),
             )
 
@@ -153,8 +160,10 @@ class Indexings(Chores):
             self._index_change(db, row, IndexState.FAILED, {}, reason)
 
     def indexing(self, asset_id: str, index_id: str) -> IndexingRow:
-        with self._lock:
-            return self._indexing_in(self._db, asset_id, index_id)
+        found = self._query(_INDEXING_SQL, (asset_id, index_id))
+        if not found:
+            raise StoreError(f"no indexing of asset {asset_id} into index {index_id}")
+        return _indexing(found[0])
 
     def indexings(self, *states: IndexState) -> list[IndexingRow]:
         marks = ", ".join("?" * len(states))
@@ -177,10 +186,7 @@ class Indexings(Chores):
         return [_indexing(r) for r in rows]
 
     def _indexing_in(self, db: Connection, asset_id: str, index_id: str) -> IndexingRow:
-        found = db.execute(
-            f"SELECT {_INDEXING_COLUMNS} FROM indexings WHERE asset_id = ? AND index_id = ?",
-            (asset_id, index_id),
-        ).fetchone()
+        found = db.execute(_INDEXING_SQL + _LOCK, (asset_id, index_id)).fetchone()
         if found is None:
             raise StoreError(f"no indexing of asset {asset_id} into index {index_id}")
         return _indexing(found)

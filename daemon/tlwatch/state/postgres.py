@@ -1,0 +1,150 @@
+"""A fleet's database: PostgreSQL, shared by every host. The only module that imports psycopg.
+
+Connections are in autocommit mode; a write is an explicit transaction. A commit that need not
+survive a power cut of the server is sent with `synchronous_commit = off` (it survives a crash
+of tlwatch, as SQLite's `NORMAL`). The server ends a transaction left open by a host that froze
+(`idle_in_transaction_session_timeout`), and a host waits at most `lock_timeout` for a row
+another host holds: both come out as a store fault, and the work is held and tried again.
+Migrations (`schema.PG_MIGRATIONS`) run once, under an advisory lock, whoever starts first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from functools import cache
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from tlwatch.errors import StoreError, StoreUnavailable
+from tlwatch.state.schema import PG_MIGRATIONS
+
+log = logging.getLogger("tlwatch.state")
+
+MIGRATION_LOCK = 0x746C7761_7463680  # "tlwatch": the advisory lock the migrations run under
+_SETTINGS = "-c idle_in_transaction_session_timeout=60s -c lock_timeout=30s"
+_KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5}
+
+
+@cache
+def _dialect(sql: str) -> str:
+    """The store's SQL as psycopg takes it: `%s` for each value."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _Connection:
+    def __init__(self, db: psycopg.Connection[Any]) -> None:
+        self._db = db
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        return self._db.execute(_dialect(sql), params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self._db.cursor() as cursor:
+            cursor.executemany(_dialect(sql), rows)
+
+    def begin(self, *, durable: bool) -> None:
+        self._db.execute("BEGIN")
+        if not durable:
+            self._db.execute("SET LOCAL synchronous_commit TO off")
+
+    def commit(self) -> None:
+        self._db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if not self.broken:
+            with contextlib.suppress(psycopg.Error):
+                self._db.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self._db.close()
+
+    @property
+    def broken(self) -> bool:
+        return self._db.closed or self._db.broken
+
+
+class Postgres:
+    """A PostgreSQL database, named by a URL without its password (given apart)."""
+
+    fleet = True
+
+    def __init__(self, url: str, password: str | None, *, exclusive: bool) -> None:
+        self.url = url
+        self.where = shown_url(url)
+        self._password = password
+        with self.unavailable("cannot open the store"):
+            db = self._connect()
+            try:
+                self._migrate(db, exclusive)
+            finally:
+                db.close()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        extra: dict[str, Any] = {"password": self._password} if self._password else {}
+        return psycopg.connect(
+            self.url,
+            autocommit=True,
+            connect_timeout=10,
+            application_name="tlwatch",
+            options=_SETTINGS,
+            **_KEEPALIVE,
+            **extra,
+        )
+
+    def connect(self, *, writer: bool) -> _Connection:
+        return _Connection(self._connect())
+
+    def _migrate(self, db: psycopg.Connection[Any], exclusive: bool) -> None:
+        with db.transaction():
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            db.execute("CREATE TABLE IF NOT EXISTS tlwatch_schema (version INTEGER NOT NULL)")
+            found = db.execute("SELECT version FROM tlwatch_schema").fetchone()
+            version = int(found[0]) if found else 0
+            if found is None:
+                db.execute("INSERT INTO tlwatch_schema (version) VALUES (0)")
+            if version > len(PG_MIGRATIONS):
+                raise StoreError(f"{self.where}: made by a newer tlwatch (schema {version})")
+            if version < len(PG_MIGRATIONS) and not exclusive and version > 0:
+                raise StoreError(
+                    f"{self.where}: made by an older tlwatch (schema {version}); it is "
+                    "upgraded when a daemon of this version next starts"
+                )
+            for number, script in enumerate(PG_MIGRATIONS[version:], start=version + 1):
+                db.execute(script)
+                db.execute("UPDATE tlwatch_schema SET version = %s", (number,))
+                log.info("state store %s: schema %d", self.where, number)
+
+    @contextlib.contextmanager
+    def unavailable(self, doing: str) -> Iterator[None]:
+        """A server gone, refusing us, or out of room: StoreUnavailable, in plain words. A bug
+        in a query (or a broken constraint) stays what it is."""
+        try:
+            yield
+        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+            raise StoreUnavailable(f"{doing} ({self.where}: {_plain(error)})") from None
+        except psycopg.errors.DiskFull as error:
+            raise StoreUnavailable(f"{doing} ({self.where}: {_plain(error)})") from None
+
+    def close(self) -> None:
+        pass
+
+
+def _plain(error: psycopg.Error) -> str:
+    """The first line of what the server or libpq said (never holds the password)."""
+    words = str(error).strip().splitlines()
+    return words[0] if words else type(error).__name__
+
+
+def shown_url(url: str) -> str:
+    """The URL as logs and `status` show it: without a password, should it hold one."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    user = f"{parts.username}@" if parts.username else ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}{host}{port}"))
