@@ -8,12 +8,14 @@ import dataclasses
 import difflib
 import json
 import os
+import socket
 import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tlwatch.errors import ConfigError
 from tlwatch.fit import Bounds
@@ -42,7 +44,10 @@ class ApiConfig:
 
 @dataclass(frozen=True)
 class StateConfig:
-    path: Path
+    path: Path  # SQLite's file; with `url`, the host's own state folder (its id, its lock)
+    url: str | None = None  # a fleet's PostgreSQL database, without a password
+    password_file: Path | None = None
+    lease_seconds: float = 60.0  # a host silent this long loses what it claimed
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class DaemonConfig:
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 300.0
     poll_interval_seconds: float = 30.0
+    host_name: str = field(default_factory=socket.gethostname)  # its name in a fleet
 
     @property
     def upload_backoff(self) -> Backoff:
@@ -123,6 +129,7 @@ class WatchConfig:
     proxy: str = (
         "auto"  # "auto": a proxy or segments where the file does not fit; "always"; "never"
     )
+    share: str | None = None  # a folder several hosts of a fleet mount: its name among them
 
 
 @dataclass(frozen=True)
@@ -191,6 +198,10 @@ RESTART_ONLY: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("[api] timeout_seconds", lambda c: c.api.timeout_seconds),
     ("[api] max_concurrent_uploads", lambda c: c.api.max_concurrent_uploads),
     ("[state] path", lambda c: c.state.path),
+    ("[state] url", lambda c: c.state.url),
+    ("[state] password_file", lambda c: c.state.password_file),
+    ("[daemon] host_name", lambda c: c.daemon.host_name),
+    ("[[watch]] share", lambda c: sorted((str(w.path), w.share) for w in c.watch if w.share)),
 )
 
 
@@ -219,6 +230,10 @@ def default_state_path() -> Path:
 
 
 # ---- reading -------------------------------------------------------------------------------
+class _Refused(Exception):
+    """A value refused for a reason of its own (said instead of the value)."""
+
+
 class _Reader:
     """Reads one table, remembering every problem with its key path."""
 
@@ -237,6 +252,9 @@ class _Reader:
         value = self.table[key]
         try:
             return check(value)
+        except _Refused as refused:  # (the value itself is not shown: it may hold a secret)
+            self.problem(key, str(refused))
+            return default
         except (TypeError, ValueError):
             self.problem(key, f"must be {wants}, got {_show(value)}")
             return default
@@ -390,6 +408,11 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
     api = _api(_section(data, "api", problems, where), base, private)
     state = _section(data, "state", problems, where)
     state_path = state.get("path", None, _path_under(base), "a path") or default_state_path()
+    state_config = state.fields(
+        StateConfig,
+        {**STATE_KEYS, "password_file": (_path_under(base), "a path")},
+        path=state_path,
+    )
     state.finish()
     logging_ = _section(data, "logging", problems, where)
     log_config = logging_.fields(LoggingConfig, LOGGING_KEYS)
@@ -414,6 +437,11 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
     fit_config = fit.fields(FitConfig, {**FIT_KEYS, "spool_dir": (_path_under(base), "a path")})
     fit.finish()
     watches = _watches(data.get("watch", []), base, problems, where)
+    shares = [watch.share for watch in watches if watch.share]
+    if shares and state_config.url is None:
+        problems.append(f"{where}watch.share: a shared folder needs a fleet's store ([state] url)")
+    for twice in sorted({name for name in shares if shares.count(name) > 1}):
+        problems.append(f"{where}watch.share: {twice!r} names two watched folders")
     spool = fit_config.spool(state_path)
     for watch in watches:
         if is_under(os.fsencode(spool), os.fsencode(watch.path.absolute())):
@@ -426,7 +454,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
     return Config(
         source,
         api,
-        StateConfig(state_path),
+        state_config,
         log_config,
         daemon_config,
         watches,
@@ -527,6 +555,7 @@ DAEMON_KEYS: dict[str, Spec] = {
     "retry_base_seconds": (_number(0.01), f"{SECONDS} >= 0.01"),
     "retry_max_seconds": (_number(1.0), "a number >= 1"),
     "poll_interval_seconds": (_number(0.5), f"{SECONDS} >= 0.5"),
+    "host_name": (_text, "a name (a non-empty string)"),
 }
 
 PIXELS = (_integer(1), "a number of pixels >= 1")
@@ -575,6 +604,13 @@ def _watch(reader: _Reader, base: Path) -> WatchConfig | None:
     return watch if path is not None else None
 
 
+def _share(value: Any) -> str:
+    text = _text(value)
+    if not all(c.isascii() and (c.isalnum() or c in "._-") for c in text):
+        raise ValueError
+    return text
+
+
 WATCH_KEYS: dict[str, Spec] = {
     "recursive": (_boolean, "true or false"),
     "include": (_globs, "a list of glob patterns"),
@@ -589,7 +625,47 @@ WATCH_KEYS: dict[str, Spec] = {
     "index_kinds": (_kinds, 'a list of "video", "audio", "image"'),
     "enable_video_stream": (_boolean, "true or false"),
     "name": (_text, "a short name (a non-empty string)"),
+    "share": (_share, "a short name: letters, digits, '.', '_' or '-'"),
 }
+
+
+def _database_url(value: Any) -> str:
+    text = _text(value)
+    parts = urlsplit(text)
+    if parts.scheme not in ("postgresql", "postgres") or not (parts.hostname or parts.path):
+        raise ValueError
+    if parts.password is not None:
+        raise _Refused(
+            "holds a password: put it in password_file (mode 600) or the systemd credential "
+            f"{DB_PASSWORD_CREDENTIAL}, never in the URL"
+        )
+    return text
+
+
+STATE_KEYS: dict[str, Spec] = {
+    "url": (_database_url, 'a PostgreSQL URL ("postgresql://user@host:5432/db")'),
+    "lease_seconds": (_number(10.0), "a number of seconds >= 10"),
+}
+DB_PASSWORD_CREDENTIAL = "db_password"  # noqa: S105 - the credential's name, not a secret
+
+
+def read_db_password(config: Config) -> str | None:
+    """The database's password: the systemd credential, else `[state] password_file`, else
+    None (libpq's own ~/.pgpass and PGPASSWORD still apply)."""
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    found = Path(credentials) / DB_PASSWORD_CREDENTIAL if credentials else None
+    source = found if found is not None and found.exists() else config.state.password_file
+    if source is None:
+        return None
+    try:
+        password = source.read_text().strip()
+    except OSError as error:
+        raise ConfigError(
+            [f"database password file {source}: cannot read: {error.strerror}"]
+        ) from None
+    if not password:
+        raise ConfigError([f"database password file {source}: is empty"])
+    return password
 
 
 # ---- the API key ---------------------------------------------------------------------------

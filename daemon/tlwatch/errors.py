@@ -4,6 +4,7 @@
     ├── ConfigError            the configuration is unusable; exit 78, fix the file
     ├── StoreError             the state store cannot be used
     │   ├── StoreLocked        another tlwatch holds the store; exit 75
+    │   ├── LeaseLost          another host of the fleet took over this file: leave it
     │   └── StoreUnavailable   a read or write failed (disk full, I/O error, read-only, locked):
     │                          hold all work and try again; nothing is lost
     ├── SourceChanged          the file changed while it was being sent; send it again later
@@ -44,6 +45,11 @@ class StoreError(TlwatchError):
 
 class StoreLocked(StoreError):
     """Another tlwatch process holds the store's lock."""
+
+
+class LeaseLost(StoreError):
+    """This host's claim on a file ran out (it was silent past its lease) and another host took
+    the file over: nothing more is written for it here."""
 
 
 class StoreUnavailable(StoreError):

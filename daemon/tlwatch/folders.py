@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlwatch.config import Config
+from tlwatch.config import Config, WatchConfig
 from tlwatch.models import shown
 from tlwatch.scan import NETWORK_FILESYSTEMS, filesystem_type
 from tlwatch.watcher import Folder
@@ -61,8 +61,15 @@ def verdict(last_online: Probe | None, now: Probe) -> str | None:
 class Folders:
     """Each watched folder's online state; `check` once a tick says whether to re-watch."""
 
-    def __init__(self, config: Callable[[], Config], *, stat_of: Stat = os.stat) -> None:
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        *,
+        stat_of: Stat = os.stat,
+        scans: Callable[[WatchConfig], bool] = lambda watch: True,
+    ) -> None:
         self.config, self.stat_of = config, stat_of
+        self.scans = scans  # a shared folder is watched by one host of a fleet at a time
         self._online: dict[Path, Probe] = {}  # last probe of each folder while online
         self._offline: dict[Path, str] = {}  # folder -> why
 
@@ -113,7 +120,7 @@ class Folders:
         folders = []
         for watch in self.config().watch:
             found = self._online.get(watch.path)
-            if watch.path in self._offline or found is None:
+            if watch.path in self._offline or found is None or not self.scans(watch):
                 continue
             poll = watch.poll
             if poll is None:

@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExec
 from dataclasses import dataclass
 from typing import Any
 
-from tlwatch.config import Config
+from tlwatch.config import Config, WatchConfig
 from tlwatch.control import PAUSE_STORE, SCAN, STORE_RETRY, WAKE, RunState
 from tlwatch.metadata import Facts, SidecarError, Value, media_of, merged
 from tlwatch.models import FileState, Kind, Media, Signature, regular_signature, shown
@@ -353,8 +353,10 @@ class IntakeWorker:
         run: RunState,
         *,
         settler: Settler | None = None,
+        scans: Callable[[WatchConfig], bool] = lambda watch: True,
     ) -> None:
         self.intake, self.run = intake, run
+        self.scans = scans  # a shared folder is scanned by one host of a fleet at a time
         self.settler = settler or Settler(regular_signature, time.monotonic)
         self.settling = 0  # files settling, waiting to be read or being read, for the status line
         self._ripe: deque[tuple[bytes, Signature]] = deque()  # settled, not yet being read
@@ -483,7 +485,7 @@ class IntakeWorker:
         config = self.intake.config()
         roots = [os.fsencode(w.path) for w in config.watch]
         seen = changed = 0
-        for watch in config.watch:
+        for watch in filter(self.scans, config.watch):
             for folder, paths in walk(watch, roots):
                 known = self.intake.store.known_in(folder)
                 for path in paths:

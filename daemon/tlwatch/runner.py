@@ -27,6 +27,7 @@ from tlwatch.control import RunState, run_loop
 from tlwatch.errors import ConfigError
 from tlwatch.events import Answered, Hub
 from tlwatch.fitter import Fitter
+from tlwatch.fleet import Fleet, open_store
 from tlwatch.folders import Folders
 from tlwatch.health import HealthRecord, Watchdog, record_path
 from tlwatch.indexer import Indexer
@@ -79,7 +80,7 @@ class Runner:
         """Run until stopped (or, in a one-pass mode, until everything pending is done); return the
         exit code (1 when a one-pass scan had to stop because the key was rejected)."""
         with contextlib.ExitStack() as parts:  # closed in the reverse order they were built
-            store = parts.enter_context(Store(self._config.state.path, publish=self.hub.publish))
+            store = parts.enter_context(open_store(self._config, publish=self.hub.publish))
             key = read_api_key(self._config)
             logs.add_secret(key)
             self.bandwidth.set(self._config.api.max_upload_rate)
@@ -109,6 +110,7 @@ class Runner:
         run = self.run_state
         self._install_signals()
         store.recover(grace=self._config.api.timeout_seconds)
+        fleet = Fleet(store, self.config, run)
         intake = IntakeWorker(
             Intake(
                 store,
@@ -119,9 +121,10 @@ class Runner:
                 progress=self._hashing,
             ),
             run,
+            scans=fleet.scans,
         )
         parts.callback(intake.close)
-        folders = Folders(self.config)
+        folders = Folders(self.config, scans=fleet.scans)
         concurrency = Concurrency(self._config.api.max_concurrent_uploads)
         uploader = self._uploader(
             store, client, self.config, run, offline=folders.gone_now, concurrency=concurrency
@@ -132,6 +135,7 @@ class Runner:
         fitter = Fitter(store, self.config, run)
         poll_seconds = self._config.daemon.poll_interval_seconds
         watcher = Watcher(run.look_at, self._trouble, poll_seconds=poll_seconds)
+        fleet.attach(lambda: watcher.watch(folders.present()), folders, uploader.in_flight_names)
         keys = KeyCheck(key, client, self.config, run)
         stores = StoreCheck(
             store, run, in_flight=uploader.in_flight, grace=lambda: self._config.api.timeout_seconds
@@ -179,6 +183,7 @@ class Runner:
             self.mode,
             reload=reload,
             tickers=(
+                fleet.tick,
                 lambda now: keys.tick(),
                 lambda now: stores.tick(),
                 budgets.tick,
@@ -186,18 +191,22 @@ class Runner:
                 health.tick,
             ),
         )
+        fleet.tick(time.monotonic())  # before the first scan: which shared folders are this host's
         if not self.mode.once:
             ticks.watch_folders()
             log.info("watching %d folder(s); state in %s", len(self._config.watch), store.path)
-        quiet = 2 * self._config.api.timeout_seconds
-        self._start("intake", intake.turn, quiet + QUIET_LIMIT)
-        for number in range(self._config.api.max_concurrent_uploads):
-            self._start(f"upload-{number + 1}", uploader.turn, quiet + UPLOAD_LIMIT)
-        self._start("poller", poller.turn, quiet + QUIET_LIMIT)
-        self._start("indexer", indexer.turn, quiet + QUIET_LIMIT)
-        self._start("chores", chores.turn, quiet + QUIET_LIMIT)
-        for number in range(self._config.fit.max_concurrent):
-            self._start(f"fitter-{number + 1}", fitter.turn, QUIET_LIMIT)
+        quiet = 2 * self._config.api.timeout_seconds  # a thread may wait this long on the API
+        uploads = [f"upload-{n + 1}" for n in range(self._config.api.max_concurrent_uploads)]
+        fitters = [f"fitter-{n + 1}" for n in range(self._config.fit.max_concurrent)]
+        for name, turn, limit in (
+            ("intake", intake.turn, quiet + QUIET_LIMIT),
+            *((name, uploader.turn, quiet + UPLOAD_LIMIT) for name in uploads),
+            ("poller", poller.turn, quiet + QUIET_LIMIT),
+            ("indexer", indexer.turn, quiet + QUIET_LIMIT),
+            ("chores", chores.turn, quiet + QUIET_LIMIT),
+            *((name, fitter.turn, QUIET_LIMIT) for name in fitters),
+        ):
+            self._start(name, turn, limit)
         parts.callback(self._shutdown, watcher, client, uploader)
         run.rescan()
         self.notifier.ready(ticks.snapshot().line() if self.notifier.enabled else "")

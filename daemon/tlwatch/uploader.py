@@ -25,6 +25,7 @@ from tlwatch.errors import (
     AuthError,
     Cancelled,
     FeatureNotEnabled,
+    LeaseLost,
     NotFound,
     OutcomeUnknown,
     RateLimited,
@@ -134,6 +135,8 @@ class Uploader:
             return
         try:
             self.upload(row, fresh_token=token)
+        except LeaseLost as lost:  # this host was silent past its lease: the file is not ours
+            log.warning("%s; leaving it to that host", lost)
         except Exception:
             reason = "interrupted by shutdown" if self.run.cancel.is_set() else "unexpected error"
             later = self.clock() + self.config().api.timeout_seconds

@@ -186,3 +186,38 @@ def test_metrics_listen_defaults_to_loopback(tmp_path: Path) -> None:
         {"watch": [{"path": "a/cams"}, {"path": "b/cams"}, {"path": "c", "name": "x"}]}, source=None
     )
     assert sorted(config.folder_names().values()) == ["cams", "cams-2", "x"]
+
+
+def test_a_database_url_with_a_password_is_refused_without_showing_it(tmp_path: Path) -> None:
+    url = "postgresql://tlwatch:hunter2secret@db.example:5432/tlwatch"
+    with pytest.raises(ConfigError) as caught:
+        parse({"state": {"url": url}}, source=tmp_path / "c.toml")
+    said = str(caught.value)
+    assert "state.url: holds a password" in said
+    assert "hunter2secret" not in said
+
+
+def test_a_fleet_store_and_shared_folders_are_read(tmp_path: Path) -> None:
+    config = parse(
+        {
+            "state": {"url": "postgresql://tlwatch@db.example/tlwatch", "lease_seconds": 30},
+            "daemon": {"host_name": "ingest-1"},
+            "watch": [{"path": "nas", "share": "nas1"}, {"path": "cards"}],
+        },
+        source=tmp_path / "c.toml",
+    )
+    assert config.state.url == "postgresql://tlwatch@db.example/tlwatch"
+    assert config.state.lease_seconds == 30
+    assert config.daemon.host_name == "ingest-1"
+    assert [w.share for w in config.watch] == ["nas1", None]
+
+
+def test_a_share_needs_a_fleet_store_and_a_name_of_its_own(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"watch.share: a shared folder needs a fleet's store"):
+        parse({"watch": [{"path": "nas", "share": "nas1"}]}, source=tmp_path / "c.toml")
+    fleet = {"url": "postgresql://tlwatch@db.example/tlwatch"}
+    twice = [{"path": "a", "share": "nas1"}, {"path": "b", "share": "nas1"}]
+    with pytest.raises(ConfigError, match=r"'nas1' names two watched folders"):
+        parse({"state": fleet, "watch": twice}, source=tmp_path / "c.toml")
+    with pytest.raises(ConfigError, match=r"watch\[0\].share: must be a short name"):
+        parse({"state": fleet, "watch": [{"path": "a", "share": "nas 1/x"}]}, source=None)

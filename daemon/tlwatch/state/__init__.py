@@ -15,8 +15,9 @@ from collections.abc import Iterable
 from tlwatch.models import ChoreKind, ChoreState, FileState, IndexState
 from tlwatch.state.chores import CHORE_LEGAL, ChoreRow
 from tlwatch.state.files import _FRESH_UPLOAD, JOURNEY, LEGAL, VERSIONS, FileRow
+from tlwatch.state.hosts import HostRow, Hosts
 from tlwatch.state.indexings import INDEX_LEGAL, IndexingRow
-from tlwatch.state.parts import FoundPart, NewPart, Parts
+from tlwatch.state.parts import FoundPart, NewPart
 from tlwatch.state.schema import MIGRATIONS
 
 __all__ = [
@@ -29,13 +30,14 @@ __all__ = [
     "ChoreRow",
     "FileRow",
     "FoundPart",
+    "HostRow",
     "IndexingRow",
     "NewPart",
     "Store",
 ]
 
 
-class Store(Parts):
+class Store(Hosts):
     """The store. Thread-safe (one connection behind a lock); a context manager."""
 
     def mark_ready(
@@ -112,7 +114,7 @@ class Store(Parts):
         still be finishing on the server, so its look-up waits out `grace` seconds."""
         keep = frozenset(keep)
         for row in self.in_state(FileState.UPLOADING):
-            if row.id in keep:
+            if row.id in keep or row.lease_host not in (None, self.host):  # (another host's)
                 continue
             values = {
                 "attempts": max(row.attempts - 1, 0),
@@ -121,10 +123,14 @@ class Store(Parts):
             reason = "interrupted; will look for it on the server before sending it again"
             self._move(row.id, FileState.QUEUED, reason, values)
         for indexing in self.indexings(IndexState.SENDING):
+            if indexing.lease_host not in (None, self.host):
+                continue
             at = max(self.clock(), indexing.updated_at + grace)
             reason = "interrupted; will look for it in the index before sending it again"
             self.requeue_indexing(indexing.asset_id, indexing.index_id, reason, at=at)
         for chore in self.chores(ChoreState.DOING):
+            if chore.lease_host not in (None, self.host):
+                continue
             self.requeue_chore(chore, "interrupted; its guard is checked again", at=self.clock())
 
     # ---- watched folders -----------------------------------------------------------------
@@ -135,10 +141,11 @@ class Store(Parts):
                 "INSERT INTO folders (path, online, reason, since) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (path) DO UPDATE SET online = excluded.online, "
                 "reason = excluded.reason, since = excluded.since",
-                (path, int(online), reason, self.clock()),
+                (self._places.key(path), int(online), reason, self.clock()),
             )
 
     def folders(self) -> dict[bytes, tuple[bool, str | None, float]]:
         """Each watched folder's last recorded (online, reason, since)."""
         rows = self._query("SELECT path, online, reason, since FROM folders")
-        return {path: (bool(online), reason, since) for path, online, reason, since in rows}
+        local = self._places.local
+        return {local(path): (bool(online), reason, since) for path, online, reason, since in rows}

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from tlwatch.errors import StoreError
 from tlwatch.models import ChoreKind, ChoreState, Signature, shown
 from tlwatch.state.engine import Connection
-from tlwatch.state.files import _TAKE, FileRow, Files, _json, _not_in, _signature
+from tlwatch.state.files import FileRow, Files, _json, _signature
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class ChoreRow:
     next_attempt_at: float | None
     created_at: float
     updated_at: float
+    lease_host: str | None = None  # the host that claimed it last
 
     @property
     def signature(self) -> Signature:
@@ -44,9 +45,8 @@ class ChoreRow:
 _CHORE_COLUMNS = ", ".join(f.name for f in fields(ChoreRow))
 
 
-def _chore(values: tuple[Any, ...]) -> ChoreRow:
-    row = ChoreRow(*values)
-    return ChoreRow(**{**row.__dict__, "kind": ChoreKind(row.kind), "state": ChoreState(row.state)})
+# A chore is taken as its file is: the chore's row is held, another host's passed over.
+_TAKE_CHORE = " FOR UPDATE OF c SKIP LOCKED"
 
 
 class Chores(Files):
@@ -75,6 +75,11 @@ class Chores(Files):
             "UPDATE chores SET asset_id = ? WHERE file_id = ? AND asset_id = '' AND state = ?",
             (asset_id, file_id, ChoreState.QUEUED),
         )
+
+    def _chore(self, values: tuple[Any, ...]) -> ChoreRow:
+        row = ChoreRow(*values)
+        target = self._places.local(row.target) if row.target is not None else None
+        return replace(row, kind=ChoreKind(row.kind), state=ChoreState(row.state), target=target)
 
     # ---- chores: what is owed after the upload ---------------------------------------------------
     def _want_chore(
@@ -110,39 +115,41 @@ class Chores(Files):
         rows = self._query(
             f"SELECT {_CHORE_COLUMNS} FROM chores WHERE state IN ({marks}) ORDER BY id", states
         )
-        return [_chore(r) for r in rows]
+        return [self._chore(r) for r in rows]
 
     def all_chores(self) -> list[ChoreRow]:
-        return [_chore(r) for r in self._query(f"SELECT {_CHORE_COLUMNS} FROM chores ORDER BY id")]
+        return [
+            self._chore(r) for r in self._query(f"SELECT {_CHORE_COLUMNS} FROM chores ORDER BY id")
+        ]
 
     def chores_of(self, file_id: int) -> list[ChoreRow]:
         rows = self._query(
             f"SELECT {_CHORE_COLUMNS} FROM chores WHERE file_id = ? ORDER BY id", (file_id,)
         )
-        return [_chore(r) for r in rows]
+        return [self._chore(r) for r in rows]
 
     def chore(self, chore_id: int) -> ChoreRow:
         rows = self._query(f"SELECT {_CHORE_COLUMNS} FROM chores WHERE id = ?", (chore_id,))
         if not rows:
             raise StoreError(f"no chore #{chore_id} in the store")
-        return _chore(rows[0])
+        return self._chore(rows[0])
 
-    def _due_chores_sql(self, what: str, skip: tuple[bytes, ...], kinds: tuple[str, ...]) -> str:
+    def _due_chores_sql(self, what: str, where: str, kinds: tuple[str, ...]) -> str:
         """The queued chore to do next, soonest due first (new ones have no time), in the order
         of the chores_state index: one entry read, however many are queued."""
         return (
             f"SELECT {what} FROM chores c JOIN files f ON f.id = c.file_id WHERE c.state = ? "
-            f"AND c.kind IN ({', '.join('?' * len(kinds))}) "
-            f"{_not_in('f.root', skip)} ORDER BY c.next_attempt_at NULLS FIRST, c.id LIMIT 1"
+            f"AND c.kind IN ({', '.join('?' * len(kinds))}){where} "
+            "ORDER BY c.next_attempt_at NULLS FIRST, c.id LIMIT 1"
         )
 
     def next_chore_due(
         self, skip_roots: Iterable[bytes], kinds: Iterable[ChoreKind]
     ) -> float | None:
         """When the next queued chore of `kinds` outside `skip_roots` is due (None: none)."""
-        skip, wanted = tuple(skip_roots), tuple(kinds)
-        sql = self._due_chores_sql("COALESCE(c.next_attempt_at, 0)", skip, wanted)
-        rows = self._query(sql, (ChoreState.QUEUED, *wanted, *skip))
+        (where, values), wanted = self._due_where(skip_roots, "f.root"), tuple(kinds)
+        sql = self._due_chores_sql("COALESCE(c.next_attempt_at, 0)", where, wanted)
+        rows = self._query(sql, (ChoreState.QUEUED, *wanted, *values))
         return float(rows[0][0]) if rows else None
 
     def claim_chore(
@@ -151,22 +158,23 @@ class Chores(Files):
         """Take the first due chore of `kinds` whose folder is not in `skip_roots`: `doing`.
         Durable: a delete or move acts on the disk next, so what the store says of the file
         (its asset ready, the chore owed) must be on disk before it, whatever comes."""
-        skip, wanted = tuple(skip_roots), tuple(kinds)
+        (where, values), wanted = self._due_where(skip_roots, "f.root"), tuple(kinds)
         columns = ", ".join(f"c.{f.name}" for f in fields(ChoreRow))
-        sql = self._due_chores_sql(columns, skip, wanted) + _TAKE
+        sql = self._due_chores_sql(columns, where, wanted) + _TAKE_CHORE
         with self._transaction(durable=True) as db:
-            found = db.execute(sql, (ChoreState.QUEUED, *wanted, *skip)).fetchone()
-            chore = _chore(found) if found is not None else None
+            found = db.execute(sql, (ChoreState.QUEUED, *wanted, *values)).fetchone()
+            chore = self._chore(found) if found is not None else None
             if chore is None or (chore.next_attempt_at or 0) > self.clock():
                 return None  # the soonest is not due yet
-            self._chore_change(db, chore, ChoreState.DOING, {"attempts": chore.attempts + 1})
+            taken = {"attempts": chore.attempts + 1, "lease_host": self.host}
+            self._chore_change(db, chore, ChoreState.DOING, taken)
         return self.chore(chore.id)
 
     def target_taken(self, target: bytes) -> bool:
         """Is `target` the name a move still owed has chosen?"""
         rows = self._query(
             "SELECT 1 FROM chores WHERE target = ? AND state IN (?, ?) LIMIT 1",
-            (target, ChoreState.QUEUED, ChoreState.DOING),
+            (self._places.key(target), ChoreState.QUEUED, ChoreState.DOING),
         )
         return bool(rows)
 
@@ -174,7 +182,9 @@ class Chores(Files):
         """The free name a move goes to, kept (durably) before the move starts: a move cut off
         by a crash finishes under the same name."""
         with self._transaction(durable=True) as db:
-            db.execute("UPDATE chores SET target = ? WHERE id = ?", (target, chore.id))
+            db.execute(
+                "UPDATE chores SET target = ? WHERE id = ?", (self._places.key(target), chore.id)
+            )
         return self.chore(chore.id)
 
     def moved(self, chore: ChoreRow, path: bytes, root: bytes) -> None:
@@ -215,7 +225,7 @@ class Chores(Files):
         if attempts is not None:
             values["attempts"] = attempts
         with self._transaction() as db:
-            now = _chore(
+            now = self._chore(
                 db.execute(
                     f"SELECT {_CHORE_COLUMNS} FROM chores WHERE id = ? FOR UPDATE", (chore.id,)
                 ).fetchone()

@@ -24,10 +24,11 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, Self
 
+from tlwatch import hostid
 from tlwatch.errors import StoreError, StoreLocked
 from tlwatch.events import Event, StateChanged, nowhere
 from tlwatch.models import FileState, shown
@@ -76,6 +77,8 @@ class Database(Protocol):
 
     def unavailable(self, doing: str) -> contextlib.AbstractContextManager[None]: ...
 
+    def hold(self, name: str) -> bool: ...
+
     def close(self) -> None: ...
 
 
@@ -91,8 +94,11 @@ class Engine:
         exclusive: bool = True,
         clock: Callable[[], float] = time.time,
         publish: Callable[[Event], None] = nowhere,
+        host: str | None = None,
+        shares: Mapping[bytes, str] | None = None,
     ) -> None:
         self.path = path
+        self._held: dict[int, int] = {}  # file id -> the lease epoch this host claimed it with
         self.clock = clock
         self.publish = publish  # each committed change of state is published
         self._rebuilding: bool | None = None  # cached: a rebuild waits for the server's list
@@ -104,12 +110,14 @@ class Engine:
         self._readers: queue.LifoQueue[Connection] = queue.LifoQueue()  # idle ones
         self._reader_count = 0
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.host = host if host is not None else hostid.of(path.parent, create=exclusive)
         if exclusive:
             self._take_lock()
         try:
             self.database = _open(path, url, password, exclusive)
             with self.database.unavailable("cannot open the store"):
                 self._db = self.database.connect(writer=True)
+            self._places = Places(self.host, shares or {}, fleet=self.database.fleet)
         except BaseException:
             self._release_lock()
             raise
@@ -240,6 +248,12 @@ class Engine:
         with self._lock, self.database.unavailable("cannot read"):
             return self._db.execute(sql, params).fetchone()
 
+    def hold_lock(self, name: str) -> bool:
+        """Hold the fleet-wide lock `name` (held until this host stops or dies): True while
+        this host does."""
+        with self._lock, self.database.unavailable("cannot take a lock"):
+            return self.database.hold(name)
+
     def probe(self) -> None:
         """Write (and keep) one small row: raise StoreUnavailable while writes still fail."""
         with self._transaction() as db:
@@ -248,6 +262,50 @@ class Engine:
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 (str(self.clock()),),
             )
+
+
+class Places:
+    """Where a file is, as the store keeps it. On SQLite, its path. In a fleet's database, a
+    path of this host's is `//host/ID/path` (another host's folder may have the same path), and
+    a path under a shared folder is `//share/NAME/relative path`, one row whichever host saw it.
+    `local` gives a key back as this host sees it (another host's key stays as it is)."""
+
+    def __init__(self, host: str, shares: Mapping[bytes, str], *, fleet: bool) -> None:
+        self.fleet = fleet
+        self.prefix = f"//host/{host}".encode()
+        by_length = sorted(shares.items(), key=lambda item: -len(item[0]))
+        self.shares = [(root.rstrip(b"/"), f"//share/{name}".encode()) for root, name in by_length]
+
+    def key(self, path: bytes) -> bytes:
+        if not self.fleet:
+            return path
+        for root, key in self.shares:
+            if path == root or path.startswith(root + b"/"):
+                return key + path[len(root) :]
+        return self.prefix + path
+
+    def local(self, key: bytes) -> bytes:
+        if not self.fleet:
+            return key
+        if key.startswith(self.prefix + b"/"):
+            return key[len(self.prefix) :]
+        for root, shared in self.shares:
+            if key == shared or key.startswith(shared + b"/"):
+                return root + key[len(shared) :]
+        return key
+
+    def mine(self, column: str) -> tuple[str, tuple[bytes, ...]]:
+        """SQL (and its values) that keeps the rows whose `column` (a root) this host can read:
+        its own folders and the shares it mounts. Nothing to add on SQLite."""
+        if not self.fleet:
+            return "", ()
+        shared = tuple(key for _, key in self.shares)
+        marks = ", ".join("?" * len(shared))
+        either = f"{column} IN ({marks}) OR " if shared else ""
+        return (
+            f" AND ({either}({column} >= ? AND {column} < ?))",
+            (*shared, self.prefix + b"/", self.prefix + b"0"),  # ("0" sorts right after "/")
+        )
 
 
 def _open(path: Path, url: str | None, password: str | None, exclusive: bool) -> Database:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from tlwatch.errors import StoreError
+from tlwatch.errors import LeaseLost, StoreError
 from tlwatch.events import StateChanged
 from tlwatch.models import FileState, Media, Probe, Signature, relative_to, shown
 from tlwatch.state.engine import Connection, Engine
@@ -55,6 +55,8 @@ class FileRow:
     part: int | None  # its number (1..parts) among the original's parts
     parts: int | None
     offset_seconds: float | None  # where it starts in the original
+    lease_host: str | None = None  # the host that claimed it last (its upload, in a fleet)
+    lease_epoch: int = 0  # how many claims: a write is fenced by the one it claimed with
 
     @property
     def probe(self) -> Probe:
@@ -125,11 +127,19 @@ class Files(Engine):
         rows = self._query(_BY_ID, (file_id,))
         if not rows:
             raise StoreError(f"no file #{file_id} in the store")
-        return _row(rows[0])
+        return self._file(rows[0])
 
     def by_path(self, path: bytes) -> FileRow | None:
-        rows = self._query(_BY_PATH, (path,))
-        return _row(rows[0]) if rows else None
+        rows = self._query(_BY_PATH, (self._places.key(path),))
+        return self._file(rows[0]) if rows else None
+
+    def _file(self, values: tuple[Any, ...]) -> FileRow:
+        """A row as the database gives it -> a FileRow, its paths as this host sees them."""
+        row = _row(values)
+        if not self._places.fleet:
+            return row
+        local = self._places.local
+        return replace(row, root=local(row.root), path=local(row.path))
 
     def by_sha256(self, sha256: str, exclude: int | None = None) -> FileRow | None:
         """The file whose upload holds this content (queued, in flight, uploaded, ready, or sent
@@ -140,7 +150,7 @@ class Files(Engine):
             "AND id <> COALESCE(?, 0) ORDER BY id LIMIT 1",
             (sha256, *states, exclude),
         )
-        return _row(rows[0]) if rows else None
+        return self._file(rows[0]) if rows else None
 
     def duplicates_of(self, file_id: int) -> list[FileRow]:
         """The files recorded as copies of this one."""
@@ -148,26 +158,31 @@ class Files(Engine):
             f"SELECT {_COLUMNS} FROM files WHERE duplicate_of = ? AND state = ? ORDER BY id",
             (file_id, FileState.DUPLICATE),
         )
-        return [_row(r) for r in rows]
+        return [self._file(r) for r in rows]
 
     def known_in(self, folder: bytes) -> dict[bytes, tuple[int, int, int]]:
         """The recorded files directly in `folder`, each with (size, mtime_ns, inode): a scan
         asks folder by folder, so its memory does not grow with the number of records."""
-        rows = self._query("SELECT path, size, mtime_ns, inode FROM files WHERE dir = ?", (folder,))
-        return {path: (size, mtime, inode) for path, size, mtime, inode in rows}
+        rows = self._query(
+            "SELECT path, size, mtime_ns, inode FROM files WHERE dir = ?",
+            (self._places.key(folder),),
+        )
+        local = self._places.local
+        return {local(path): (size, mtime, inode) for path, size, mtime, inode in rows}
 
     def in_state(self, *states: FileState) -> list[FileRow]:
         marks = ", ".join("?" * len(states))
         rows = self._query(
             f"SELECT {_COLUMNS} FROM files WHERE state IN ({marks}) ORDER BY id", states
         )
-        return [_row(r) for r in rows]
+        return [self._file(r) for r in rows]
 
     def pending_assets(self) -> list[tuple[int, float | None]]:
         """(id, uploaded_at) of each file whose asset is followed (`uploaded`, with an id)."""
+        mine, values = self._places.mine("root")  # (in a fleet, those of its own folders)
         rows = self._query(
-            "SELECT id, uploaded_at FROM files WHERE state = ? AND asset_id IS NOT NULL",
-            (FileState.UPLOADED,),
+            f"SELECT id, uploaded_at FROM files WHERE state = ? AND asset_id IS NOT NULL{mine}",
+            (FileState.UPLOADED, *values),
         )
         return [(int(file_id), at) for file_id, at in rows]
 
@@ -179,19 +194,19 @@ class Files(Engine):
             part = wanted[start : start + 500]
             marks = ", ".join("?" * len(part))
             sql = f"SELECT {_COLUMNS} FROM files WHERE id IN ({marks}) ORDER BY id"
-            found += [_row(r) for r in self._query(sql, part)]
+            found += [self._file(r) for r in self._query(sql, part)]
         return found
 
     def all(self) -> list[FileRow]:
-        return [_row(r) for r in self._query(f"SELECT {_COLUMNS} FROM files ORDER BY id")]
+        return [self._file(r) for r in self._query(f"SELECT {_COLUMNS} FROM files ORDER BY id")]
 
     def next_due(self, skip_roots: Iterable[bytes] = ()) -> float | None:
         """The earliest time a queued file outside `skip_roots` (folders offline) may be tried,
         or None when none is queued there."""
-        skip = tuple(skip_roots)
+        where, values = self._due_where(skip_roots)
         rows = self._query(
-            _DUE_SQL.format(columns="COALESCE(next_attempt_at, 0)", skip=_not_in("root", skip)),
-            (FileState.QUEUED, *skip),
+            _DUE_SQL.format(columns="COALESCE(next_attempt_at, 0)", skip=where),
+            (FileState.QUEUED, *values),
         )
         return float(rows[0][0]) if rows else None
 
@@ -203,7 +218,7 @@ class Files(Engine):
 
     def counts(self) -> dict[tuple[bytes, str], int]:
         rows = self._query("SELECT root, state, COUNT(*) FROM files GROUP BY root, state")
-        return {(root, state): count for root, state, count in rows}
+        return {(self._places.local(root), state): count for root, state, count in rows}
 
     def chunks(self, file_id: int) -> dict[int, str]:
         rows = self._query("SELECT chunk_index, etag FROM chunks WHERE file_id = ?", (file_id,))
@@ -306,11 +321,11 @@ class Files(Engine):
         """Take the first queued file that is due, outside `skip_roots` (folders offline): it
         becomes `uploading`, attempts + 1, with `token` as its upload token unless it has one
         (an earlier attempt's, to look for first). Durable: this is the upload's intent."""
-        skip = tuple(skip_roots)
-        sql = _DUE_SQL.format(columns=_COLUMNS, skip=_not_in("root", skip)) + _TAKE
+        where, values = self._due_where(skip_roots)
+        sql = _DUE_SQL.format(columns=_COLUMNS, skip=where) + _TAKE
         with self._transaction(durable=True) as db:
-            found = db.execute(sql, (FileState.QUEUED, *skip)).fetchone()
-            row = _row(found) if found is not None else None
+            found = db.execute(sql, (FileState.QUEUED, *values)).fetchone()
+            row = self._file(found) if found is not None else None
             if row is None or (row.next_attempt_at or 0) > self.clock():
                 return None  # the soonest is not due yet
             return self._claim(db, row, token)
@@ -319,13 +334,33 @@ class Files(Engine):
         """Take this queued file for uploading now (a one-off `tlwatch upload`), as above."""
         with self._transaction(durable=True) as db:
             found = db.execute(_BY_ID + _TAKE, (file_id,)).fetchone()
-            if found is None or _row(found).state != FileState.QUEUED:
+            if found is None or self._file(found).state != FileState.QUEUED:
                 return None
-            return self._claim(db, _row(found), token)
+            return self._claim(db, self._file(found), token)
 
     def _claim(self, db: Connection, row: FileRow, token: str) -> FileRow:
         values = {"attempts": row.attempts + 1, "upload_token": row.upload_token or token}
-        return self._change(db, row, FileState.UPLOADING, values, None)
+        values |= {"lease_host": self.host, "lease_epoch": row.lease_epoch + 1}
+        claimed = self._change(db, row, FileState.UPLOADING, values, None)
+        self._held[row.id] = claimed.lease_epoch
+        return claimed
+
+    def _due_where(
+        self, skip_roots: Iterable[bytes], column: str = "root"
+    ) -> tuple[str, tuple[Any, ...]]:
+        """The SQL (and values) that keeps the due rows this host may take: outside
+        `skip_roots` (folders offline), in a folder it reads (a fleet)."""
+        skip = tuple(self._places.key(root) for root in skip_roots)
+        mine, values = self._places.mine(column)
+        return _not_in(column, skip) + mine, (*skip, *values)
+
+    def _fence(self, row: FileRow) -> None:
+        """A file this host claimed is written only while its claim holds: another host takes
+        it over once this host is silent past its lease (and counts one more claim)."""
+        epoch = self._held.get(row.id)
+        if epoch is not None and (row.lease_epoch != epoch or row.lease_host != self.host):
+            del self._held[row.id]
+            raise LeaseLost(f"{row.shown}: another host took it over (this host was silent)")
 
     def start_session(
         self, file_id: int, upload_id: str, asset_id: str, chunk_size: int, total_chunks: int
@@ -337,6 +372,8 @@ class Files(Engine):
 
     def add_chunks(self, file_id: int, chunks: Iterable[tuple[int, str]]) -> None:
         with self._transaction() as db:
+            if file_id in self._held:
+                self._file_in(db, file_id)
             db.executemany(
                 "INSERT INTO chunks (file_id, chunk_index, etag) VALUES (?, ?, ?) "
                 "ON CONFLICT (file_id, chunk_index) DO UPDATE SET etag = excluded.etag",
@@ -447,7 +484,7 @@ class Files(Engine):
                 f"SELECT {_COLUMNS} FROM files WHERE state = ? FOR UPDATE", (FileState.QUEUED,)
             ).fetchall()
             adopted = 0
-            for row in map(_row, queued):
+            for row in map(self._file, queued):
                 found = assets.get(row.sha256 or "")
                 if found is not None:
                     values = {"asset_id": found[0], "asset_status": found[1], "uploaded_at": now}
@@ -473,7 +510,9 @@ class Files(Engine):
         found = db.execute(_BY_ID + _LOCK, (file_id,)).fetchone()
         if found is None:
             raise StoreError(f"no file #{file_id} in the store")
-        return _row(found)
+        row = self._file(found)
+        self._fence(row)
+        return row
 
     # ---- the two primitives every write above goes through ----------------------------------
     def _record(
@@ -488,18 +527,19 @@ class Files(Engine):
         durable: bool = False,
     ) -> FileRow:
         """Insert the file, or move its row to `state` with `values` (a new version of it)."""
-        now = self.clock()
+        now, key = self.clock(), self._places.key
         with self._transaction(durable=durable) as db:
-            found = db.execute(_BY_PATH + _LOCK, (path,)).fetchone()
+            found = db.execute(_BY_PATH + _LOCK, (key(path),)).fetchone()
             if found is None:
                 _check_legal(None, state, VERSIONS)
                 columns = {"root": root, "path": path, **_signature(signature), "state": state}
                 columns |= {"reason": reason, "created_at": now, "updated_at": now, **values}
+                stored = {**columns, "root": key(root), "path": key(path)}
                 names = ", ".join(["dir", *columns])
                 marks = ", ".join("?" * (len(columns) + 1))
                 cursor = db.execute(
                     f"INSERT INTO files ({names}) VALUES ({marks}) RETURNING id",
-                    (os.path.dirname(path), *columns.values()),
+                    (os.path.dirname(key(path)), *stored.values()),
                 )
                 file_id = int(cursor.fetchone()[0])
                 self._event(db, file_id, "state", None, state, reason)
@@ -510,7 +550,7 @@ class Files(Engine):
                 return FileRow(**{**_EMPTY, **columns, "id": file_id})
             else:
                 fresh = {"root": root, **_signature(signature), **values}
-                row = self._change(db, _row(found), state, fresh, reason, version=True)
+                row = self._change(db, self._file(found), state, fresh, reason, version=True)
                 self._new_version(db, row.id)
                 return row
 
@@ -548,6 +588,8 @@ class Files(Engine):
         _check_legal(row.state, state, VERSIONS if version else JOURNEY)
         values = {"state": state, "reason": reason, "updated_at": self.clock(), **values}
         self._set(db, row.id, values)
+        if row.state == FileState.UPLOADING and state != FileState.UPLOADING:
+            self._held.pop(row.id, None)  # its upload is over: not this host's to fence now
         if state != row.state:
             self._event(db, row.id, "state", row.state, state, reason)
             asset = values.get("asset_id", row.asset_id)
@@ -555,7 +597,12 @@ class Files(Engine):
         return replace(row, **values)
 
     def _set(self, db: Connection, file_id: int, values: dict[str, Any]) -> None:
+        if file_id in self._held:  # a write of an upload of this host's: is it still its own?
+            self._file_in(db, file_id)
         values = {"updated_at": self.clock(), **values}
+        if self._places.fleet:
+            paths = {name: self._places.key(values[name]) for name in _PATHS if name in values}
+            values |= paths
         assignments = ", ".join(f"{name} = ?" for name in values)
         db.execute(f"UPDATE files SET {assignments} WHERE id = ?", (*values.values(), file_id))
 
@@ -621,6 +668,7 @@ def _check_legal(
 
 
 _SESSION = ("upload_id", "chunk_size", "total_chunks")
+_PATHS = ("root", "path", "dir")  # kept as keys (see `engine.Places`)
 _FRESH_UPLOAD: dict[str, Any] = {
     "asset_id": None,
     "asset_status": None,

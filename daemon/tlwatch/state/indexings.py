@@ -30,6 +30,7 @@ class IndexingRow:
     created_at: float
     updated_at: float
     sent_at: float | None
+    lease_host: str | None = None  # the host that claimed it last
 
 
 # The queued indexing to send next: new ones (no time set) first, in the order they came, then
@@ -81,7 +82,8 @@ class Indexings(Chores):
             row = _indexing(found) if found is not None else None
             if row is None or (row.next_attempt_at or 0) > self.clock():
                 return None  # the soonest is not due yet
-            self._index_change(db, row, IndexState.SENDING, {"attempts": row.attempts + 1}, None)
+            taken = {"attempts": row.attempts + 1, "lease_host": self.host}
+            self._index_change(db, row, IndexState.SENDING, taken, None)
         return self.indexing(row.asset_id, row.index_id)
 
     def indexing_sent(self, asset_id: str, index_id: str, indexed_asset_id: str) -> None:

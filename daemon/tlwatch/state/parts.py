@@ -16,7 +16,7 @@ from tlwatch.errors import StoreError
 from tlwatch.models import ChoreKind, ChoreState, FileState, IndexState, Media, Signature
 from tlwatch.state.chores import ChoreRow
 from tlwatch.state.engine import Connection
-from tlwatch.state.files import _COLUMNS, FileRow, _row
+from tlwatch.state.files import _COLUMNS, FileRow
 from tlwatch.state.indexings import IndexingRow, Indexings
 
 _OVER = (IndexState.READY, IndexState.SKIPPED)
@@ -147,7 +147,7 @@ class Parts(Indexings):
         rows = self._query(
             f"SELECT {_COLUMNS} FROM files WHERE parent_id = ? ORDER BY part", (file_id,)
         )
-        return [_row(r) for r in rows]
+        return [self._file(r) for r in rows]
 
     def origin(self, row: FileRow) -> FileRow:
         """The file a row stands for: its original when it is a part, else itself."""
@@ -208,7 +208,7 @@ class Parts(Indexings):
         for found in db.execute(
             f"SELECT {_COLUMNS} FROM files WHERE parent_id = ?", (file_id,)
         ).fetchall():
-            part = _row(found)
+            part = self._file(found)
             self._set(db, part.id, {"parent_id": None})
             if part.state == FileState.QUEUED:
                 reason = "a part of an older version of its original"

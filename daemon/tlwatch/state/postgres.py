@@ -11,6 +11,7 @@ Migrations (`schema.PG_MIGRATIONS`) run once, under an advisory lock, whoever st
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
@@ -76,6 +77,7 @@ class Postgres:
         self.url = url
         self.where = shown_url(url)
         self._password = password
+        self._holds: dict[str, tuple[psycopg.Connection[Any], bool]] = {}
         with self.unavailable("cannot open the store"):
             db = self._connect()
             try:
@@ -129,8 +131,37 @@ class Postgres:
         except psycopg.errors.DiskFull as error:
             raise StoreUnavailable(f"{doing} ({self.where}: {_plain(error)})") from None
 
+    def hold(self, name: str) -> bool:
+        """Hold the fleet-wide lock `name` (one shared folder's scan): True while this host
+        does. Kept on a connection of its own: when this host dies, its connection ends and the
+        server lets the lock go, for another host to take."""
+        db, held = self._holds.pop(name, (None, False))
+        try:
+            if db is None or db.broken or db.closed:
+                db, held = self._connect(), False
+            if held:
+                db.execute("SELECT 1")  # still there (a restarted server let every lock go)
+            else:
+                found = db.execute("SELECT pg_try_advisory_lock(%s)", (_lock_id(name),))
+                held = bool(found.fetchone()[0])  # type: ignore[index]
+        except psycopg.Error:
+            if db is not None:
+                db.close()
+            raise
+        self._holds[name] = (db, held)
+        return held
+
     def close(self) -> None:
-        pass
+        for db, _ in self._holds.values():
+            db.close()
+        self._holds.clear()
+
+
+def _lock_id(name: str) -> int:
+    """A lock's 64-bit key, the same on every host."""
+    return int.from_bytes(
+        hashlib.sha256(f"tlwatch:{name}".encode()).digest()[:8], "big", signed=True
+    )
 
 
 def _plain(error: psycopg.Error) -> str:

@@ -1,4 +1,6 @@
-"""The store's schema: numbered migrations, applied in order (`PRAGMA user_version` counts them)."""
+"""The store's schema: numbered migrations, applied in order, one list per database (SQLite's
+`PRAGMA user_version`, PostgreSQL's `tlwatch_schema` counts them). Migration 10 (PostgreSQL's 2)
+brings the fleet: hosts and their heartbeats, the lease on a row taken, the shared pace."""
 
 from __future__ import annotations
 
@@ -149,7 +151,28 @@ MIGRATIONS = [
     ALTER TABLE files ADD COLUMN offset_seconds REAL;
     CREATE INDEX files_parent ON files(parent_id) WHERE parent_id IS NOT NULL;
     """,
+    """
+    CREATE TABLE hosts (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        seen_at REAL NOT NULL,
+        lease_seconds REAL NOT NULL,
+        detail TEXT
+    );
+    ALTER TABLE files ADD COLUMN lease_host TEXT;
+    ALTER TABLE files ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE chores ADD COLUMN lease_host TEXT;
+    ALTER TABLE indexings ADD COLUMN lease_host TEXT;
+    CREATE TABLE pace (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    """,
 ]
+
 
 # PostgreSQL (a fleet's store) starts at the schema SQLite reached by migration 9, in its own
 # types: bytes are BYTEA, seconds DOUBLE PRECISION, counts and sizes BIGINT. A new migration is
@@ -273,6 +296,26 @@ PG_MIGRATIONS = [
         index_id TEXT PRIMARY KEY,
         models TEXT NOT NULL,
         read_at DOUBLE PRECISION NOT NULL
+    );
+    """,
+    """
+    CREATE TABLE hosts (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL,
+        seen_at DOUBLE PRECISION NOT NULL,
+        lease_seconds DOUBLE PRECISION NOT NULL,
+        detail TEXT
+    );
+    ALTER TABLE files ADD COLUMN lease_host TEXT;
+    ALTER TABLE files ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE chores ADD COLUMN lease_host TEXT;
+    ALTER TABLE indexings ADD COLUMN lease_host TEXT;
+    CREATE TABLE pace (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL
     );
     """,
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,7 +30,10 @@ log = logging.getLogger("tlwatch.state")
 @cache
 def _dialect(sql: str) -> str:
     """The store's SQL as SQLite takes it: one writer at a time, so no row is locked."""
-    return sql.replace(" FOR UPDATE SKIP LOCKED", "").replace(" FOR UPDATE", "")
+    return _ROW_LOCK.sub("", sql)
+
+
+_ROW_LOCK = re.compile(r" FOR UPDATE( OF \w+)?( SKIP LOCKED)?")
 
 
 class _Connection:
@@ -163,6 +167,10 @@ class SQLite:
             if isinstance(error, sqlite3.IntegrityError | sqlite3.ProgrammingError):
                 raise
             raise StoreUnavailable(f"{doing} ({error})") from error
+
+    def hold(self, name: str) -> bool:
+        """One host: every fleet-wide lock is its own."""
+        return True
 
     def close(self) -> None:
         if self._first is not None:

@@ -1,0 +1,149 @@
+"""Several hosts on one PostgreSQL store (a real server): one row per file of a shared folder,
+claims that never overlap, leases that run out, and fencing of a host that came back late."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pgserver import Server
+
+from tlwatch.errors import LeaseLost
+from tlwatch.models import FileState, Media, Signature
+from tlwatch.state import Store
+
+MEDIA = Media("video/mp4", "video", "ab" * 32, duration=1.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def url(pg_server: Server) -> str:
+    return pg_server.database()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def hosts(tmp_path: Path, url: str, clock: Clock) -> Iterator[tuple[Store, Store]]:
+    """Two hosts: each its own state folder; both mount the share `nas1`, at different paths."""
+    a = Store(tmp_path / "a" / "s.db", url=url, clock=clock, shares={b"/mnt/nas": "nas1"})
+    b = Store(tmp_path / "b" / "s.db", url=url, clock=clock, shares={b"/Volumes/NAS": "nas1"})
+    with a, b:
+        assert a.host != b.host  # each made its own id
+        yield a, b
+
+
+def sig(n: int) -> Signature:
+    return Signature(n, n, n)
+
+
+def test_a_shared_file_is_one_row_and_each_hosts_own_path_is_its_own(
+    hosts: tuple[Store, Store],
+) -> None:
+    a, b = hosts
+    a.enqueue(b"/mnt/nas/day1/clip.mp4", b"/mnt/nas", sig(1), MEDIA)
+    seen_by_b = b.by_path(b"/Volumes/NAS/day1/clip.mp4")
+    assert seen_by_b is not None and seen_by_b.root == b"/Volumes/NAS"
+    assert b.known_in(b"/Volumes/NAS/day1") == {b"/Volumes/NAS/day1/clip.mp4": (1, 1, 1)}
+    # The same absolute path on two hosts is two files.
+    a.enqueue(b"/srv/cards/A001.mov", b"/srv/cards", sig(2), MEDIA)
+    b.enqueue(b"/srv/cards/A001.mov", b"/srv/cards", sig(3), MEDIA)
+    assert len(a.all()) == 3
+    assert a.by_path(b"/srv/cards/A001.mov").size == 2  # type: ignore[union-attr]
+    assert b.by_path(b"/srv/cards/A001.mov").size == 3  # type: ignore[union-attr]
+
+
+def test_a_host_claims_only_what_it_can_read_and_never_what_another_holds(
+    hosts: tuple[Store, Store],
+) -> None:
+    a, b = hosts
+    a.enqueue(b"/srv/cards/only-a.mov", b"/srv/cards", sig(1), MEDIA)
+    for n in range(20):
+        a.enqueue(f"/mnt/nas/{n}.mp4".encode(), b"/mnt/nas", sig(10 + n), MEDIA)
+    taken: dict[str, list[bytes]] = {"a": [], "b": []}
+
+    def work(name: str, store: Store) -> None:
+        while (row := store.claim_next(f"token-{name}")) is not None:
+            taken[name].append(row.path)
+
+    threads = [threading.Thread(target=work, args=item) for item in (("a", a), ("b", b))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    names = [p.rsplit(b"/", 1)[1] for p in taken["a"] + taken["b"]]
+    assert sorted(names) == sorted([b"only-a.mov", *(f"{n}.mp4".encode() for n in range(20))])
+    assert b"/srv/cards/only-a.mov" in taken["a"]  # b cannot read it: never b's
+    assert all(p.startswith(b"/Volumes/NAS/") for p in taken["b"])
+
+
+def test_a_silent_host_loses_its_claim_and_its_late_writes_are_refused(
+    hosts: tuple[Store, Store], clock: Clock
+) -> None:
+    a, b = hosts
+    row = a.enqueue(b"/mnt/nas/clip.mp4", b"/mnt/nas", sig(1), MEDIA)
+    a.heartbeat("a", "1", 60.0, clock.now, {})
+    b.heartbeat("b", "1", 60.0, clock.now, {})
+    claimed = a.claim_next("token-a")
+    assert claimed is not None and claimed.lease_host == a.host
+    clock.now += 30
+    b.heartbeat("b", "1", 60.0, clock.now, {})
+    assert b.take_over() == []  # a is late, not lost
+    clock.now += 40  # a has been silent 70 s, past its 60 s lease
+    b.heartbeat("b", "1", 60.0, clock.now, {})
+    assert b.take_over() == ["a"]
+    again = b.claim_next("token-b")
+    assert again is not None and again.id == row.id
+    assert again.upload_token == "token-a"  # looked for on the server by a's token first
+    assert again.lease_epoch == claimed.lease_epoch + 1
+    with pytest.raises(LeaseLost):  # a wakes up and would record its upload over b's
+        a.mark_uploaded(row.id, "asset-of-a", "processing")
+    b.mark_uploaded(row.id, "asset-of-b", "processing")
+    assert a.get(row.id).asset_id == "asset-of-b"
+    assert a.get(row.id).state == FileState.UPLOADED
+
+
+def test_a_restart_recovers_only_its_own_interrupted_uploads(
+    hosts: tuple[Store, Store], clock: Clock
+) -> None:
+    a, b = hosts
+    mine = a.enqueue(b"/mnt/nas/a.mp4", b"/mnt/nas", sig(1), MEDIA)
+    theirs = a.enqueue(b"/mnt/nas/b.mp4", b"/mnt/nas", sig(2), MEDIA)
+    assert a.claim_next("t1") is not None
+    assert b.claim_next("t2") is not None
+    a.recover(grace=0)
+    assert a.get(mine.id).state == FileState.QUEUED
+    assert a.get(theirs.id).state == FileState.UPLOADING  # b's upload goes on
+
+
+def test_migrations_run_once_whoever_starts_first(tmp_path: Path, url: str) -> None:
+    opened: list[Store] = []
+    errors: list[BaseException] = []
+
+    def start(n: int) -> None:
+        try:
+            opened.append(Store(tmp_path / str(n) / "s.db", url=url))
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for store in opened:
+        store.close()
+    assert len({store.host for store in opened}) == 4
