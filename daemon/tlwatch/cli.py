@@ -101,10 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--wait", action="store_true", help="wait until each asset is ready")
     status = add(
         "status",
-        _status,
+        lambda args: _fleet(args) if args.fleet else _status(args),
         "show counts per folder and state, folders offline, uploads in flight and recent failures",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--fleet",
+        action="store_true",
+        help="every host sharing the store: its heartbeat, version, folders and work in flight",
+    )
     health = add(
         "health",
         _health,
@@ -321,10 +326,10 @@ def _scan(args: argparse.Namespace) -> int:
     code = runner.run()
     if tty:
         print()
-    from tlwatch.state import Store
+    from tlwatch.fleet import open_store
 
     counts: Counter[str] = Counter()
-    with Store(config.state.path, exclusive=False) as store:
+    with open_store(config, exclusive=False) as store:
         for (_, state), number in store.counts().items():
             counts[state] += number
     print("done: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing"))
@@ -338,13 +343,13 @@ def _upload(args: argparse.Namespace) -> int:
     from tlwatch import logs
     from tlwatch.api import Client
     from tlwatch.config import read_api_key
+    from tlwatch.fleet import open_store
     from tlwatch.limits import Bandwidth
-    from tlwatch.state import Store
 
     key = read_api_key(config)
     logs.add_secret(key)
     with (
-        Store(config.state.path) as store,
+        open_store(config) as store,
         Client(
             key,
             base_url=config.api.base_url,
@@ -419,14 +424,14 @@ def _wait_ready(store: Store, client: Client, config: Config, ids: list[int]) ->
 
 
 def _open_store(args: argparse.Namespace) -> Store:
-    from tlwatch.state import Store
+    from tlwatch.fleet import open_store
 
     config = _config(args)
-    if not config.state.path.exists():
+    if config.state.url is None and not config.state.path.exists():
         from tlwatch.errors import StoreError
 
         raise StoreError(f"{config.state.path}: no store yet (the daemon has not run)")
-    return Store(config.state.path, exclusive=False)
+    return open_store(config, exclusive=False)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -515,11 +520,59 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _fleet(args: argparse.Namespace) -> int:
+    """`status --fleet`: every host of the store, lost ones said so."""
+    import time
+
+    with _open_store(args) as store:
+        now, me = time.time(), store.host
+        hosts, flying, waiting = store.hosts(), store.in_flight_by_host(), store.waiting_by_host()
+    shown = [
+        {
+            "id": h.id,
+            "name": h.name,
+            "this_host": h.id == me,
+            "version": h.version,
+            "last_heartbeat_seconds_ago": round(now - h.seen_at, 1),
+            "lost": h.lost(now),
+            "folders": h.facts.get("folders", {}),
+            "uploading": flying.get(h.id, 0),
+            "queued_in_its_folders": waiting.get(h.id, 0),
+        }
+        for h in hosts
+    ]
+    if args.json:
+        print(
+            json.dumps({"hosts": shown, "queued_in_shared_folders": waiting.get("", 0)}, indent=2)
+        )
+        return EXIT_OK
+    for host in shown:
+        state = "LOST (silent past its lease)" if host["lost"] else "alive"
+        mark = " (this host)" if host["this_host"] else ""
+        print(
+            f"{host['name']}{mark} [{host['id']}] {state}, v{host['version']}, last heartbeat "
+            f"{host['last_heartbeat_seconds_ago']:.0f} s ago; {host['uploading']} uploading, "
+            f"{host['queued_in_its_folders']} queued in its own folders"
+        )
+        for folder, online in host["folders"].items():
+            print(f"  {folder}: {'online' if online else 'offline'}")
+    if not shown:
+        print("no host has run yet")
+    if waiting.get(""):
+        print(f"shared folders: {waiting['']} queued")
+    return EXIT_OK
+
+
 def _health(args: argparse.Namespace) -> int:
     from tlwatch.health import record_path, verdict
 
     config = _config(args)
     found = verdict(record_path(config.state.path))
+    if config.state.url is not None:
+        found["database"] = _database_reachable(args)
+        if found["database"] != "reachable":
+            found["healthy"] = False
+            found["problems"] = [*found.get("problems", []), f"database: {found['database']}"]
     if args.json:
         print(json.dumps(found, indent=2))
     elif found["healthy"]:
@@ -527,6 +580,17 @@ def _health(args: argparse.Namespace) -> int:
     else:
         print("unhealthy: " + "; ".join(found["problems"]))
     return EXIT_OK if found["healthy"] else EXIT_FAILURE
+
+
+def _database_reachable(args: argparse.Namespace) -> str:
+    from tlwatch.errors import StoreError
+
+    try:
+        with _open_store(args) as store:
+            store.hosts()
+    except StoreError as error:
+        return f"unreachable ({error})"
+    return "reachable"
 
 
 def _limits_line(limits: dict[str, Any]) -> str:
@@ -684,14 +748,14 @@ def _index_now(config: Config, wanted: list[tuple[str, str]]) -> int:
     from tlwatch.api import Client
     from tlwatch.config import read_api_key
     from tlwatch.control import RunState
+    from tlwatch.fleet import open_store
     from tlwatch.indexer import Indexer
     from tlwatch.models import IndexState
-    from tlwatch.state import Store
 
     key = read_api_key(config)
     logs.add_secret(key)
     with (
-        Store(config.state.path) as store,
+        open_store(config) as store,
         Client(key, base_url=config.api.base_url, timeout=config.api.timeout_seconds) as client,
     ):
         store.recover(grace=config.api.timeout_seconds)

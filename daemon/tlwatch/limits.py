@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +31,36 @@ def family_of(endpoint: str) -> str:
     return "retrieve"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Window:
     limit: int | None = None
     remaining: int | None = None
     reset_at: float | None = None  # epoch seconds
 
 
+class SharedWindows(Protocol):
+    """Where a fleet keeps its windows (the store): `change` is applied to a family's window
+    (None: not known yet) atomically for every host; it gives the new window and a result."""
+
+    def update_window(
+        self, family: str, change: Callable[[Window | None], tuple[Window | None, float]]
+    ) -> float: ...
+
+
 class Pacer:
     """Reads `X-Ratelimit-*` on every answer, per family; when a family's window is used up (but
-    for a reserve), its next request waits until the window resets."""
+    for a reserve), its next request waits until the window resets. The windows are the
+    account's: in a fleet they are kept in the shared store (`shared`), so that every host counts
+    every request."""
 
-    def __init__(self, clock: Callable[[], float] = time.time, reserve: int = RESERVE) -> None:
-        self.clock, self.reserve = clock, reserve
-        self._windows: dict[str, Window] = {}
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        reserve: int = RESERVE,
+        shared: SharedWindows | None = None,
+    ) -> None:
+        self.clock, self.reserve, self.shared = clock, reserve, shared
+        self._windows: dict[str, Window] = {}  # (in a fleet: as last seen, for `snapshot`)
         self._lock = threading.Lock()
 
     def observe(self, family: str, headers: Mapping[str, str]) -> None:
@@ -55,42 +72,44 @@ class Pacer:
         reset = _float(headers.get("x-ratelimit-reset"))
         if remaining is None and reset is None:
             return
-        with self._lock:
-            window = self._windows.setdefault(family, Window())
-            window.limit = limit if limit is not None else window.limit
-            if remaining is not None:
-                # Answers arrive out of order: within one window, the lowest count is the truth.
-                same = (
-                    window.reset_at is not None
-                    and reset is not None
-                    and abs(_epoch(reset, self.clock()) - window.reset_at) < 1.0
-                )
-                low = (
-                    min(remaining, window.remaining)
-                    if same and window.remaining is not None
-                    else None
-                )
-                window.remaining = low if low is not None else remaining
-            if reset is not None:
-                window.reset_at = _epoch(reset, self.clock())
+        now = self.clock()
+        reset_at = _epoch(reset, now) if reset is not None else None
+
+        def change(window: Window | None) -> tuple[Window | None, float]:
+            return _observed(window or Window(), limit, remaining, reset_at), 0.0
+
+        self._update(family, change)
 
     def take(self, family: str) -> float:
         """Seconds to wait before a request of this family may go (0: now, and it is counted)."""
-        now = self.clock()
+        now, reserve = self.clock(), self.reserve
+
+        def change(window: Window | None) -> tuple[Window | None, float]:
+            return _taken(window, now, reserve)
+
+        return self._update(family, change)
+
+    def _update(
+        self, family: str, change: Callable[[Window | None], tuple[Window | None, float]]
+    ) -> float:
+        if self.shared is not None:
+            seen: list[Window | None] = []
+
+            def kept(window: Window | None) -> tuple[Window | None, float]:
+                new, result = change(window)
+                seen.append(new)
+                return new, result
+
+            result = self.shared.update_window(family, kept)
+            with self._lock:
+                if seen and seen[-1] is not None:
+                    self._windows[family] = seen[-1]
+            return result
         with self._lock:
-            window = self._windows.get(family)
-            if window is None or window.remaining is None:
-                return 0.0
-            if window.reset_at is not None and now >= window.reset_at:
-                # A new window: full, as far as we know, until the next answer says how it
-                # stands (not unlimited: every thread at once would empty it).
-                window.remaining, window.reset_at = window.limit, None
-                if window.remaining is None:
-                    return 0.0
-            if window.remaining > self.reserve:
-                window.remaining -= 1
-                return 0.0
-            return max((window.reset_at or now) - now, 0.0) + 0.05
+            new, result = change(self._windows.get(family))
+            if new is not None:
+                self._windows[family] = new
+            return result
 
     def snapshot(self) -> dict[str, dict[str, float | int | None]]:
         """Each family's window as last seen, for `status` and the metrics."""
@@ -99,6 +118,42 @@ class Pacer:
                 family: {"limit": w.limit, "remaining": w.remaining, "reset_at": w.reset_at}
                 for family, w in self._windows.items()
             }
+
+
+def _observed(
+    window: Window, limit: int | None, remaining: int | None, reset_at: float | None
+) -> Window:
+    """A window after an answer said `limit`, `remaining` and when it resets."""
+    if remaining is not None:
+        # Answers arrive out of order: within one window, the lowest count is the truth.
+        same = (
+            window.reset_at is not None
+            and reset_at is not None
+            and abs(reset_at - window.reset_at) < 1.0
+        )
+        if same and window.remaining is not None:
+            remaining = min(remaining, window.remaining)
+    return Window(
+        limit if limit is not None else window.limit,
+        remaining if remaining is not None else window.remaining,
+        reset_at if reset_at is not None else window.reset_at,
+    )
+
+
+def _taken(window: Window | None, now: float, reserve: int) -> tuple[Window | None, float]:
+    """A window after one request is counted in it, and how long that request waits first."""
+    if window is None or window.remaining is None:
+        return window, 0.0
+    if window.reset_at is not None and now >= window.reset_at:
+        # A new window: full, as far as we know, until the next answer says how it stands
+        # (not unlimited: every thread at once would empty it).
+        window = Window(window.limit, window.limit, None)
+        if window.remaining is None:
+            return window, 0.0
+    assert window.remaining is not None
+    if window.remaining > reserve:
+        return Window(window.limit, window.remaining - 1, window.reset_at), 0.0
+    return window, max((window.reset_at or now) - now, 0.0) + 0.05
 
 
 def _int(text: str | None) -> int | None:

@@ -108,6 +108,21 @@ class _Limits(Collector):
         yield minutes
 
 
+class _Host(Collector):
+    """Every sample of `inner`, with a `host` label (one dashboard over a fleet)."""
+
+    def __init__(self, inner: CollectorRegistry, host: Callable[[], str]) -> None:
+        self.inner, self.host = inner, host
+
+    def collect(self) -> Iterator[Metric]:
+        host = self.host()
+        for family in self.inner.collect():
+            family.samples = [
+                sample._replace(labels={**sample.labels, "host": host}) for sample in family.samples
+            ]
+            yield family
+
+
 class Metrics:
     def __init__(
         self,
@@ -116,8 +131,9 @@ class Metrics:
         limits: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self.config = config
-        self.registry = CollectorRegistry(auto_describe=True)
-        registry = self.registry
+        registry = CollectorRegistry(auto_describe=True)  # what is measured
+        self.registry = CollectorRegistry(auto_describe=False)  # what is served: each sample
+        self.registry.register(_Host(registry, lambda: config().daemon.host_name))  # + its host
         info = Gauge("tlwatch_build_info", "tlwatch's version", ["version"], registry=registry)
         info.labels(__version__).set(1)
         registry.register(_Files(store, config))

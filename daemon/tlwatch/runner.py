@@ -81,6 +81,8 @@ class Runner:
         exit code (1 when a one-pass scan had to stop because the key was rejected)."""
         with contextlib.ExitStack() as parts:  # closed in the reverse order they were built
             store = parts.enter_context(open_store(self._config, publish=self.hub.publish))
+            if store.database.fleet:  # the account's windows, counted by every host
+                self.pacer.shared = store
             key = read_api_key(self._config)
             logs.add_secret(key)
             self.bandwidth.set(self._config.api.max_upload_rate)

@@ -147,3 +147,21 @@ def test_migrations_run_once_whoever_starts_first(tmp_path: Path, url: str) -> N
     for store in opened:
         store.close()
     assert len({store.host for store in opened}) == 4
+
+
+def test_the_rate_limit_window_is_counted_by_every_host(hosts: tuple[Store, Store]) -> None:
+    """Two hosts' pacers share the account's window: 5 requests left (1 kept in reserve) go
+    out four times in all, whichever host sends them, and the fifth waits for the reset."""
+    from tlwatch.limits import Pacer
+
+    a, b = hosts
+    now = [1000.0]
+    pacers = [Pacer(clock=lambda: now[0], shared=store) for store in (a, b)]
+    pacers[0].observe("create", {"x-ratelimit-limit": "5", "x-ratelimit-remaining": "5",
+                                 "x-ratelimit-reset": "10"})  # fmt: skip
+    waits = [pacers[n % 2].take("create") for n in range(5)]
+    assert waits[:4] == [0.0, 0.0, 0.0, 0.0]
+    assert waits[4] == pytest.approx(10.05)
+    now[0] = 1010.5  # a new window: full again, for both
+    assert pacers[1].take("create") == 0.0
+    assert pacers[1].snapshot()["create"]["remaining"] == 4  # as host b last saw it

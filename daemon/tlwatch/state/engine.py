@@ -294,6 +294,14 @@ class Places:
                 return root + key[len(shared) :]
         return key
 
+    def owner(self, key: bytes) -> str:
+        """The host whose folder holds `key` ("" for a shared folder)."""
+        if not self.fleet:
+            return self.prefix.removeprefix(b"//host/").decode()
+        if key.startswith(b"//host/"):
+            return key[len(b"//host/") :].split(b"/", 1)[0].decode()
+        return ""
+
     def mine(self, column: str) -> tuple[str, tuple[bytes, ...]]:
         """SQL (and its values) that keeps the rows whose `column` (a root) this host can read:
         its own folders and the shares it mounts. Nothing to add on SQLite."""

@@ -6,10 +6,11 @@ late writes are refused (`files.Files._fence`). On SQLite, one host: the same ro
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tlwatch.limits import Window
 from tlwatch.models import ChoreState, FileState, IndexState
 from tlwatch.state.parts import Parts
 
@@ -78,6 +79,37 @@ class Hosts(Parts):
         )
         return {str(host): int(count) for host, count in rows}
 
+    def waiting_by_host(self) -> dict[str, int]:
+        """How many files are queued in each host's own folders ("": in shared folders)."""
+        rows = self._query(
+            "SELECT root, COUNT(*) FROM files WHERE state = ? GROUP BY root", (FileState.QUEUED,)
+        )
+        waiting: dict[str, int] = {}
+        for root, count in rows:
+            owner = self._places.owner(bytes(root))
+            waiting[owner] = waiting.get(owner, 0) + int(count)
+        return waiting
+
+    def update_window(
+        self, family: str, change: Callable[[Window | None], tuple[Window | None, float]]
+    ) -> float:
+        """The account's rate-limit window of `family`, changed by one host at a time (a
+        request counted, an answer read): `change` gets the window and gives it back."""
+        with self._transaction() as db:
+            found = db.execute(
+                "SELECT lim, remaining, reset_at FROM pace WHERE family = ? FOR UPDATE", (family,)
+            ).fetchone()
+            window = Window(*found) if found is not None else None
+            new, result = change(window)
+            if new is not None and new != window:
+                db.execute(
+                    "INSERT INTO pace (family, lim, remaining, reset_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (family) DO UPDATE SET lim = excluded.lim, "
+                    "remaining = excluded.remaining, reset_at = excluded.reset_at",
+                    (family, new.limit, new.remaining, new.reset_at),
+                )
+        return result
+
     def take_over(self) -> list[str]:
         """Whatever a lost host had claimed goes back to the queue, for a host that can: its
         uploads (looked for on the server by their upload token before anything is sent again),
@@ -110,7 +142,3 @@ class Hosts(Parts):
         for chore in chores:
             self.requeue_chore(chore, f"{reason}; its guard is checked again", at=self.clock())
         return bool(files or indexings or chores)
-
-    def mine(self, holders: Iterable[str | None]) -> bool:
-        """Is a row claimed by one of `holders` this host's (or nobody's)?"""
-        return all(holder in (None, self.host) for holder in holders)

@@ -166,9 +166,10 @@ MIGRATIONS = [
     ALTER TABLE chores ADD COLUMN lease_host TEXT;
     ALTER TABLE indexings ADD COLUMN lease_host TEXT;
     CREATE TABLE pace (
-        name TEXT PRIMARY KEY,
-        value TEXT NOT NULL,
-        at REAL NOT NULL
+        family TEXT PRIMARY KEY,
+        lim INTEGER,
+        remaining INTEGER,
+        reset_at REAL
     );
     """,
 ]
@@ -313,9 +314,10 @@ PG_MIGRATIONS = [
     ALTER TABLE chores ADD COLUMN lease_host TEXT;
     ALTER TABLE indexings ADD COLUMN lease_host TEXT;
     CREATE TABLE pace (
-        name TEXT PRIMARY KEY,
-        value TEXT NOT NULL,
-        at DOUBLE PRECISION NOT NULL
+        family TEXT PRIMARY KEY,
+        lim BIGINT,
+        remaining BIGINT,
+        reset_at DOUBLE PRECISION
     );
     """,
 ]

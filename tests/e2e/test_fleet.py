@@ -1,0 +1,250 @@
+"""A fleet: several `tlwatch run` processes, each with its own state folder and watched folder, all
+watching one shared folder (at different paths), on one real PostgreSQL store; the sandbox allows
+30 requests per 10 s for the whole account. One host killed -9 in the middle; PostgreSQL
+restarted in the middle of a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pgserver import Server
+
+from tlwatch.models import FileState
+from tlwatch.sandbox import DEMO_API_KEY, Settings
+from tlwatch.state import Store
+
+from conftest import FIXTURES, Sandbox, clean_env, wait_for
+
+PNG = (FIXTURES / "photo.png").read_bytes()
+LEASE = 10  # seconds: the shortest allowed, to keep the test short
+
+
+@pytest.fixture
+def sandbox_settings() -> Settings:
+    return Settings(processing_seconds=0.2, rate_limit=30, rate_window=10.0)
+
+
+@dataclass
+class Host:
+    """One tlwatch of the fleet: its own folder (`root/watch`), state folder and log."""
+
+    root: Path
+    name: str
+    url: str
+    nas: Path  # where this host sees the shared folder
+    sandbox: Sandbox
+    process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        (self.root / "watch").mkdir(parents=True)
+        (self.root / "api_key").write_text(DEMO_API_KEY + "\n")
+        self.config.write_text(
+            f'[api]\nbase_url = "{self.sandbox.base_url}"\napi_key_file = "api_key"\n'
+            "timeout_seconds = 5\n"
+            f'[state]\npath = "state/state.db"\nurl = "{self.url}"\nlease_seconds = {LEASE}\n'
+            f'[daemon]\nhost_name = "{self.name}"\nretry_base_seconds = 0.05\n'
+            "retry_max_seconds = 1\nshutdown_timeout_seconds = 5\npoll_interval_seconds = 1\n"
+            '[[watch]]\npath = "watch"\nsettle_seconds = 0.3\n'
+            f'[[watch]]\npath = "{self.nas}"\nsettle_seconds = 0.3\nshare = "nas1"\n'
+        )
+        self.config.chmod(0o600)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "daemon.log"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self) -> None:
+        before = len(self.log())
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tlwatch", "run", "-c", str(self.config)],
+                stdout=log,
+                stderr=log,
+                env=clean_env(),
+            )
+        process = self.process
+        wait_for(lambda: "watching" in self.log()[before:] or process.poll() is not None)
+        assert process.poll() is None, self.log()
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+        self.process.wait(timeout=30)
+        self.process = None
+
+    def command(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tlwatch", *args, "-c", str(self.config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=clean_env(),
+        )
+
+    def store(self) -> Store:
+        """The fleet's store, read as this host sees it (its id, its paths)."""
+        return Store(
+            self.root / "state" / "state.db",
+            url=self.url,
+            exclusive=False,
+            shares={os.fsencode(self.nas): "nas1"},
+            host=self.host_id(),
+        )
+
+    def host_id(self) -> str:
+        return str(json.loads((self.root / "state" / "host.id").read_text())["id"])
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, sandbox: Sandbox, pg_server: Server) -> Iterator[list[Host]]:
+    url = pg_server.database()
+    nas = tmp_path / "nas"
+    nas.mkdir()
+    hosts = []
+    for number in (1, 2, 3):
+        seen_at = tmp_path / f"mnt{number}"  # each host mounts the share at a path of its own
+        seen_at.symlink_to(nas)
+        hosts.append(Host(tmp_path / f"host{number}", f"host{number}", url, seen_at, sandbox))
+    try:
+        yield hosts
+    finally:
+        for host in hosts:
+            if host.process is not None:
+                host.process.kill()
+                host.process.wait()
+
+
+def media(seed: int) -> bytes:
+    """A small real image, its content its own."""
+    return PNG + seed.to_bytes(8, "big") * 64
+
+
+def rows(host: Host) -> list[Any]:
+    with host.store() as store:
+        return store.all()
+
+
+def until(condition: Any, hosts: list[Host], timeout: float) -> None:
+    """Wait for `condition`; on a timeout, say where every file stands and what each host said."""
+    try:
+        wait_for(condition, timeout=timeout)
+    except AssertionError:
+        found = rows(hosts[0])
+        where = Counter((r.state.value, r.reason) for r in found), [r.path for r in found[:3]]
+        said = "\n".join(f"--- {h.name}\n{h.log()[-3000:]}" for h in hosts)
+        raise AssertionError(f"not within {timeout} s: {where}\n{said}") from None
+
+
+def test_three_hosts_share_the_work_and_one_killed_loses_nothing(
+    fleet: list[Host], sandbox: Sandbox, tmp_path: Path
+) -> None:
+    one, _, three = fleet
+    nas = tmp_path / "nas"
+    contents: set[bytes] = set()
+    for seed in range(45):  # the shared folder
+        (nas / f"S{seed:03d}.png").write_bytes(body := media(seed))
+        contents.add(body)
+    for number, host in enumerate(fleet):  # each host's own folder
+        for seed in range(8):
+            body = media(1000 * (number + 1) + seed)
+            (host.root / "watch" / f"own{seed}.png").write_bytes(body)
+            contents.add(body)
+    for seed in range(3):  # the same content in two places: one asset each
+        (one.root / "watch" / f"copy-of-S{seed:03d}.png").write_bytes(media(seed))
+        (three.root / "watch" / f"copy-of-own{seed}.png").write_bytes(media(2000 + seed))
+    sandbox.fault(endpoint="create", delay=0.4, times=10_000)  # uploads in flight, to kill one
+    for host in fleet:
+        host.start()
+
+    def three_in_the_middle() -> bool:
+        """host3 uploads a shared file, and files of its own folder wait in the queue."""
+        with three.store() as store:
+            found, mine = store.all(), store.host
+        return any(
+            r.state == FileState.UPLOADING and r.lease_host == mine and b"/mnt3/" in r.path
+            for r in found
+        ) and any(r.state == FileState.QUEUED and b"/host3/watch/" in r.path for r in found)
+
+    wait_for(three_in_the_middle, timeout=60)
+    three.stop(signal.SIGKILL)
+    with one.store() as store:
+        claimed = [r.id for r in store.all() if r.lease_host == three.host_id()]
+
+    def taken_over() -> bool:
+        by_id = {r.id: r for r in rows(one)}
+        shared = [by_id[i] for i in claimed if b"/mnt" in by_id[i].path]
+        return bool(shared) and all(r.state != FileState.UPLOADING for r in shared)
+
+    until(taken_over, fleet, timeout=LEASE + 30)
+    fleet_view = json.loads(one.command("status", "--fleet", "--json").stdout)
+    by_name = {h["name"]: h for h in fleet_view["hosts"]}
+    assert by_name["host3"]["lost"] is True
+    assert by_name["host1"]["lost"] is False and by_name["host1"]["this_host"] is True
+
+    def shared_done() -> bool:
+        found = [r for r in rows(one) if b"/mnt1/" in r.path]
+        done = (FileState.READY, FileState.DUPLICATE)  # (a copy elsewhere may be the one sent)
+        return len(found) == 45 and all(r.state in done for r in found)
+
+    until(shared_done, fleet, timeout=90)
+    waiting = json.loads(one.command("status", "--fleet", "--json").stdout)
+    assert {h["name"]: h for h in waiting["hosts"]}["host3"]["queued_in_its_folders"] > 0
+    three.start()  # back: it finishes its own folder's files
+
+    def all_done() -> bool:
+        found = rows(one)
+        return len(found) == 45 + 3 * 8 + 6 and all(
+            r.state in (FileState.READY, FileState.DUPLICATE) for r in found
+        )
+
+    until(all_done, fleet, timeout=90)
+    assets = Counter(str(a["sha256"]) for a in sandbox.assets())
+    assert len(assets) == len(contents)  # every distinct content, none lost
+    assert set(assets.values()) == {1}  # each exactly once
+    too_many = sum(c.get("429", 0) for c in sandbox.requests().values())
+    assert too_many <= 3, sandbox.requests()
+    for host in fleet:
+        host.stop()
+        assert "Traceback" not in host.log(), host.log()
+
+
+def test_postgresql_restarted_in_the_middle_loses_nothing_and_sends_nothing_twice(
+    fleet: list[Host], sandbox: Sandbox, pg_server: Server
+) -> None:
+    one = fleet[0]
+    for seed in range(30):
+        (one.root / "watch" / f"a{seed:02d}.png").write_bytes(media(seed))
+    sandbox.fault(endpoint="create", delay=0.2, times=10_000)
+    one.start()
+    wait_for(lambda: sum(r.state == FileState.READY for r in rows(one)) >= 5, timeout=60)
+    pg_server.restart()  # every connection cut, mid-run
+    for seed in range(30, 40):  # files that come while (or just after) it is away
+        (one.root / "watch" / f"a{seed:02d}.png").write_bytes(media(seed))
+
+    def done() -> bool:
+        found = rows(one)
+        return len(found) == 40 and all(r.state == FileState.READY for r in found)
+
+    until(done, fleet, timeout=120)
+    assets = Counter(str(a["sha256"]) for a in sandbox.assets())
+    assert len(assets) == 40 and set(assets.values()) == {1}
+    one.stop()
+    assert "Traceback" not in one.log(), one.log()
