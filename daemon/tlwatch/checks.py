@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tlwatch.api import Client
 from tlwatch.config import Config, api_key_source, read_api_key
-from tlwatch.errors import ApiError, AuthError, ConfigError
+from tlwatch.errors import ApiError, AuthError, ConfigError, StoreError
 from tlwatch.sniff import sniff
 from tlwatch.transcode import find_ffmpeg, pick_encoder, version
 
@@ -27,7 +27,7 @@ def run_all(config: Config) -> list[Result]:
         _ffmpeg(config),
         _inotify(config),
         *_folders(config),
-        _state(config),
+        *_state(config),
     ]
 
 
@@ -104,10 +104,28 @@ def _folders(config: Config) -> list[Result]:
     return results
 
 
-def _state(config: Config) -> Result:
+def _state(config: Config) -> list[Result]:
     folder = config.state.path.parent
     existing = folder
     while not existing.exists():
         existing = existing.parent
     ok = os.access(existing, os.W_OK)
-    return ("state store", ok, f"{config.state.path} ({'writable' if ok else 'not writable'})")
+    if config.state.url is None:
+        return [
+            ("state store", ok, f"{config.state.path} ({'writable' if ok else 'not writable'})")
+        ]
+    said = "writable" if ok else "not writable"
+    return [("state folder", ok, f"{folder} ({said}: this host's id and lock)"), _database(config)]
+
+
+def _database(config: Config) -> Result:
+    """A fleet's store: reached, and its schema read (it is not changed here)."""
+    from tlwatch.fleet import open_store  # noqa: PLC0415 - (it loads psycopg)
+
+    try:
+        with open_store(config, exclusive=False) as store:
+            hosts = store.hosts()
+            where = store.database.where
+    except (StoreError, ConfigError) as error:
+        return ("state store", False, str(error))
+    return ("state store", True, f"{where} (reachable; {len(hosts)} host(s) have run)")

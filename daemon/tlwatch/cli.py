@@ -564,19 +564,24 @@ def _fleet(args: argparse.Namespace) -> int:
 
 
 def _health(args: argparse.Namespace) -> int:
+    from tlwatch import hostid
     from tlwatch.health import record_path, verdict
 
     config = _config(args)
     found = verdict(record_path(config.state.path))
+    host = hostid.of(config.state.path.parent, create=False)
+    found["host"] = {"name": config.daemon.host_name, "id": host or None}
+    fleet = ""
     if config.state.url is not None:
         found["database"] = _database_reachable(args)
+        fleet = f" (host {config.daemon.host_name}; database {found['database']})"
         if found["database"] != "reachable":
             found["healthy"] = False
             found["problems"] = [*found.get("problems", []), f"database: {found['database']}"]
     if args.json:
         print(json.dumps(found, indent=2))
     elif found["healthy"]:
-        print("healthy")
+        print("healthy" + fleet)
     else:
         print("unhealthy: " + "; ".join(found["problems"]))
     return EXIT_OK if found["healthy"] else EXIT_FAILURE

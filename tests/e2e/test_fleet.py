@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pgserver import Server
+from pgserver import Server, free_port
 
 from tlwatch.models import FileState
 from tlwatch.sandbox import DEMO_API_KEY, Settings
@@ -247,4 +247,40 @@ def test_postgresql_restarted_in_the_middle_loses_nothing_and_sends_nothing_twic
     assets = Counter(str(a["sha256"]) for a in sandbox.assets())
     assert len(assets) == 40 and set(assets.values()) == {1}
     one.stop()
-    assert "Traceback" not in one.log(), one.log()
+    said = one.log()
+    assert "Traceback" not in said, said
+    assert said.count("holding all work") <= 1, said  # an outage is said once, if at all
+    assert said.count("holding all work") == said.count("writable again; work resumes"), said
+
+
+def test_the_database_password_is_never_shown_and_health_says_whether_it_is_reached(
+    fleet: list[Host], pg_server: Server
+) -> None:
+    one = fleet[0]
+    secret = "s3cret-Pa55word-of-the-fleet"
+    (one.root / "db_password").write_text(secret + "\n")
+    one.config.write_text(
+        one.config.read_text().replace("[state]\n", '[state]\npassword_file = "db_password"\n')
+    )
+    (one.root / "watch" / "a.png").write_bytes(media(1))
+    one.start()
+    until(lambda: [r.state for r in rows(one)] == [FileState.READY], fleet, timeout=30)
+    healthy = one.command("health", "--json")
+    found = json.loads(healthy.stdout)
+    assert found["database"] == "reachable" and found["host"]["name"] == "host1", found
+    checked = one.command("check")
+    assert "reachable; 1 host(s) have run" in checked.stdout, checked.stdout
+    outputs = [
+        healthy.stdout,
+        checked.stdout,
+        one.command("status").stdout,
+        one.command("status", "--fleet").stdout,
+    ]
+    one.stop()
+    for said in [*outputs, one.log(), healthy.stderr]:
+        assert secret not in said
+    # The database gone: health says so, and the URL shown holds no password.
+    one.config.write_text(one.config.read_text().replace(f":{pg_server.port}/", f":{free_port()}/"))
+    gone = one.command("health")
+    assert gone.returncode == 1
+    assert "database: unreachable" in gone.stdout and secret not in gone.stdout + gone.stderr

@@ -193,7 +193,7 @@ class Engine:
                 self._db = self.database.connect(writer=True)
             done = False
             try:
-                self._db.begin(durable=durable)
+                self._begin(durable)
                 self._writing = threading.get_ident()
                 yield self._db
                 self._db.commit()
@@ -206,6 +206,18 @@ class Engine:
                 _log_change(change.name, change.old, change.new, change.reason)
                 self.publish(change)
 
+    def _begin(self, durable: bool) -> None:
+        """Begin a write. A connection the server closed meanwhile (it restarted) is found out
+        here, before anything was written: one new connection is tried at once."""
+        try:
+            self._db.begin(durable=durable)
+        except Exception:
+            if not self._db.broken:
+                raise
+            self._db.close()
+            self._db = self.database.connect(writer=True)
+            self._db.begin(durable=durable)
+
     # ---- reading ---------------------------------------------------------------------------
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         """Read. A reader needs no lock: a read takes a connection of its own from a small pool
@@ -215,11 +227,21 @@ class Engine:
             with self._lock, self.database.unavailable("cannot read"):
                 return list(self._db.execute(sql, tuple(params)).fetchall())
         with self.database.unavailable("cannot read"):
-            reader = self._reader()
-            try:
-                return list(reader.execute(sql, tuple(params)).fetchall())
-            finally:
-                self._give_back(reader)
+            found = self._read(sql, tuple(params), again=True)
+            return found if found is not None else self._read(sql, tuple(params)) or []
+
+    def _read(self, sql: str, params: Sequence[Any], *, again: bool = False) -> list[Any] | None:
+        """One read on a reading connection; `again`: None when the server had closed it (it
+        restarted), for the caller to read once more on a new one."""
+        reader = self._reader()
+        try:
+            return list(reader.execute(sql, params).fetchall())
+        except Exception:
+            if again and reader.broken:
+                return None
+            raise
+        finally:
+            self._give_back(reader)
 
     def _reader(self) -> Connection:
         """An idle reading connection, or a new one while fewer than `READERS` exist (short-
