@@ -63,16 +63,17 @@ class Server:
     folder: Path
     port: int
     bin: Path
+    fsync: bool = False  # a test server: speed over durability (a benchmark's is durable)
     _names: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     @classmethod
-    def start(cls) -> Server:
+    def start(cls, *, fsync: bool = False) -> Server:
         bin_dir = binaries()
         assert bin_dir is not None, missing()
         folder = Path(tempfile.mkdtemp(prefix="tlwatch-pg-", dir="/tmp"))
         if os.geteuid() == 0:
             os.chown(folder, NOBODY, NOBODY)
-        server = cls(folder, free_port(), bin_dir)
+        server = cls(folder, free_port(), bin_dir, fsync=fsync)
         subprocess.run(
             [*_as_user(), str(bin_dir / "initdb"), "-D", str(folder / "data"), "-U", USER,
              "--auth=trust", "--no-locale", "-E", "UTF8", "--no-sync"],
@@ -86,8 +87,8 @@ class Server:
             "listen_addresses": "127.0.0.1",
             "port": str(self.port),
             "unix_socket_directories": str(self.folder),
-            "fsync": "off",  # a test server: speed over durability
-            "full_page_writes": "off",
+            "fsync": "on" if self.fsync else "off",
+            "full_page_writes": "on" if self.fsync else "off",
             "max_connections": "300",
             "shared_buffers": "32MB",
         }

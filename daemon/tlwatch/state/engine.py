@@ -37,6 +37,7 @@ from tlwatch.state.sqlite import SQLite
 log = logging.getLogger("tlwatch.state")
 
 READERS = 4  # connections for reading, shared by every thread
+WRITERS = 6  # a fleet's connections for writing (SQLite has one)
 
 
 class Cursor(Protocol):
@@ -102,13 +103,15 @@ class Engine:
         self.clock = clock
         self.publish = publish  # each committed change of state is published
         self._rebuilding: bool | None = None  # cached: a rebuild waits for the server's list
-        self._lock = threading.RLock()
+        self._remote_listed: bool | None = None  # cached: has a rebuild listed the server's?
+        self._no_window: dict[str, float] = {}  # rate-limit family -> none known until then
+        self._lock = threading.RLock()  # SQLite's one writer; the pools' counts
         self._lock_file: int | None = None
-        self._said: list[StateChanged] = []  # logged and published after COMMIT
-        self._batch: tuple[int, bool] | None = None  # (thread, durable) while a batch is open
-        self._writing: int | None = None  # the thread inside a write transaction
+        self._tx = threading.local()  # this thread's transaction: see `_transaction`
         self._readers: queue.LifoQueue[Connection] = queue.LifoQueue()  # idle ones
         self._reader_count = 0
+        self._writers: queue.LifoQueue[Connection] = queue.LifoQueue()  # idle ones (a fleet's)
+        self._writer_count = 1
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.host = host if host is not None else hostid.of(path.parent, create=exclusive)
         if exclusive:
@@ -143,6 +146,8 @@ class Engine:
             while self._reader_count:
                 self._readers.get().close()
                 self._reader_count -= 1
+            while not self._writers.empty():
+                self._writers.get().close()
             self._db.close()
             self.database.close()
         self._release_lock()
@@ -156,76 +161,122 @@ class Engine:
     # ---- writing ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def batch(self, *, durable: bool = False) -> Iterator[None]:
-        """Group the writes made inside into one commit (several files recorded at once); the
-        store is held by this thread meanwhile. `durable`: as for one write (a write inside
-        that asks for it needs the whole batch durable). Inside this thread's own batch, a
-        part of it."""
-        batch = self._batch
-        if batch is not None and batch[0] == threading.get_ident():
-            if durable and not batch[1]:
-                raise StoreError("a durable batch inside a batch that is not durable")
+        """Group the writes made inside into one commit (several files recorded at once).
+        `durable`: as for one write (a write inside that asks for it needs the whole batch
+        durable). Inside this thread's own batch, a part of it."""
+        with self._transaction(durable=durable, what="batch"):
             yield
-            return
-        with self._transaction(durable=durable):
-            self._batch = (threading.get_ident(), durable)
-            try:
-                yield
-            finally:
-                self._batch = None
+
+    @property
+    def _said(self) -> list[StateChanged]:
+        """This thread's transaction's changes of state: logged and published after COMMIT."""
+        return self._tx.said  # type: ignore[no-any-return]
+
+    @property
+    def _events(self) -> list[tuple[Any, ...]]:
+        """This thread's transaction's rows of the events table, written just before COMMIT."""
+        return self._tx.events  # type: ignore[no-any-return]
+
+    def _in_transaction(self) -> bool:
+        return getattr(self._tx, "db", None) is not None
 
     @contextlib.contextmanager
-    def _transaction(self, *, durable: bool = False) -> Iterator[Connection]:
+    def _transaction(self, *, durable: bool = False, what: str = "write") -> Iterator[Connection]:
         """One write transaction; a failure of the database itself comes out as
         StoreUnavailable, with nothing of the transaction kept. `durable`: on disk when this
         returns, so it survives a power cut (an upload's intent, an asset id); other commits
         survive a crash of the process, and reach the disk with the next durable one. Inside
-        a `batch`, a part of the batch's commit."""
-        batch = self._batch
-        if batch is not None and batch[0] == threading.get_ident():  # this thread's own batch
-            if durable and not batch[1]:
-                raise StoreError("a durable write inside a batch that is not durable")
-            yield self._db
+        this thread's own transaction (a `batch`), a part of its commit.
+
+        SQLite has one writer: a transaction holds it. A fleet's database takes writes from
+        several connections at once (rows are held by `FOR UPDATE`): each transaction takes
+        one from a small pool, so a thread waiting on the network holds no other back."""
+        tx = self._tx
+        if self._in_transaction():
+            if durable and not tx.durable:
+                raise StoreError(f"a durable {what} inside a batch that is not durable")
+            yield tx.db
             return
-        with self._lock, self.database.unavailable("cannot write"):
-            self._said.clear()
-            if self._db.broken:  # a server that went away: a new connection, or the fault
-                self._db.close()
-                self._db = self.database.connect(writer=True)
+        tx.said, tx.events = [], []
+        with self._writer() as slot, self.database.unavailable("cannot write"):
+            db = self._begin(slot, durable)
             done = False
             try:
-                self._begin(durable)
-                self._writing = threading.get_ident()
-                yield self._db
-                self._db.commit()
+                tx.db, tx.durable = db, durable
+                yield db
+                if tx.events:  # every event of the transaction in one trip
+                    db.executemany(_EVENTS, tx.events)
+                db.commit()
                 done = True
             finally:
-                self._writing = None
+                tx.db = None
                 if not done:  # the body or the COMMIT failed: keep nothing
-                    self._db.rollback()
-            for change in self._said:  # told only once it is true
-                _log_change(change.name, change.old, change.new, change.reason)
-                self.publish(change)
+                    db.rollback()
+        said, tx.said = tx.said, []
+        for change in said:  # told only once it is true
+            _log_change(change.name, change.old, change.new, change.reason)
+            self.publish(change)
 
-    def _begin(self, durable: bool) -> None:
-        """Begin a write. A connection the server closed meanwhile (it restarted) is found out
-        here, before anything was written: one new connection is tried at once."""
+    @contextlib.contextmanager
+    def _writer(self) -> Iterator[list[Connection]]:
+        """A writing connection for one transaction, in a slot (`_begin` may replace it):
+        SQLite's one, held meanwhile, or an idle one of the pool (a new one while fewer than
+        `WRITERS` exist)."""
+        if not self.database.fleet:
+            with self._lock:
+                slot = [self._db]
+                try:
+                    yield slot
+                finally:
+                    self._db = slot[0]
+            return
         try:
-            self._db.begin(durable=durable)
+            slot = [self._writers.get_nowait()]
+        except queue.Empty:
+            slot = [self._new_writer()]
+        try:
+            yield slot
+        finally:
+            self._writers.put(slot[0])
+
+    def _new_writer(self) -> Connection:
+        with self._lock:
+            if self._writer_count >= WRITERS:
+                return self._writers.get()
+            self._writer_count += 1
+        try:
+            with self.database.unavailable("cannot write"):
+                return self.database.connect(writer=True)
+        except BaseException:
+            with self._lock:
+                self._writer_count -= 1
+            raise
+
+    def _begin(self, slot: list[Connection], durable: bool) -> Connection:
+        """Begin a write on the slot's connection, or on a new one where the server closed it
+        meanwhile (it restarted: found out here, before anything was written)."""
+        if slot[0].broken:
+            slot[0].close()
+            slot[0] = self.database.connect(writer=True)
+        try:
+            slot[0].begin(durable=durable)
+            return slot[0]
         except Exception:
-            if not self._db.broken:
+            if not slot[0].broken:
                 raise
-            self._db.close()
-            self._db = self.database.connect(writer=True)
-            self._db.begin(durable=durable)
+        slot[0].close()
+        slot[0] = self.database.connect(writer=True)
+        slot[0].begin(durable=durable)
+        return slot[0]
 
     # ---- reading ---------------------------------------------------------------------------
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         """Read. A reader needs no lock: a read takes a connection of its own from a small pool
         (it sees the last committed state) while another thread writes; the thread that is
         writing reads through the writer, and sees its own transaction."""
-        if self._writing == threading.get_ident():
-            with self._lock, self.database.unavailable("cannot read"):
-                return list(self._db.execute(sql, tuple(params)).fetchall())
+        if self._in_transaction():
+            with self.database.unavailable("cannot read"):
+                return list(self._tx.db.execute(sql, tuple(params)).fetchall())
         with self.database.unavailable("cannot read"):
             found = self._read(sql, tuple(params), again=True)
             return found if found is not None else self._read(sql, tuple(params)) or []
@@ -264,11 +315,6 @@ class Engine:
                 self._reader_count -= 1
             return
         self._readers.put(reader)
-
-    def _read_through_writer(self, sql: str, params: Sequence[Any]) -> Any:
-        """One row, read inside the writer's view (what this thread just wrote included)."""
-        with self._lock, self.database.unavailable("cannot read"):
-            return self._db.execute(sql, params).fetchone()
 
     def hold_lock(self, name: str) -> bool:
         """Hold the fleet-wide lock `name` (held until this host stops or dies): True while
@@ -336,6 +382,9 @@ class Places:
             f" AND ({either}({column} >= ? AND {column} < ?))",
             (*shared, self.prefix + b"/", self.prefix + b"0"),  # ("0" sorts right after "/")
         )
+
+
+_EVENTS = "INSERT INTO events (file_id, at, kind, old, new, detail) VALUES (?, ?, ?, ?, ?, ?)"
 
 
 def _open(path: Path, url: str | None, password: str | None, exclusive: bool) -> Database:

@@ -492,11 +492,15 @@ class Files(Engine):
                     self._change(db, row, FileState.UPLOADED, values, reason, version=True)
                     adopted += 1
             db.execute("DELETE FROM flags WHERE name = 'rebuild'")
-        self._rebuilding = False
+        self._rebuilding, self._remote_listed = False, None
         return adopted
 
     def remote_asset(self, sha256: str) -> tuple[str, str] | None:
         """The (asset id, status) the server held for this content when a rebuild read its list."""
+        if self._remote_listed is None:  # (only a rebuild lists them: looked for once)
+            self._remote_listed = bool(self._query("SELECT 1 FROM remote_assets LIMIT 1"))
+        if not self._remote_listed:
+            return None
         rows = self._query("SELECT asset_id, status FROM remote_assets WHERE sha256 = ?", (sha256,))
         return (str(rows[0][0]), str(rows[0][1])) if rows else None
 
@@ -529,19 +533,21 @@ class Files(Engine):
         """Insert the file, or move its row to `state` with `values` (a new version of it)."""
         now, key = self.clock(), self._places.key
         with self._transaction(durable=durable) as db:
-            found = db.execute(_BY_PATH + _LOCK, (key(path),)).fetchone()
-            if found is None:
-                _check_legal(None, state, VERSIONS)
-                columns = {"root": root, "path": path, **_signature(signature), "state": state}
-                columns |= {"reason": reason, "created_at": now, "updated_at": now, **values}
-                stored = {**columns, "root": key(root), "path": key(path)}
-                names = ", ".join(["dir", *columns])
-                marks = ", ".join("?" * (len(columns) + 1))
-                cursor = db.execute(
-                    f"INSERT INTO files ({names}) VALUES ({marks}) RETURNING id",
-                    (os.path.dirname(key(path)), *stored.values()),
-                )
-                file_id = int(cursor.fetchone()[0])
+            # A new file is the common case: inserted at once (one trip to the database), else
+            # its row is read, held, and moved to its new version.
+            _check_legal(None, state, VERSIONS)
+            columns = {"root": root, "path": path, **_signature(signature), "state": state}
+            columns |= {"reason": reason, "created_at": now, "updated_at": now, **values}
+            stored = {**columns, "root": key(root), "path": key(path)}
+            names = ", ".join(["dir", *columns])
+            marks = ", ".join("?" * (len(columns) + 1))
+            inserted = db.execute(
+                f"INSERT INTO files ({names}) VALUES ({marks}) "
+                "ON CONFLICT (path) DO NOTHING RETURNING id",
+                (os.path.dirname(key(path)), *stored.values()),
+            ).fetchone()
+            if inserted is not None:
+                file_id = int(inserted[0])
                 self._event(db, file_id, "state", None, state, reason)
                 name = relative_to(path, root)
                 self._said.append(
@@ -549,6 +555,7 @@ class Files(Engine):
                 )
                 return FileRow(**{**_EMPTY, **columns, "id": file_id})
             else:
+                found = db.execute(_BY_PATH + _LOCK, (key(path),)).fetchone()
                 fresh = {"root": root, **_signature(signature), **values}
                 row = self._change(db, self._file(found), state, fresh, reason, version=True)
                 self._new_version(db, row.id)
@@ -587,7 +594,7 @@ class Files(Engine):
         journey."""
         _check_legal(row.state, state, VERSIONS if version else JOURNEY)
         values = {"state": state, "reason": reason, "updated_at": self.clock(), **values}
-        self._set(db, row.id, values)
+        self._set(db, row.id, values, fenced=True)  # (a row this host holds came from _file_in)
         if row.state == FileState.UPLOADING and state != FileState.UPLOADING:
             self._held.pop(row.id, None)  # its upload is over: not this host's to fence now
         if state != row.state:
@@ -596,8 +603,12 @@ class Files(Engine):
             self._said.append(StateChanged(row.root, row.state, state, reason, row.name, asset))
         return replace(row, **values)
 
-    def _set(self, db: Connection, file_id: int, values: dict[str, Any]) -> None:
-        if file_id in self._held:  # a write of an upload of this host's: is it still its own?
+    def _set(
+        self, db: Connection, file_id: int, values: dict[str, Any], *, fenced: bool = False
+    ) -> None:
+        """Write `values` on the file's row. A file this host claimed is checked to be still its
+        own first (unless `fenced`: its row was just read, and checked, in this transaction)."""
+        if file_id in self._held and not fenced:
             self._file_in(db, file_id)
         values = {"updated_at": self.clock(), **values}
         if self._places.fleet:
@@ -615,10 +626,7 @@ class Files(Engine):
         new: str,
         detail: str | None,
     ) -> None:
-        db.execute(
-            "INSERT INTO events (file_id, at, kind, old, new, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            (file_id, self.clock(), kind, old, new, detail),
-        )
+        self._events.append((file_id, self.clock(), kind, old, new, detail))  # (see engine)
 
 
 # A new version of a file (what the intake decides) may replace any state but `uploading`,

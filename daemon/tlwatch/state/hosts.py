@@ -14,6 +14,9 @@ from tlwatch.limits import Window
 from tlwatch.models import ChoreState, FileState, IndexState
 from tlwatch.state.parts import Parts
 
+_WINDOW = "SELECT lim, remaining, reset_at FROM pace WHERE family = ?"
+NO_WINDOW_SECONDS = 1.0  # a family without a window is looked for again after this long
+
 
 @dataclass(frozen=True)
 class HostRow:
@@ -34,7 +37,7 @@ class HostRow:
 
 
 class Hosts(Parts):
-    """The hosts table."""
+    """The hosts table, and the account's rate-limit windows."""
 
     def heartbeat(
         self,
@@ -95,10 +98,17 @@ class Hosts(Parts):
     ) -> float:
         """The account's rate-limit window of `family`, changed by one host at a time (a
         request counted, an answer read): `change` gets the window and gives it back."""
+        now = self.clock()
+        if not self._in_transaction():  # no window known (looked for once a second)
+            if self._no_window.get(family, 0.0) <= now and not self._query(_WINDOW, (family,)):
+                self._no_window[family] = now + NO_WINDOW_SECONDS
+            if self._no_window.get(family, 0.0) > now:
+                new, result = change(None)
+                if new is None:  # and none to keep: nothing to hold
+                    return result
+                del self._no_window[family]
         with self._transaction() as db:
-            found = db.execute(
-                "SELECT lim, remaining, reset_at FROM pace WHERE family = ? FOR UPDATE", (family,)
-            ).fetchone()
+            found = db.execute(_WINDOW + " FOR UPDATE", (family,)).fetchone()
             window = Window(*found) if found is not None else None
             new, result = change(window)
             if new is not None and new != window:

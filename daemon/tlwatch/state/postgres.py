@@ -26,7 +26,10 @@ from tlwatch.state.schema import PG_MIGRATIONS
 log = logging.getLogger("tlwatch.state")
 
 MIGRATION_LOCK = 0x746C7761_7463680  # "tlwatch": the advisory lock the migrations run under
-_SETTINGS = "-c idle_in_transaction_session_timeout=60s -c lock_timeout=30s"
+_SETTINGS = (
+    "-c idle_in_transaction_session_timeout=60s -c lock_timeout=30s -c synchronous_commit=off"
+)
+_DURABLE = b"BEGIN; SET LOCAL synchronous_commit TO on"
 _KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5}
 
 
@@ -39,18 +42,19 @@ def _dialect(sql: str) -> str:
 class _Connection:
     def __init__(self, db: psycopg.Connection[Any]) -> None:
         self._db = db
+        self._cursor = db.cursor()  # one, reused: each result is read before the next query
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
-        return self._db.execute(_dialect(sql), params)
+        return self._cursor.execute(_dialect(sql), params)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         with self._db.cursor() as cursor:
             cursor.executemany(_dialect(sql), rows)
 
     def begin(self, *, durable: bool) -> None:
-        self._db.execute("BEGIN")
-        if not durable:
-            self._db.execute("SET LOCAL synchronous_commit TO off")
+        # The session's commits are not waited for (`synchronous_commit=off`, as it opened);
+        # a durable one is. One trip either way.
+        self._db.execute(_DURABLE if durable else b"BEGIN")
 
     def commit(self) -> None:
         self._db.execute("COMMIT")
