@@ -41,9 +41,6 @@ WRITERS = 6  # a fleet's connections for writing (SQLite has one)
 
 
 class Cursor(Protocol):
-    @property
-    def rowcount(self) -> int: ...
-
     def fetchone(self) -> Any: ...
 
     def fetchall(self) -> list[Any]: ...

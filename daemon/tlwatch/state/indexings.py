@@ -60,10 +60,10 @@ class Indexings(Chores):
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO indexings (asset_id, index_id, file_id, state, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
                 (asset_id, index_id, file_id, IndexState.QUEUED, now, now),
             )
-            return cursor.rowcount == 1
+            return cursor.fetchone() is not None
 
     def indexing_due(self) -> bool:
         """Is a queued indexing due now? (One index entry read.)"""

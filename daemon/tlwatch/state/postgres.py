@@ -29,7 +29,6 @@ MIGRATION_LOCK = 0x746C7761_7463680  # "tlwatch": the advisory lock the migratio
 _SETTINGS = (
     "-c idle_in_transaction_session_timeout=60s -c lock_timeout=30s -c synchronous_commit=off"
 )
-_DURABLE = b"BEGIN; SET LOCAL synchronous_commit TO on"
 _KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5}
 
 
@@ -40,29 +39,48 @@ def _dialect(sql: str) -> str:
 
 
 class _Connection:
+    """A transaction runs in pipeline mode: a statement whose result is not read (an UPDATE, an
+    INSERT) costs no trip of its own, and goes with the next one that is read, or the COMMIT."""
+
     def __init__(self, db: psycopg.Connection[Any]) -> None:
         self._db = db
-        self._cursor = db.cursor()  # one, reused: each result is read before the next query
+        self._reader = db.cursor()  # outside a transaction, one cursor, reused
+        self._pipeline: contextlib.AbstractContextManager[psycopg.Pipeline] | None = None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
-        return self._cursor.execute(_dialect(sql), params)
+        if self._pipeline is None:
+            return self._reader.execute(_dialect(sql), params)
+        return self._db.execute(_dialect(sql), params)  # (a cursor each: results come later)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        with self._db.cursor() as cursor:
-            cursor.executemany(_dialect(sql), rows)
+        self._db.cursor().executemany(_dialect(sql), rows)
 
     def begin(self, *, durable: bool) -> None:
         # The session's commits are not waited for (`synchronous_commit=off`, as it opened);
-        # a durable one is. One trip either way.
-        self._db.execute(_DURABLE if durable else b"BEGIN")
+        # a durable one is.
+        self._pipeline = pipeline = self._db.pipeline()
+        pipeline.__enter__()
+        self._db.execute(b"BEGIN")
+        if durable:
+            self._db.execute(b"SET LOCAL synchronous_commit TO on")
 
     def commit(self) -> None:
-        self._db.execute("COMMIT")
+        self._db.execute(b"COMMIT")
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.__exit__(None, None, None)  # every result read: any error is raised here
 
     def rollback(self) -> None:
-        if not self.broken:
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
             with contextlib.suppress(psycopg.Error):
-                self._db.execute("ROLLBACK")
+                pipeline.__exit__(None, None, None)
+        if (
+            not self.broken
+            and self._db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        ):
+            with contextlib.suppress(psycopg.Error):
+                self._db.execute(b"ROLLBACK")
 
     def close(self) -> None:
         self._db.close()
@@ -140,18 +158,22 @@ class Postgres:
         does. Kept on a connection of its own: when this host dies, its connection ends and the
         server lets the lock go, for another host to take."""
         db, held = self._holds.pop(name, (None, False))
-        try:
-            if db is None or db.broken or db.closed:
-                db, held = self._connect(), False
-            if held:
-                db.execute("SELECT 1")  # still there (a restarted server let every lock go)
-            else:
-                found = db.execute("SELECT pg_try_advisory_lock(%s)", (_lock_id(name),))
-                held = bool(found.fetchone()[0])  # type: ignore[index]
-        except psycopg.Error:
-            if db is not None:
+        if db is not None and held:
+            try:
+                db.execute("SELECT 1")  # still there?
+                self._holds[name] = (db, held)
+                return True
+            except psycopg.Error:  # the server restarted (and let every lock go): take it anew
                 db.close()
+                db = None
+        if db is None or db.broken or db.closed:
+            db = self._connect()
+        try:
+            found = db.execute("SELECT pg_try_advisory_lock(%s)", (_lock_id(name),)).fetchone()
+        except psycopg.Error:
+            db.close()
             raise
+        held = bool(found and found[0])
         self._holds[name] = (db, held)
         return held
 
