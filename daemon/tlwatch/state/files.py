@@ -105,7 +105,9 @@ _LOCK = " FOR UPDATE"
 _TAKE = " FOR UPDATE SKIP LOCKED"
 
 
-_STATE = [f.name for f in fields(FileRow)].index("state")
+_STATE, _ROOT, _PATH = (
+    [f.name for f in fields(FileRow)].index(name) for name in ("state", "root", "path")
+)
 _EMPTY: dict[str, Any] = {f.name: None for f in fields(FileRow)} | {"attempts": 0}
 
 
@@ -135,11 +137,11 @@ class Files(Engine):
 
     def _file(self, values: tuple[Any, ...]) -> FileRow:
         """A row as the database gives it -> a FileRow, its paths as this host sees them."""
-        row = _row(values)
         if not self._places.fleet:
-            return row
-        local = self._places.local
-        return replace(row, root=local(row.root), path=local(row.path))
+            return _row(values)
+        columns, local = list(values), self._places.local
+        columns[_ROOT], columns[_PATH] = local(columns[_ROOT]), local(columns[_PATH])
+        return _row(tuple(columns))
 
     def by_sha256(self, sha256: str, exclude: int | None = None) -> FileRow | None:
         """The file whose upload holds this content (queued, in flight, uploaded, ready, or sent
