@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/hash_while_uploading.py
 	$(BIN)/python bench/store_trips.py
 	$(BIN)/python bench/proxy.py
+	$(BIN)/python bench/postgres.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache daemon/*.egg-info

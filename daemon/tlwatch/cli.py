@@ -601,6 +601,8 @@ def _database_reachable(args: argparse.Namespace) -> str:
 def _limits_line(limits: dict[str, Any]) -> str:
     rate = limits.get("upload_rate_limit")
     parts = [f"upload rate {rate / 1e6:.1f} MB/s" if rate else "upload rate unlimited"]
+    if limits.get("upload_rate_limit_fleet"):
+        parts.append(f"the fleet's {limits['upload_rate_limit_fleet'] / 1e6:.1f} MB/s")
     parts.append(f"{limits.get('upload_workers_allowed')} upload worker(s) sending")
     budget = limits.get("budget") or {}
     if budget.get("per_day_minutes") is not None:

@@ -40,6 +40,7 @@ class ApiConfig:
     enable_hls: bool | None = None
     enable_thumbnail: bool | None = None
     max_upload_rate: Timetable | None = None  # "4MB", "4MiB", or "08:00,2MB 19:00,off"
+    max_upload_rate_fleet: Timetable | None = None  # every host of a fleet together
 
 
 @dataclass(frozen=True)
@@ -438,6 +439,8 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
     fit.finish()
     watches = _watches(data.get("watch", []), base, problems, where)
     shares = [watch.share for watch in watches if watch.share]
+    if api.max_upload_rate_fleet is not None and state_config.url is None:
+        problems.append(f"{where}api.max_upload_rate_fleet: needs a fleet's store ([state] url)")
     if shares and state_config.url is None:
         problems.append(f"{where}watch.share: a shared folder needs a fleet's store ([state] url)")
     for twice in sorted({name for name in shares if shares.count(name) > 1}):
@@ -540,6 +543,10 @@ API_KEYS: dict[str, Spec] = {
     "max_upload_rate": (
         lambda value: _timetable(_text(value)),
         'a rate like "4MB" or "4MiB", "off", or a timetable like "08:00,2MB 19:00,off"',
+    ),
+    "max_upload_rate_fleet": (
+        lambda value: _timetable(_text(value)),
+        'a rate like "40MB", "off", or a timetable like "08:00,20MB 19:00,off"',
     ),
 }
 LOGGING_KEYS: dict[str, Spec] = {

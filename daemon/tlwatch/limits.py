@@ -177,7 +177,7 @@ def _epoch(reset: float, now: float) -> float:
 
 # ---- bandwidth ---------------------------------------------------------------------------------
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(i?)[bB]?\s*$")
-_UNITS = {"": 1, "k": 1, "m": 2, "g": 3}
+_UNITS = {"": 0, "k": 1, "m": 2, "g": 3}
 
 
 def parse_rate(text: str) -> float | None:
@@ -232,9 +232,14 @@ class Timetable:
 
 class Bandwidth:
     """One token bucket for every upload worker and every multipart chunk: over any 10 s, the
-    bytes sent stay within the rate in force (a burst of at most `BURST` seconds)."""
+    bytes sent stay within the rate in force (a burst of at most `BURST` seconds).
+
+    In a fleet, `fleet` (`[api] max_upload_rate_fleet`) caps every host's uploads together: the
+    bucket is kept in the shared store (`shared`), and a host takes `GRANT` seconds of the rate
+    from it at a time, so the database sees a few requests a second, not one per piece."""
 
     BURST = 0.5
+    GRANT = 0.25
 
     def __init__(
         self,
@@ -242,31 +247,71 @@ class Bandwidth:
         *,
         clock: Callable[[], float] = time.monotonic,
         local_time: Callable[[], datetime] = datetime.now,
+        wall: Callable[[], float] = time.time,
     ) -> None:
-        self.timetable, self.clock, self.local_time = timetable, clock, local_time
+        self.timetable, self.clock, self.local_time, self.wall = timetable, clock, local_time, wall
+        self.fleet: Timetable | None = None
+        self.shared: SharedWindows | None = None
         self._lock = threading.Lock()
         self._tokens = 0.0
         self._at = clock()
+        self._fleet_lock = threading.Lock()
+        self._granted = 0  # bytes this host may still send of what the fleet's bucket gave it
 
-    def set(self, timetable: Timetable | None) -> None:
-        """A reload: the new limit applies from the next piece, uploads in flight go on."""
-        self.timetable = timetable
+    def set(self, timetable: Timetable | None, fleet: Timetable | None = None) -> None:
+        """A reload: the new limits apply from the next piece, uploads in flight go on."""
+        self.timetable, self.fleet = timetable, fleet
 
     def rate(self) -> float | None:
         """The limit in force now (bytes per second; None: none)."""
         return self.timetable.rate_at(self.local_time()) if self.timetable else None
 
+    def fleet_rate(self) -> float | None:
+        """The fleet's limit in force now (bytes per second; None: none, or not a fleet)."""
+        if self.fleet is None or self.shared is None:
+            return None
+        return self.fleet.rate_at(self.local_time())
+
     def take(self, size: int) -> float:
         """Count `size` bytes about to be sent; return how long to wait first (0: now)."""
-        rate = self.rate()
-        if rate is None:
-            return 0.0
-        with self._lock:
-            now = self.clock()
-            self._tokens = min(self._tokens + (now - self._at) * rate, rate * self.BURST)
-            self._at = now
-            self._tokens -= size
-            return max(-self._tokens / rate, 0.0)
+        rate, fleet = self.rate(), self.fleet_rate()
+        wait = 0.0
+        if rate is not None:
+            with self._lock:
+                now = self.clock()
+                self._tokens = min(self._tokens + (now - self._at) * rate, rate * self.BURST)
+                self._at = now
+                self._tokens -= size
+                wait = max(-self._tokens / rate, 0.0)
+        if fleet is not None:
+            wait = max(wait, self._from_fleet(size, fleet))
+        return wait
+
+    def _from_fleet(self, size: int, rate: float) -> float:
+        """Spend what the fleet's bucket granted this host, or take a new grant from it: how
+        long to wait before sending `size` bytes."""
+        assert self.shared is not None
+        with self._fleet_lock:
+            if self._granted >= size:
+                self._granted -= size
+                return 0.0
+            want = max(size, int(rate * self.GRANT))
+            now, burst = self.wall(), rate * self.BURST
+
+            def change(window: Window | None) -> tuple[Window | None, float]:
+                tokens, at = 0.0, now
+                if window is not None and window.remaining is not None and window.reset_at:
+                    tokens, at = float(window.remaining), window.reset_at
+                tokens = min(tokens + max(now - at, 0.0) * rate, burst) - want
+                return Window(None, int(tokens), now), max(-tokens / rate, 0.0)
+
+            wait = self.shared.update_window(FLEET_BANDWIDTH, change)
+            self._granted += want - size
+            return wait
+
+
+FLEET_BANDWIDTH = "bandwidth"  # the fleet's bucket, beside the rate-limit windows (its tokens
+# in `remaining`, when it was last filled in `reset_at`)
 
 
 # ---- concurrency -------------------------------------------------------------------------------

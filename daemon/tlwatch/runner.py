@@ -81,11 +81,13 @@ class Runner:
         exit code (1 when a one-pass scan had to stop because the key was rejected)."""
         with contextlib.ExitStack() as parts:  # closed in the reverse order they were built
             store = parts.enter_context(open_store(self._config, publish=self.hub.publish))
-            if store.database.fleet:  # the account's windows, counted by every host
-                self.pacer.shared = store
+            if store.database.fleet:  # the account's windows and uplink, shared by every host
+                self.pacer.shared = self.bandwidth.shared = store
             key = read_api_key(self._config)
             logs.add_secret(key)
-            self.bandwidth.set(self._config.api.max_upload_rate)
+            self.bandwidth.set(
+                self._config.api.max_upload_rate, self._config.api.max_upload_rate_fleet
+            )
             client = Client(
                 key,
                 base_url=self._config.api.base_url,
@@ -147,6 +149,7 @@ class Runner:
             return {
                 "pacing": self.pacer.snapshot(),
                 "upload_rate_limit": self.bandwidth.rate(),
+                "upload_rate_limit_fleet": self.bandwidth.fleet_rate(),
                 "upload_workers_allowed": concurrency.allowed,
                 "budget": budget_used(store, self._config),
                 "transcodes": fitter.progress(),
@@ -169,7 +172,9 @@ class Runner:
             asked = self._reload_if_asked()
             if asked:
                 metrics.apply()
-                self.bandwidth.set(self._config.api.max_upload_rate)
+                self.bandwidth.set(
+                    self._config.api.max_upload_rate, self._config.api.max_upload_rate_fleet
+                )
                 budgets.reloaded()
             return asked
 

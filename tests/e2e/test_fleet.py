@@ -27,6 +27,10 @@ from conftest import FIXTURES, Sandbox, clean_env, wait_for
 
 PNG = (FIXTURES / "photo.png").read_bytes()
 LEASE = 10  # seconds: the shortest allowed, to keep the test short
+# Files in the shared folder, and in each host's own (the full size: 276 and 8, for 300
+# distinct contents; the suite runs a smaller fleet, the same way).
+SHARED = int(os.environ.get("TLWATCH_FLEET_SHARED", "45"))
+OWN = 8
 
 
 @pytest.fixture
@@ -159,11 +163,11 @@ def test_three_hosts_share_the_work_and_one_killed_loses_nothing(
     one, _, three = fleet
     nas = tmp_path / "nas"
     contents: set[bytes] = set()
-    for seed in range(45):  # the shared folder
+    for seed in range(SHARED):  # the shared folder
         (nas / f"S{seed:03d}.png").write_bytes(body := media(seed))
         contents.add(body)
     for number, host in enumerate(fleet):  # each host's own folder
-        for seed in range(8):
+        for seed in range(OWN):
             body = media(1000 * (number + 1) + seed)
             (host.root / "watch" / f"own{seed}.png").write_bytes(body)
             contents.add(body)
@@ -202,20 +206,20 @@ def test_three_hosts_share_the_work_and_one_killed_loses_nothing(
     def shared_done() -> bool:
         found = [r for r in rows(one) if b"/mnt1/" in r.path]
         done = (FileState.READY, FileState.DUPLICATE)  # (a copy elsewhere may be the one sent)
-        return len(found) == 45 and all(r.state in done for r in found)
+        return len(found) == SHARED and all(r.state in done for r in found)
 
-    until(shared_done, fleet, timeout=90)
+    until(shared_done, fleet, timeout=60 + SHARED)
     waiting = json.loads(one.command("status", "--fleet", "--json").stdout)
     assert {h["name"]: h for h in waiting["hosts"]}["host3"]["queued_in_its_folders"] > 0
     three.start()  # back: it finishes its own folder's files
 
     def all_done() -> bool:
         found = rows(one)
-        return len(found) == 45 + 3 * 8 + 6 and all(
+        return len(found) == SHARED + 3 * OWN + 6 and all(
             r.state in (FileState.READY, FileState.DUPLICATE) for r in found
         )
 
-    until(all_done, fleet, timeout=90)
+    until(all_done, fleet, timeout=60 + SHARED)
     assets = Counter(str(a["sha256"]) for a in sandbox.assets())
     assert len(assets) == len(contents)  # every distinct content, none lost
     assert set(assets.values()) == {1}  # each exactly once

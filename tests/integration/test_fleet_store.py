@@ -165,3 +165,26 @@ def test_the_rate_limit_window_is_counted_by_every_host(hosts: tuple[Store, Stor
     now[0] = 1010.5  # a new window: full again, for both
     assert pacers[1].take("create") == 0.0
     assert pacers[1].snapshot()["create"]["remaining"] == 4  # as host b last saw it
+
+
+def test_the_fleet_upload_rate_is_one_bucket_for_every_host(hosts: tuple[Store, Store]) -> None:
+    """`[api] max_upload_rate_fleet`: what one host sends, the other waits for; each host takes
+    a quarter second's worth at a time, and spends it without asking again."""
+    from tlwatch.limits import Bandwidth, Timetable
+
+    a, b = hosts
+    now = [1000.0]
+    buckets = []
+    for store in (a, b):
+        bucket = Bandwidth(None, wall=lambda: now[0])
+        bucket.set(None, Timetable.parse("1000B"))
+        bucket.shared = store
+        buckets.append(bucket)
+    assert buckets[0].take(100) == pytest.approx(0.25)  # a grant of 250 bytes: 0.25 s of it
+    assert buckets[0].take(100) == 0.0  # spent from the grant
+    assert buckets[1].take(100) == pytest.approx(0.5)  # b's grant comes after a's
+    now[0] += 10.0  # a full bucket again (a burst of half a second at most)
+    assert buckets[1].take(100) == 0.0  # (its grant's rest)
+    assert buckets[0].take(100) == 0.0  # (its grant's rest)
+    assert buckets[0].take(100) == pytest.approx(0.0)  # a new grant, from the refilled bucket
+    assert buckets[1].take(500) == pytest.approx(0.25, abs=0.01)  # 250 + 500 over 500 of burst

@@ -45,6 +45,8 @@ def test_rates_and_timetables() -> None:
     assert parse_rate("4MB") == 4_000_000
     assert parse_rate("4MiB") == 4 * 1024 * 1024
     assert parse_rate("500kB") == 500_000
+    assert parse_rate("1000B") == 1000  # bytes, not kilobytes
+    assert parse_rate("64000") == 64_000
     assert parse_rate("off") is None
     with pytest.raises(ValueError, match="not a rate"):
         parse_rate("fast")

@@ -165,12 +165,12 @@ class Files(Engine):
     def known_in(self, folder: bytes) -> dict[bytes, tuple[int, int, int]]:
         """The recorded files directly in `folder`, each with (size, mtime_ns, inode): a scan
         asks folder by folder, so its memory does not grow with the number of records."""
-        rows = self._query(
-            "SELECT path, size, mtime_ns, inode FROM files WHERE dir = ?",
-            (self._places.key(folder),),
-        )
-        local = self._places.local
-        return {local(path): (size, mtime, inode) for path, size, mtime, inode in rows}
+        key = self._places.key(folder)
+        rows = self._query("SELECT path, size, mtime_ns, inode FROM files WHERE dir = ?", (key,))
+        if key == folder:
+            return {path: (size, mtime, inode) for path, size, mtime, inode in rows}
+        cut = len(key)  # (every path here starts with the folder's key)
+        return {folder + path[cut:]: (size, mtime, inode) for path, size, mtime, inode in rows}
 
     def in_state(self, *states: FileState) -> list[FileRow]:
         marks = ", ".join("?" * len(states))
