@@ -522,10 +522,12 @@ def _status(args: argparse.Namespace) -> int:
 
 def _fleet(args: argparse.Namespace) -> int:
     """`status --fleet`: every host of the store, lost ones said so."""
-    import time
-
     with _open_store(args) as store:
-        now, me = time.time(), store.host
+        if not store.database.fleet:
+            said = "one host on SQLite: no fleet (a fleet shares a PostgreSQL store: [state] url)"
+            print(json.dumps({"fleet": False, "hosts": []}) if args.json else said)
+            return EXIT_OK
+        now, me = store.lease_clock(), store.host
         hosts, flying, waiting = store.hosts(), store.in_flight_by_host(), store.waiting_by_host()
     shown = [
         {

@@ -641,7 +641,7 @@ def _database_url(value: Any) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("postgresql", "postgres") or not (parts.hostname or parts.path):
         raise ValueError
-    if parts.password is not None:
+    if parts.password is not None or "password=" in parts.query.lower():
         raise _Refused(
             "holds a password: put it in password_file (mode 600) or the systemd credential "
             f"{DB_PASSWORD_CREDENTIAL}, never in the URL"

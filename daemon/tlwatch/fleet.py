@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tlwatch import __version__
+from tlwatch import __version__, logs
 from tlwatch.config import Config, WatchConfig, read_db_password
 from tlwatch.control import RunState
 from tlwatch.events import Event, nowhere
@@ -33,10 +33,13 @@ def open_store(
     """The store this host uses: SQLite in its state folder, or the fleet's PostgreSQL (its
     shared folders named, so that every host sees one row per file in them)."""
     shares = {os.fsencode(w.path): w.share for w in config.watch if w.share}
+    password = read_db_password(config) if config.state.url else None
+    if password:
+        logs.add_secret(password)  # (libpq never says it; should anything, it is masked)
     return Store(
         config.state.path,
         url=config.state.url,
-        password=read_db_password(config) if config.state.url else None,
+        password=password,
         exclusive=exclusive,
         publish=publish,
         shares=shares,
@@ -74,8 +77,9 @@ class Fleet:
         self.detail = detail
 
     def tick(self, now: float) -> None:
-        """Heartbeat, take-over and the shares' scans, every `HEARTBEAT` seconds."""
-        if now < self._next:
+        """Heartbeat, take-over and the shares' scans, every `HEARTBEAT` seconds (a fleet's
+        store only: one host on SQLite has none of these to do)."""
+        if now < self._next or not self.store.database.fleet:
             return
         self._next = now + min(HEARTBEAT, self.config().state.lease_seconds / 4)
         config = self.config()
@@ -86,7 +90,7 @@ class Fleet:
             self.started_at,
             self.detail(),
         )
-        taken = self.store.take_over()
+        taken = self.store.take_over(grace=config.api.timeout_seconds)
         for name in taken:
             log.warning(
                 "host %s went silent past its lease: what it had claimed is queued again", name
@@ -104,7 +108,8 @@ class Fleet:
         for watch in config.watch:
             if watch.share is None:
                 continue
-            held = self.store.hold_lock(f"share:{watch.share}")
+            online = watch.path.is_dir()  # (a host that cannot see it lets another scan it)
+            held = self.store.hold_lock(f"share:{watch.share}", online)
             if held and watch.share not in self._scanning:
                 log.info("%s: this host scans the shared folder %r", watch.path, watch.share)
                 self._scanning.add(watch.share)

@@ -131,9 +131,11 @@ class Metrics:
         limits: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self.config = config
-        registry = CollectorRegistry(auto_describe=True)  # what is measured
-        self.registry = CollectorRegistry(auto_describe=False)  # what is served: each sample
-        self.registry.register(_Host(registry, lambda: config().daemon.host_name))  # + its host
+        registry = CollectorRegistry(auto_describe=True)  # what is measured, and served
+        self.registry = registry
+        if store.database.fleet:  # in a fleet, what is served says its host on each sample
+            self.registry = CollectorRegistry(auto_describe=False)
+            self.registry.register(_Host(registry, lambda: config().daemon.host_name))
         info = Gauge("tlwatch_build_info", "tlwatch's version", ["version"], registry=registry)
         info.labels(__version__).set(1)
         registry.register(_Files(store, config))

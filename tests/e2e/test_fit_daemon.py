@@ -101,8 +101,8 @@ def test_what_does_not_fit_goes_up_as_a_proxy_or_segments_and_is_indexed(
     assert "goes instead" in daemon.log() and "segments go instead" in daemon.log()
     assert "Traceback" not in daemon.log()
     metrics = (daemon.root / "tlwatch.prom").read_text()
-    saved = re.search(r'^tlwatch_bytes_saved_total\{host="[^"]+"\} (\S+)$', metrics, re.M)
-    spent = re.search(r'^tlwatch_proxy_seconds_total\{host="[^"]+"\} (\S+)$', metrics, re.M)
+    saved = re.search(r"^tlwatch_bytes_saved_total (\S+)$", metrics, re.M)
+    spent = re.search(r"^tlwatch_proxy_seconds_total (\S+)$", metrics, re.M)
     assert saved is not None  # (grey test clips: their proxies save little; see bench/proxy.py)
     assert spent is not None and float(spent.group(1)) > 0
 

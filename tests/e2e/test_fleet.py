@@ -288,3 +288,10 @@ def test_the_database_password_is_never_shown_and_health_says_whether_it_is_reac
     gone = one.command("health")
     assert gone.returncode == 1
     assert "database: unreachable" in gone.stdout and secret not in gone.stdout + gone.stderr
+
+
+def test_one_host_on_sqlite_says_it_is_no_fleet(daemon: Any) -> None:
+    daemon.configure()
+    said = daemon.command("status", "--fleet")
+    assert said.returncode == 0 and "no fleet" in said.stdout
+    assert json.loads(daemon.command("status", "--fleet", "--json").stdout)["fleet"] is False

@@ -27,16 +27,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def samples(
-    text: str, host: str = socket.gethostname()
-) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Each sample by name and labels; each carries its host (checked, then left out)."""
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     found = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            labels = dict(sample.labels)
-            assert labels.pop("host") == host, sample
-            found[(sample.name, tuple(sorted(labels.items())))] = sample.value
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return found
 
 

@@ -107,7 +107,7 @@ def test_a_silent_host_loses_its_claim_and_its_late_writes_are_refused(
     again = b.claim_next("token-b")
     assert again is not None and again.id == row.id
     assert again.upload_token == "token-a"  # looked for on the server by a's token first
-    assert again.lease_epoch == claimed.lease_epoch + 1
+    assert again.lease_epoch > claimed.lease_epoch
     with pytest.raises(LeaseLost):  # a wakes up and would record its upload over b's
         a.mark_uploaded(row.id, "asset-of-a", "processing")
     b.mark_uploaded(row.id, "asset-of-b", "processing")
@@ -188,3 +188,90 @@ def test_the_fleet_upload_rate_is_one_bucket_for_every_host(hosts: tuple[Store, 
     assert buckets[0].take(100) == 0.0  # (its grant's rest)
     assert buckets[0].take(100) == pytest.approx(0.0)  # a new grant, from the refilled bucket
     assert buckets[1].take(500) == pytest.approx(0.25, abs=0.01)  # 250 + 500 over 500 of burst
+
+
+def test_a_stale_worker_is_refused_even_when_its_own_host_claimed_the_file_again(
+    hosts: tuple[Store, Store], clock: Clock
+) -> None:
+    """The fence is the claim of the thread that made it: another worker of the same host
+    taking the file again does not let the first one write."""
+    a, b = hosts
+    row = a.enqueue(b"/mnt/nas/clip.mp4", b"/mnt/nas", sig(1), MEDIA)
+    a.heartbeat("a", "1", 60.0, clock.now, {})
+    claimed, go_on = threading.Event(), threading.Event()
+    said: list[BaseException] = []
+
+    def first_worker() -> None:
+        assert a.claim_next("t1") is not None
+        claimed.set()
+        go_on.wait(timeout=10)
+        try:  # it wakes up late, with its old claim
+            a.mark_uploaded(row.id, "stale", "processing")
+        except LeaseLost as error:
+            said.append(error)
+
+    worker = threading.Thread(target=first_worker)
+    worker.start()
+    claimed.wait(timeout=10)
+    clock.now += 70
+    b.heartbeat("b", "1", 60.0, clock.now, {})
+    assert b.take_over() == ["a"]
+    assert a.claim_next("t2") is not None  # a's other worker (this thread) takes it again
+    go_on.set()
+    worker.join()
+    assert len(said) == 1
+    a.mark_uploaded(row.id, "fresh", "processing")  # this thread's claim holds
+    assert a.get(row.id).asset_id == "fresh"
+
+
+def test_a_chore_taken_over_is_not_recorded_by_the_host_that_lost_it(
+    hosts: tuple[Store, Store], clock: Clock
+) -> None:
+    from tlwatch.models import ChoreKind
+
+    a, b = hosts
+    row = a.enqueue(b"/mnt/nas/clip.mp4", b"/mnt/nas", sig(1), MEDIA)
+    assert a.claim_next("t") is not None
+    a.mark_uploaded(row.id, "asset", "ready")
+    assert a.mark_ready(row.id, after=ChoreKind.DELETE)
+    a.heartbeat("a", "1", 60.0, clock.now, {})
+    chore = a.claim_chore([], [ChoreKind.DELETE])
+    assert chore is not None and chore.lease_host == a.host
+    clock.now += 70
+    b.heartbeat("b", "1", 60.0, clock.now, {})
+    assert b.take_over() == ["a"]
+    with pytest.raises(LeaseLost):
+        a.deleted(chore)
+    again = b.claim_chore([], [ChoreKind.DELETE])
+    assert again is not None and again.id == chore.id and again.lease_host == b.host
+    b.deleted(again)
+
+
+def test_every_path_a_host_records_comes_back_as_it_gave_it() -> None:
+    from tlwatch.state.engine import Places
+
+    places = Places("h1", {b"/mnt/nas": "nas1"}, fleet=True)
+    mine, _ = places.mine("root")
+    for path in (b"/srv/cards/A001.mov", b"/mnt/nas/x.mp4", b"/mnt/nas", b"https://e.x/a.mp4", b""):
+        key = places.key(path)
+        assert places.local(key) == path
+        assert key.startswith((b"//host/h1/", b"//share/nas1"))  # a key `mine` keeps
+    other = Places("h2", {b"/Volumes/NAS": "nas1"}, fleet=True)
+    assert other.local(places.key(b"/mnt/nas/x.mp4")) == b"/Volumes/NAS/x.mp4"
+    assert other.local(places.key(b"/srv/cards/A001.mov")) == b"//host/h1/srv/cards/A001.mov"
+    assert mine and Places("h1", {}, fleet=False).mine("root") == ("", ())
+
+
+def test_in_a_fleet_each_metric_says_its_host(hosts: tuple[Store, Store], tmp_path: Path) -> None:
+    from tlwatch.config import parse
+    from tlwatch.metrics import Metrics
+
+    a, _ = hosts
+    a.enqueue(b"/mnt/nas/clip.mp4", b"/mnt/nas", sig(1), MEDIA)
+    config = parse(
+        {"state": {"url": "postgresql://tlwatch@db/x"}, "daemon": {"host_name": "ingest-1"}},
+        source=tmp_path / "c.toml",
+    )
+    samples = [s for f in Metrics(a, lambda: config).registry.collect() for s in f.samples]
+    assert samples and {s.labels.get("host") for s in samples} == {"ingest-1"}
+    assert any(s.name == "tlwatch_files" and s.value == 1 for s in samples)

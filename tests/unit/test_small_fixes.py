@@ -96,7 +96,7 @@ def test_files_moved_after_upload_count_under_their_folder(tmp_path: Path) -> No
             for sample in family.samples
         ]
     assert [(s.labels, s.value) for s in samples] == [
-        ({"folder": "cam", "state": FileState.READY.value, "host": config.daemon.host_name}, 1.0)
+        ({"folder": "cam", "state": FileState.READY.value}, 1.0)
     ]
 
 

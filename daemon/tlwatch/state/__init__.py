@@ -121,7 +121,7 @@ class Store(Hosts):
                 "next_attempt_at": max(self.clock(), row.updated_at + grace),
             }
             reason = "interrupted; will look for it on the server before sending it again"
-            self._move(row.id, FileState.QUEUED, reason, values)
+            self._move(row.id, FileState.QUEUED, reason, values, expect=FileState.UPLOADING)
         for indexing in self.indexings(IndexState.SENDING):
             if indexing.lease_host not in (None, self.host):
                 continue

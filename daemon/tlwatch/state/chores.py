@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from tlwatch.errors import StoreError
+from tlwatch.errors import LeaseLost, StoreError
 from tlwatch.models import ChoreKind, ChoreState, Signature, shown
 from tlwatch.state.engine import Connection
 from tlwatch.state.files import FileRow, Files, _json, _signature
@@ -239,9 +239,19 @@ class Chores(Files):
         state: ChoreState,
         values: dict[str, Any],
         reason: str | None = None,
+        *,
+        fence: bool = True,
     ) -> None:
+        """Move a chore to `state`. One this host is doing is written only while its claim
+        holds (`fence`: another host may have taken it over, this host being silent)."""
         if (chore.state, state) not in CHORE_LEGAL:
             raise StoreError(f"illegal chore transition {chore.state} → {state}")
+        if fence and chore.state == ChoreState.DOING:
+            found = db.execute(
+                "SELECT state, lease_host FROM chores WHERE id = ? FOR UPDATE", (chore.id,)
+            ).fetchone()
+            if found is None or found[0] != ChoreState.DOING or found[1] not in (None, self.host):
+                raise LeaseLost(f"chore #{chore.id}: another host took it over")
         values = {**values, "state": state, "reason": reason, "updated_at": self.clock()}
         assignments = ", ".join(f"{name} = ?" for name in values)
         db.execute(f"UPDATE chores SET {assignments} WHERE id = ?", (*values.values(), chore.id))

@@ -70,12 +70,13 @@ class Database(Protocol):
 
     where: str  # for messages: a path, or a URL without its password
     fleet: bool  # shared by several hosts (leases and fencing matter)
+    skew: float  # the database's clock, less this host's
 
     def connect(self, *, writer: bool) -> Connection: ...
 
     def unavailable(self, doing: str) -> contextlib.AbstractContextManager[None]: ...
 
-    def hold(self, name: str) -> bool: ...
+    def hold(self, name: str, wanted: bool) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -96,7 +97,6 @@ class Engine:
         shares: Mapping[bytes, str] | None = None,
     ) -> None:
         self.path = path
-        self._held: dict[int, int] = {}  # file id -> the lease epoch this host claimed it with
         self.clock = clock
         self.publish = publish  # each committed change of state is published
         self._rebuilding: bool | None = None  # cached: a rebuild waits for the server's list
@@ -117,6 +117,8 @@ class Engine:
             self.database = _open(path, url, password, exclusive)
             with self.database.unavailable("cannot open the store"):
                 self._db = self.database.connect(writer=True)
+            if self.database.fleet:
+                self._writers.put(self._db)  # the first of the pool
             self._places = Places(self.host, shares or {}, fleet=self.database.fleet)
         except BaseException:
             self._release_lock()
@@ -140,9 +142,8 @@ class Engine:
 
     def close(self) -> None:
         with self._lock:
-            while self._reader_count:
+            while not self._readers.empty():  # (one in use elsewhere is closed with the process)
                 self._readers.get().close()
-                self._reader_count -= 1
             while not self._writers.empty():
                 self._writers.get().close()
             self._db.close()
@@ -174,6 +175,23 @@ class Engine:
         """This thread's transaction's rows of the events table, written just before COMMIT."""
         return self._tx.events  # type: ignore[no-any-return]
 
+    @property
+    def _held(self) -> dict[int, int]:
+        """The upload this thread claimed: its file id -> the lease epoch it claimed it with
+        (a thread sends one file at a time). Set and cleared only once a COMMIT says so."""
+        held: dict[int, int] | None = getattr(self._tx, "held", None)
+        if held is None:
+            held = self._tx.held = {}
+        return held
+
+    def _after_commit(self, do: Callable[[], object]) -> None:
+        """Do this once this thread's transaction has committed (never if it rolls back)."""
+        self._tx.after.append(do)
+
+    def _hold(self, file_id: int, epoch: int) -> None:
+        """This thread claimed this file's upload, with this epoch (its only one)."""
+        self._tx.held = {file_id: epoch}
+
     def _in_transaction(self) -> bool:
         return getattr(self._tx, "db", None) is not None
 
@@ -194,7 +212,7 @@ class Engine:
                 raise StoreError(f"a durable {what} inside a batch that is not durable")
             yield tx.db
             return
-        tx.said, tx.events = [], []
+        tx.said, tx.events, tx.after = [], [], []
         with self._writer() as slot, self.database.unavailable("cannot write"):
             db = self._begin(slot, durable)
             done = False
@@ -209,10 +227,11 @@ class Engine:
                 tx.db = None
                 if not done:  # the body or the COMMIT failed: keep nothing
                     db.rollback()
-        said, tx.said = tx.said, []
-        for change in said:  # told only once it is true
-            _log_change(change.name, change.old, change.new, change.reason)
-            self.publish(change)
+            for do in tx.after:
+                do()
+            for change in tx.said:  # told only once it is true (in order, on SQLite's lock)
+                _log_change(change.name, change.old, change.new, change.reason)
+                self.publish(change)
 
     @contextlib.contextmanager
     def _writer(self) -> Iterator[list[Connection]]:
@@ -238,9 +257,10 @@ class Engine:
 
     def _new_writer(self) -> Connection:
         with self._lock:
-            if self._writer_count >= WRITERS:
-                return self._writers.get()
-            self._writer_count += 1
+            make = self._writer_count < WRITERS
+            self._writer_count += make
+        if not make:  # every one is in use: wait for one (not holding the lock)
+            return self._writers.get()
         try:
             with self.database.unavailable("cannot write"):
                 return self.database.connect(writer=True)
@@ -313,11 +333,16 @@ class Engine:
             return
         self._readers.put(reader)
 
-    def hold_lock(self, name: str) -> bool:
-        """Hold the fleet-wide lock `name` (held until this host stops or dies): True while
-        this host does."""
+    def lease_clock(self) -> float:
+        """Now, by the database's clock (heartbeats and leases are judged by it, whatever the
+        hosts' own clocks say); the store's own clock where a test set one."""
+        return self.clock() + (self.database.skew if self.clock is time.time else 0.0)
+
+    def hold_lock(self, name: str, wanted: bool = True) -> bool:
+        """Hold the fleet-wide lock `name` (held until this host stops or dies, or lets it go:
+        `wanted` False): True while this host does."""
         with self._lock, self.database.unavailable("cannot take a lock"):
-            return self.database.hold(name)
+            return self.database.hold(name, wanted)
 
     def probe(self) -> None:
         """Write (and keep) one small row: raise StoreUnavailable while writes still fail."""
@@ -347,11 +372,15 @@ class Places:
         for root, key in self.shares:
             if path == root or path.startswith(root + b"/"):
                 return key + path[len(root) :]
+        if not path.startswith(b"/"):  # a URL sent by `upload --url` (its root: b"")
+            return self.prefix + b"/:" + path
         return self.prefix + path
 
     def local(self, key: bytes) -> bytes:
         if not self.fleet:
             return key
+        if key.startswith(self.prefix + b"/:"):
+            return key[len(self.prefix) + 2 :]
         if key.startswith(self.prefix + b"/"):
             return key[len(self.prefix) :]
         for root, shared in self.shares:
@@ -368,15 +397,15 @@ class Places:
         return ""
 
     def mine(self, column: str) -> tuple[str, tuple[bytes, ...]]:
-        """SQL (and its values) that keeps the rows whose `column` (a root) this host can read:
-        its own folders and the shares it mounts. Nothing to add on SQLite."""
+        """A condition (and its values) that keeps the rows whose `column` (a root) this host
+        can read: its own folders and the shares it mounts. None ("") on SQLite."""
         if not self.fleet:
             return "", ()
         shared = tuple(key for _, key in self.shares)
         marks = ", ".join("?" * len(shared))
         either = f"{column} IN ({marks}) OR " if shared else ""
         return (
-            f" AND ({either}({column} >= ? AND {column} < ?))",
+            f"({either}({column} >= ? AND {column} < ?))",
             (*shared, self.prefix + b"/", self.prefix + b"0"),  # ("0" sorts right after "/")
         )
 

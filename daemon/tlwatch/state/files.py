@@ -183,7 +183,8 @@ class Files(Engine):
         """(id, uploaded_at) of each file whose asset is followed (`uploaded`, with an id)."""
         mine, values = self._places.mine("root")  # (in a fleet, those of its own folders)
         rows = self._query(
-            f"SELECT id, uploaded_at FROM files WHERE state = ? AND asset_id IS NOT NULL{mine}",
+            "SELECT id, uploaded_at FROM files WHERE state = ? AND asset_id IS NOT NULL"
+            + (f" AND {mine}" if mine else ""),
             (FileState.UPLOADED, *values),
         )
         return [(int(file_id), at) for file_id, at in rows]
@@ -344,7 +345,7 @@ class Files(Engine):
         values = {"attempts": row.attempts + 1, "upload_token": row.upload_token or token}
         values |= {"lease_host": self.host, "lease_epoch": row.lease_epoch + 1}
         claimed = self._change(db, row, FileState.UPLOADING, values, None)
-        self._held[row.id] = claimed.lease_epoch
+        self._after_commit(lambda: self._hold(row.id, claimed.lease_epoch))
         return claimed
 
     def _due_where(
@@ -354,14 +355,13 @@ class Files(Engine):
         `skip_roots` (folders offline), in a folder it reads (a fleet)."""
         skip = tuple(self._places.key(root) for root in skip_roots)
         mine, values = self._places.mine(column)
-        return _not_in(column, skip) + mine, (*skip, *values)
+        return _not_in(column, skip) + (f" AND {mine}" if mine else ""), (*skip, *values)
 
     def _fence(self, row: FileRow) -> None:
         """A file this host claimed is written only while its claim holds: another host takes
         it over once this host is silent past its lease (and counts one more claim)."""
         epoch = self._held.get(row.id)
         if epoch is not None and (row.lease_epoch != epoch or row.lease_host != self.host):
-            del self._held[row.id]
             raise LeaseLost(f"{row.shown}: another host took it over (this host was silent)")
 
     def start_session(
@@ -598,7 +598,7 @@ class Files(Engine):
         values = {"state": state, "reason": reason, "updated_at": self.clock(), **values}
         self._set(db, row.id, values, fenced=True)  # (a row this host holds came from _file_in)
         if row.state == FileState.UPLOADING and state != FileState.UPLOADING:
-            self._held.pop(row.id, None)  # its upload is over: not this host's to fence now
+            self._after_commit(lambda: self._held.pop(row.id, None))  # this upload is over
         if state != row.state:
             self._event(db, row.id, "state", row.state, state, reason)
             asset = values.get("asset_id", row.asset_id)

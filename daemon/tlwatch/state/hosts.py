@@ -12,9 +12,12 @@ from typing import Any
 
 from tlwatch.limits import Window
 from tlwatch.models import ChoreState, FileState, IndexState
+from tlwatch.state.chores import _CHORE_COLUMNS
 from tlwatch.state.parts import Parts
 
 _WINDOW = "SELECT lim, remaining, reset_at FROM pace WHERE family = ?"
+_SHARES = (b"//share/", b"//share0")  # the keys of the shared folders' files (see Places)
+_CHORE = f"SELECT {_CHORE_COLUMNS} FROM chores WHERE id = ?"
 NO_WINDOW_SECONDS = 1.0  # a family without a window is looked for again after this long
 
 
@@ -60,7 +63,7 @@ class Hosts(Parts):
                     name,
                     version,
                     started_at,
-                    self.clock(),
+                    self.lease_clock(),
                     lease_seconds,
                     json.dumps(dict(detail)),
                 ),
@@ -106,7 +109,7 @@ class Hosts(Parts):
                 new, result = change(None)
                 if new is None:  # and none to keep: nothing to hold
                     return result
-                del self._no_window[family]
+                self._no_window.pop(family, None)
         with self._transaction() as db:
             found = db.execute(_WINDOW + " FOR UPDATE", (family,)).fetchone()
             window = Window(*found) if found is not None else None
@@ -120,35 +123,58 @@ class Hosts(Parts):
                 )
         return result
 
-    def take_over(self) -> list[str]:
-        """Whatever a lost host had claimed goes back to the queue, for a host that can: its
-        uploads (looked for on the server by their upload token before anything is sent again),
-        indexings and chores. Return the names of the hosts it was taken from."""
-        now = self.clock()
+    def take_over(self, grace: float = 0.0) -> list[str]:
+        """What a lost host had claimed in the shared folders goes back to the queue, `grace`
+        seconds on (a request it sent may still be finishing): its uploads (looked for on the
+        server by their upload token before anything is sent again), their chores, and its
+        indexings. What it claimed in its own folders waits for it (no other host can read
+        them). Return the names of the hosts it was taken from."""
+        now = self.lease_clock()
         lost = {h.id: h.name for h in self.hosts() if h.lost(now) and h.id != self.host}
-        return [
-            lost[host] for host in lost if self._release(host, f"its host {lost[host]} went silent")
-        ]
+        at = self.clock() + grace
+        return [name for host, name in lost.items() if self._release(host, name, at)]
 
-    def _release(self, host: str, reason: str) -> bool:
-        """Put back in the queue what `host` had claimed; True if there was any."""
+    def _release(self, host: str, name: str, at: float) -> bool:
+        """Put back in the queue what `host` had claimed (each row checked again, held, in its
+        own transaction: another host may have taken it first); True if anything was."""
+        reason = f"its host {name} went silent"
+        shared = "root >= ? AND root < ?"
         files = self._query(
-            "SELECT id FROM files WHERE state = ? AND lease_host = ?", (FileState.UPLOADING, host)
+            f"SELECT id FROM files WHERE state = ? AND lease_host = ? AND {shared}",
+            (FileState.UPLOADING, host, *_SHARES),
         )
+        chores = self._query(
+            "SELECT c.id FROM chores c JOIN files f ON f.id = c.file_id WHERE c.state = ? "
+            f"AND c.lease_host = ? AND f.{shared}",
+            (ChoreState.DOING, host, *_SHARES),
+        )
+        indexings = self._query(
+            "SELECT asset_id, index_id FROM indexings WHERE state = ? AND lease_host = ?",
+            (IndexState.SENDING, host),
+        )
+        released = 0
         for (file_id,) in files:
-            row = self.get(int(file_id))
-            values = {"attempts": max(row.attempts - 1, 0), "next_attempt_at": self.clock()}
-            self._move(
-                row.id,
-                FileState.QUEUED,
-                reason,
-                {**values, "lease_host": None},
-                expect=FileState.UPLOADING,
-            )
-        indexings = [i for i in self.indexings(IndexState.SENDING) if i.lease_host == host]
-        for indexing in indexings:
-            self.requeue_indexing(indexing.asset_id, indexing.index_id, reason, at=self.clock())
-        chores = [c for c in self.chores(ChoreState.DOING) if c.lease_host == host]
-        for chore in chores:
-            self.requeue_chore(chore, f"{reason}; its guard is checked again", at=self.clock())
-        return bool(files or indexings or chores)
+            with self._transaction() as db:
+                row = self._file_in(db, int(file_id))
+                if row.state == FileState.UPLOADING and row.lease_host == host:
+                    values: dict[str, Any] = {"attempts": max(row.attempts - 1, 0)}
+                    values |= {"next_attempt_at": at, "lease_host": None}
+                    values["lease_epoch"] = row.lease_epoch + 1
+                    self._change(db, row, FileState.QUEUED, values, reason)
+                    released += 1
+        for (chore_id,) in chores:
+            with self._transaction() as db:
+                chore = self._chore(db.execute(_CHORE + " FOR UPDATE", (chore_id,)).fetchone())
+                if chore.state == ChoreState.DOING and chore.lease_host == host:
+                    why = f"{reason}; its guard is checked again"
+                    values = {"next_attempt_at": at, "lease_host": None}
+                    self._chore_change(db, chore, ChoreState.QUEUED, values, why, fence=False)
+                    released += 1
+        for asset_id, index_id in indexings:
+            with self._transaction() as db:
+                found = self._indexing_in(db, asset_id, index_id)
+                if found.state == IndexState.SENDING and found.lease_host == host:
+                    values = {"next_attempt_at": at, "lease_host": None}
+                    self._index_change(db, found, IndexState.QUEUED, values, reason, fence=False)
+                    released += 1
+        return released > 0

@@ -7,11 +7,11 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any
 
-from tlwatch.errors import StoreError
+from tlwatch.errors import LeaseLost, StoreError
 from tlwatch.models import ChoreKind, FileState, IndexState
 from tlwatch.state.chores import Chores
 from tlwatch.state.engine import Connection
-from tlwatch.state.files import _LOCK, _TAKE
+from tlwatch.state.files import _LOCK
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,12 @@ class IndexingRow:
 # The queued indexing to send next: new ones (no time set) first, in the order they came, then
 # the one whose retry is due soonest; read in the indexings_state index's order (no sort).
 _DUE_SQL = (
-    "SELECT {columns} FROM indexings WHERE state = ? "
-    "ORDER BY next_attempt_at NULLS FIRST, rowid LIMIT 1"
+    "SELECT {columns} FROM indexings i{join} WHERE i.state = ?{mine} "
+    "ORDER BY i.next_attempt_at NULLS FIRST, i.rowid LIMIT 1"
 )
 
-_INDEXING_COLUMNS = ", ".join(f.name for f in fields(IndexingRow))
+_INDEXING_NAMES = [f.name for f in fields(IndexingRow)]
+_INDEXING_COLUMNS = ", ".join(_INDEXING_NAMES)
 _INDEXING_SQL = f"SELECT {_INDEXING_COLUMNS} FROM indexings WHERE asset_id = ? AND index_id = ?"
 
 
@@ -67,18 +68,28 @@ class Indexings(Chores):
 
     def indexing_due(self) -> bool:
         """Is a queued indexing due now? (One index entry read.)"""
-        rows = self._query(
-            _DUE_SQL.format(columns="COALESCE(next_attempt_at, 0)"), (IndexState.QUEUED,)
-        )
+        sql, values = self._due_indexing("COALESCE(i.next_attempt_at, 0)")
+        rows = self._query(sql, (IndexState.QUEUED, *values))
         return bool(rows) and rows[0][0] <= self.clock()
+
+    def _due_indexing(self, columns: str) -> tuple[str, tuple[Any, ...]]:
+        """The SQL (and its values) of the indexing to send next: in a fleet, one of a file this
+        host can read (what is owed after it, a move or a delete, is its folder's)."""
+        mine, values = self._places.mine("f.root")
+        if not mine:
+            return _DUE_SQL.format(columns=columns, join="", mine=""), ()
+        join = " LEFT JOIN files f ON f.id = i.file_id"
+        mine = f" AND (f.id IS NULL OR {mine})"
+        return _DUE_SQL.format(columns=columns, join=join, mine=mine), values
 
     def claim_indexing(self) -> IndexingRow | None:
         """Take the first queued indexing that is due: it becomes `sending`, attempts + 1.
         Durable: this is the intent."""
         with self._transaction(durable=True) as db:
-            found = db.execute(
-                _DUE_SQL.format(columns=_INDEXING_COLUMNS) + _TAKE, (IndexState.QUEUED,)
-            ).fetchone()
+            columns = ", ".join(f"i.{name}" for name in _INDEXING_NAMES)
+            sql, values = self._due_indexing(columns)
+            found = db.execute(sql + " FOR UPDATE OF i SKIP LOCKED", (IndexState.QUEUED, *values))
+            found = found.fetchone()
             row = _indexing(found) if found is not None else None
             if row is None or (row.next_attempt_at or 0) > self.clock():
                 return None  # the soonest is not due yet
@@ -200,9 +211,15 @@ class Indexings(Chores):
         state: IndexState,
         values: dict[str, Any],
         reason: str | None,
+        *,
+        fence: bool = True,
     ) -> None:
+        """Move an indexing to `state`. One this host is sending is written only while its claim
+        holds (`fence`; callers read `row` in this transaction, `FOR UPDATE`)."""
         if (row.state, state) not in INDEX_LEGAL:
             raise StoreError(f"illegal indexing transition {row.state} → {state}")
+        if fence and row.state == IndexState.SENDING and row.lease_host not in (None, self.host):
+            raise LeaseLost(f"indexing of {row.asset_id}: another host took it over")
         values = {**values, "state": state, "reason": reason, "updated_at": self.clock()}
         assignments = ", ".join(f"{name} = ?" for name in values)
         db.execute(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
 from typing import Any
@@ -27,7 +28,9 @@ log = logging.getLogger("tlwatch.state")
 
 MIGRATION_LOCK = 0x746C7761_7463680  # "tlwatch": the advisory lock the migrations run under
 _SETTINGS = (
-    "-c idle_in_transaction_session_timeout=60s -c lock_timeout=30s -c synchronous_commit=off"
+    "-c idle_in_transaction_session_timeout=60s -c lock_timeout=30s -c synchronous_commit=off "
+    "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=6 "
+    "-c tcp_user_timeout=40000"  # the server notices a host gone silent within a minute
 )
 _KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5}
 
@@ -94,6 +97,7 @@ class Postgres:
     """A PostgreSQL database, named by a URL without its password (given apart)."""
 
     fleet = True
+    skew = 0.0  # the server's clock, less this host's (measured at open)
 
     def __init__(self, url: str, password: str | None, *, exclusive: bool) -> None:
         self.url = url
@@ -104,6 +108,7 @@ class Postgres:
             db = self._connect()
             try:
                 self._migrate(db, exclusive)
+                self.skew = _skew(db)
             finally:
                 db.close()
 
@@ -153,11 +158,16 @@ class Postgres:
         except psycopg.errors.DiskFull as error:
             raise StoreUnavailable(f"{doing} ({self.where}: {_plain(error)})") from None
 
-    def hold(self, name: str) -> bool:
+    def hold(self, name: str, wanted: bool) -> bool:
         """Hold the fleet-wide lock `name` (one shared folder's scan): True while this host
-        does. Kept on a connection of its own: when this host dies, its connection ends and the
-        server lets the lock go, for another host to take."""
+        does; `wanted` False lets it go. Kept on a connection of its own: when this host dies,
+        its connection ends (the server's keepalives notice a silent one within a minute) and
+        the server lets the lock go, for another host to take."""
         db, held = self._holds.pop(name, (None, False))
+        if not wanted:
+            if db is not None:
+                db.close()
+            return False
         if db is not None and held:
             try:
                 db.execute("SELECT 1")  # still there?
@@ -181,6 +191,15 @@ class Postgres:
         for db, _ in self._holds.values():
             db.close()
         self._holds.clear()
+
+
+def _skew(db: psycopg.Connection[Any]) -> float:
+    """How far the server's clock is ahead of this host's (seconds): the hosts of a fleet judge
+    each other's heartbeats by the server's clock, not by their own."""
+    before = time.time()
+    found = db.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())").fetchone()
+    after = time.time()
+    return float(found[0]) - (before + after) / 2 if found else 0.0
 
 
 def _lock_id(name: str) -> int:

@@ -81,6 +81,7 @@ class SQLite:
     """One SQLite file on this host's disk."""
 
     fleet = False
+    skew = 0.0
 
     def __init__(self, path: Path, *, exclusive: bool) -> None:
         self.path = path
@@ -168,9 +169,9 @@ class SQLite:
                 raise
             raise StoreUnavailable(f"{doing} ({error})") from error
 
-    def hold(self, name: str) -> bool:
-        """One host: every fleet-wide lock is its own."""
-        return True
+    def hold(self, name: str, wanted: bool) -> bool:
+        """One host: every fleet-wide lock it wants is its own."""
+        return wanted
 
     def close(self) -> None:
         if self._first is not None:
