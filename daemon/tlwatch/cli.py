@@ -522,11 +522,11 @@ def _status(args: argparse.Namespace) -> int:
 
 def _fleet(args: argparse.Namespace) -> int:
     """`status --fleet`: every host of the store, lost ones said so."""
+    if _config(args).state.url is None:
+        said = "one host on SQLite: no fleet (a fleet shares a PostgreSQL store: [state] url)"
+        print(json.dumps({"fleet": False, "hosts": []}) if args.json else said)
+        return EXIT_OK
     with _open_store(args) as store:
-        if not store.database.fleet:
-            said = "one host on SQLite: no fleet (a fleet shares a PostgreSQL store: [state] url)"
-            print(json.dumps({"fleet": False, "hosts": []}) if args.json else said)
-            return EXIT_OK
         now, me = store.lease_clock(), store.host
         hosts, flying, waiting = store.hosts(), store.in_flight_by_host(), store.waiting_by_host()
     shown = [
@@ -544,9 +544,8 @@ def _fleet(args: argparse.Namespace) -> int:
         for h in hosts
     ]
     if args.json:
-        print(
-            json.dumps({"hosts": shown, "queued_in_shared_folders": waiting.get("", 0)}, indent=2)
-        )
+        found = {"fleet": True, "hosts": shown, "queued_in_shared_folders": waiting.get("", 0)}
+        print(json.dumps(found, indent=2))
         return EXIT_OK
     for host in shown:
         state = "LOST (silent past its lease)" if host["lost"] else "alive"
