@@ -189,13 +189,13 @@ class Runner:
             Watchdog(self.notifier, run.beats, lambda: list(self._threads), self.hub.publish),
             self.mode,
             reload=reload,
-            tickers=(
-                fleet.tick,
+            tickers=(  # (the fleet's last: a store fault there holds back none of the others)
                 lambda now: keys.tick(),
                 lambda now: stores.tick(),
                 budgets.tick,
                 metrics.tick,
                 health.tick,
+                fleet.tick,
             ),
         )
         fleet.tick(time.monotonic())  # before the first scan: which shared folders are this host's
