@@ -7,6 +7,7 @@ Unchanged files (same path, size, mtime and inode as recorded) cost one stat and
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import os
@@ -14,7 +15,7 @@ import queue
 import stat
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ CHUNK = 64  # settled files being read at once
 RECORD_BATCH = 32  # finished reads recorded in one commit...
 RECORD_WAIT = 0.2  # ...or once the first of them has waited this long (seconds)
 SCAN_BATCH = 1000  # during a scan, settled files are recorded once this many are pending
+SCAN_FOLDERS, SCAN_PATHS = 128, 5000  # a scan asks the store of this many folders (or files)
 READERS = min(os.cpu_count() or 2, 4)  # threads reading files at once (sniffing, hashing)
 
 
@@ -332,6 +334,23 @@ def _read(claim: _Claim) -> _Read | None:
         return _Failed(f"{type(error).__name__}: {error}")
 
 
+def _batches(
+    folders: Iterable[tuple[bytes, list[bytes]]],
+) -> Iterator[list[tuple[bytes, list[bytes]]]]:
+    """The walk's folders, a few at a time: up to `SCAN_FOLDERS` of them, or `SCAN_PATHS` files
+    (a scan's memory stays bounded whatever the folders hold)."""
+    batch: list[tuple[bytes, list[bytes]]] = []
+    paths = 0
+    for folder in folders:
+        batch.append(folder)
+        paths += len(folder[1])
+        if len(batch) >= SCAN_FOLDERS or paths >= SCAN_PATHS:
+            yield batch
+            batch, paths = [], 0
+    if batch:
+        yield batch
+
+
 def _signature(path: bytes) -> tuple[int, int, int] | None:
     """(size, mtime_ns, inode) of a regular file, as `Store.known_in` gives them; else None."""
     try:
@@ -486,9 +505,9 @@ class IntakeWorker:
         roots = [os.fsencode(w.path) for w in config.watch]
         seen = changed = 0
         for watch in filter(self.scans, config.watch):
-            for folder, paths in walk(watch, roots):
-                known = self.intake.store.known_in(folder)
-                for path in paths:
+            for folders in _batches(walk(watch, roots)):
+                known = self.intake.store.known_in(*(folder for folder, _ in folders))
+                for path in itertools.chain.from_iterable(paths for _, paths in folders):
                     seen += 1
                     if known.get(path) != _signature(path):
                         changed += 1

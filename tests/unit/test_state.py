@@ -396,3 +396,14 @@ def test_the_savings_of_originals_sent_as_parts_are_counted(
         )
         _fitted(store, b"/w/a.mov", Signature(5000, 1, 1), 2)  # parts of 1 and 2 bytes
         assert store.savings() == (1, 5000, 3)
+
+
+def test_a_scan_asks_of_several_folders_at_once(open_store: OpenStore) -> None:
+    with open_store() as store:
+        store.enqueue(b"/w/a/1.mp4", b"/w", SIG, MEDIA)
+        store.enqueue(b"/w/b/2.mp4", b"/w", Signature(4, 5, 6), MEDIA)
+        store.enqueue(b"/w/c/3.mp4", b"/w", Signature(7, 8, 9), MEDIA)
+        assert store.known_in(b"/w/a", b"/w/b", b"/w/none") == {
+            b"/w/a/1.mp4": (1, 2, 3),
+            b"/w/b/2.mp4": (4, 5, 6),
+        }
