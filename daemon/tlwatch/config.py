@@ -659,20 +659,26 @@ DB_PASSWORD_CREDENTIAL = "db_password"  # noqa: S105 - the credential's name, no
 def read_db_password(config: Config) -> str | None:
     """The database's password: the systemd credential, else `[state] password_file`, else
     None (libpq's own ~/.pgpass and PGPASSWORD still apply)."""
+    source = _credential(DB_PASSWORD_CREDENTIAL) or config.state.password_file
+    return _read_secret("database password", source) if source is not None else None
+
+
+def _credential(name: str) -> Path | None:
+    """The systemd credential of this name (`LoadCredential=`), where the unit gave one."""
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    found = Path(credentials) / DB_PASSWORD_CREDENTIAL if credentials else None
-    source = found if found is not None and found.exists() else config.state.password_file
-    if source is None:
-        return None
+    found = Path(credentials) / name if credentials else None
+    return found if found is not None and found.exists() else None
+
+
+def _read_secret(what: str, source: Path) -> str:
+    """A secret from its file, or ConfigError naming the file (never the secret)."""
     try:
-        password = source.read_text().strip()
+        secret = source.read_text().strip()
     except OSError as error:
-        raise ConfigError(
-            [f"database password file {source}: cannot read: {error.strerror}"]
-        ) from None
-    if not password:
-        raise ConfigError([f"database password file {source}: is empty"])
-    return password
+        raise ConfigError([f"{what} file {source}: cannot read: {error.strerror}"]) from None
+    if not secret:
+        raise ConfigError([f"{what} file {source}: is empty"])
+    return secret
 
 
 # ---- the API key ---------------------------------------------------------------------------
@@ -681,9 +687,9 @@ def api_key_source(config: Config) -> str | None:
     the config itself. None when there is no key anywhere."""
     if os.environ.get(KEY_ENV):
         return KEY_ENV
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    if credentials and (Path(credentials) / "api_key").exists():
-        return str(Path(credentials) / "api_key")
+    credential = _credential("api_key")
+    if credential is not None:
+        return str(credential)
     if config.api.api_key_file is not None:
         return str(config.api.api_key_file)
     if config.api.api_key:
@@ -700,10 +706,4 @@ def read_api_key(config: Config) -> str:
         return str(config.api.api_key)
     if source is None:
         raise ConfigError([f"no API key: set {KEY_ENV}, or [api] api_key_file in the config"])
-    try:
-        key = Path(source).read_text().strip()
-    except OSError as error:
-        raise ConfigError([f"api key file {source}: cannot read: {error.strerror}"]) from None
-    if not key:
-        raise ConfigError([f"api key file {source}: is empty"])
-    return key
+    return _read_secret("api key", Path(source))
