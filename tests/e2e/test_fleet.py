@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ from tlwatch.models import FileState
 from tlwatch.sandbox import DEMO_API_KEY, Settings
 from tlwatch.state import Store
 
-from conftest import FIXTURES, Sandbox, clean_env, wait_for
+from conftest import FIXTURES, Daemon, Sandbox, wait_for
 
 PNG = (FIXTURES / "photo.png").read_bytes()
 LEASE = 10  # seconds: the shortest allowed, to keep the test short
@@ -39,18 +37,15 @@ def sandbox_settings() -> Settings:
 
 
 @dataclass
-class Host:
+class Host(Daemon):
     """One tlwatch of the fleet: its own folder (`root/watch`), state folder and log."""
 
-    root: Path
-    name: str
-    url: str
-    nas: Path  # where this host sees the shared folder
-    sandbox: Sandbox
-    process: subprocess.Popen[bytes] | None = None
+    name: str = ""
+    url: str = ""
+    nas: Path = Path()  # where this host sees the shared folder
 
     def __post_init__(self) -> None:
-        (self.root / "watch").mkdir(parents=True)
+        self.watch.mkdir(parents=True)
         (self.root / "api_key").write_text(DEMO_API_KEY + "\n")
         self.config.write_text(
             f'[api]\nbase_url = "{self.sandbox.base_url}"\napi_key_file = "api_key"\n'
@@ -62,46 +57,6 @@ class Host:
             f'[[watch]]\npath = "{self.nas}"\nsettle_seconds = 0.3\nshare = "nas1"\n'
         )
         self.config.chmod(0o600)
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.toml"
-
-    @property
-    def log_path(self) -> Path:
-        return self.root / "daemon.log"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def start(self) -> None:
-        before = len(self.log())
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tlwatch", "run", "-c", str(self.config)],
-                stdout=log,
-                stderr=log,
-                env=clean_env(),
-            )
-        process = self.process
-        wait_for(lambda: "watching" in self.log()[before:] or process.poll() is not None)
-        assert process.poll() is None, self.log()
-
-    def stop(self, signum: int = signal.SIGTERM) -> None:
-        assert self.process is not None
-        self.process.send_signal(signum)
-        self.process.wait(timeout=30)
-        self.process = None
-
-    def command(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "tlwatch", *args, "-c", str(self.config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env=clean_env(),
-        )
 
     def store(self) -> Store:
         """The fleet's store, read as this host sees it (its id, its paths)."""
@@ -126,7 +81,8 @@ def fleet(tmp_path: Path, sandbox: Sandbox, pg_server: Server) -> Iterator[list[
     for number in (1, 2, 3):
         seen_at = tmp_path / f"mnt{number}"  # each host mounts the share at a path of its own
         seen_at.symlink_to(nas)
-        hosts.append(Host(tmp_path / f"host{number}", f"host{number}", url, seen_at, sandbox))
+        name = f"host{number}"
+        hosts.append(Host(tmp_path / name, sandbox, name=name, url=url, nas=seen_at))
     try:
         yield hosts
     finally:
@@ -290,7 +246,7 @@ def test_the_database_password_is_never_shown_and_health_says_whether_it_is_reac
     assert "database: unreachable" in gone.stdout and secret not in gone.stdout + gone.stderr
 
 
-def test_one_host_on_sqlite_says_it_is_no_fleet(daemon: Any) -> None:
+def test_one_host_on_sqlite_says_it_is_no_fleet(daemon: Daemon) -> None:
     daemon.configure()
     said = daemon.command("status", "--fleet")
     assert said.returncode == 0 and "no fleet" in said.stdout
