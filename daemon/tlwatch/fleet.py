@@ -58,6 +58,7 @@ class Fleet:
         self.store, self.config, self.run, self.clock = store, config, run, clock
         self.rewatch: Callable[[], None] = lambda: None
         self.detail: Callable[[], Mapping[str, Any]] = dict
+        self.gone: Callable[[bytes], bool] = lambda root: not os.path.isdir(root)
         self.started_at = clock()
         self._scanning: set[str] = set()  # the shares this host scans now
         self._next = 0.0
@@ -66,8 +67,9 @@ class Fleet:
         self, rewatch: Callable[[], None], folders: Folders, uploading: Callable[[], list[str]]
     ) -> None:
         """What it needs of the parts built after it: how to watch the folders again (a share
-        taken or lost), and what its heartbeat tells (folders online, uploads in flight)."""
-        self.rewatch = rewatch
+        taken or lost), whether a folder is offline, and what its heartbeat tells (folders
+        online, uploads in flight)."""
+        self.rewatch, self.gone = rewatch, folders.gone_now
 
         def detail() -> dict[str, Any]:
             offline = {str(path) for path in folders.offline()}
@@ -81,8 +83,8 @@ class Fleet:
         store only: one host on SQLite has none of these to do)."""
         if now < self._next or not self.store.database.fleet:
             return
-        self._next = now + min(HEARTBEAT, self.config().state.lease_seconds / 4)
         config = self.config()
+        self._next = now + min(HEARTBEAT, config.state.lease_seconds / 4)
         self.store.heartbeat(
             config.daemon.host_name,
             __version__,
@@ -108,7 +110,7 @@ class Fleet:
         for watch in config.watch:
             if watch.share is None:
                 continue
-            online = watch.path.is_dir()  # (a host that cannot see it lets another scan it)
+            online = not self.gone(os.fsencode(watch.path))  # (if not, another host scans it)
             held = self.store.hold_lock(f"share:{watch.share}", online)
             if held and watch.share not in self._scanning:
                 log.info("%s: this host scans the shared folder %r", watch.path, watch.share)

@@ -146,7 +146,8 @@ class Engine:
                 self._readers.get().close()
             while not self._writers.empty():
                 self._writers.get().close()
-            self._db.close()
+            if not self.database.fleet:  # (a fleet's first writer was one of the pool)
+                self._db.close()
             self.database.close()
         self._release_lock()
 
@@ -273,18 +274,19 @@ class Engine:
         """Begin a write on the slot's connection, or on a new one where the server closed it
         meanwhile (it restarted: found out here, before anything was written)."""
         if slot[0].broken:
-            slot[0].close()
-            slot[0] = self.database.connect(writer=True)
+            self._renew(slot)
         try:
             slot[0].begin(durable=durable)
-            return slot[0]
         except Exception:
             if not slot[0].broken:
                 raise
+            self._renew(slot)
+            slot[0].begin(durable=durable)
+        return slot[0]
+
+    def _renew(self, slot: list[Connection]) -> None:
         slot[0].close()
         slot[0] = self.database.connect(writer=True)
-        slot[0].begin(durable=durable)
-        return slot[0]
 
     # ---- reading ---------------------------------------------------------------------------
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
