@@ -28,7 +28,7 @@ from tlwatch.models import FileState, Signature
 from tlwatch.poller import Poller
 from tlwatch.sandbox import Settings, make_server
 from tlwatch.state import Store
-from tlwatch.state.engine import Engine
+from tlwatch.state.engine import Connection, Engine
 from tlwatch.uploader import Uploader
 
 PNG = bytes.fromhex(
@@ -48,10 +48,17 @@ class Traced(Store):
             word = "DURABLE"
         Traced.counts[word] += 1
 
-    def _reader(self) -> sqlite3.Connection:
+    def _reader(self) -> Connection:
         reader = Engine._reader(self)
-        reader.set_trace_callback(self._count)
+        _sqlite(reader).set_trace_callback(self._count)
         return reader
+
+
+def _sqlite(connection: Connection) -> sqlite3.Connection:
+    """The sqlite3 connection under the store's own (this bench counts SQLite's statements)."""
+    found = getattr(connection, "_db", None)
+    assert isinstance(found, sqlite3.Connection)
+    return found
 
 
 def main() -> int:
@@ -74,7 +81,7 @@ def main() -> int:
         run = RunState()
         try:
             with Traced(root / "s.db") as store, Client(DEMO_KEY, base_url=server.base_url) as api:
-                store._db.set_trace_callback(store._count)
+                _sqlite(store._db).set_trace_callback(store._count)
                 Traced.counts.clear()
                 Intake(store, lambda: config).take_many(files)
                 uploader = Uploader(store, api, lambda: config, run)
