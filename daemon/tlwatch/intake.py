@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from tlwatch.config import Config, WatchConfig
 from tlwatch.control import PAUSE_STORE, SCAN, STORE_RETRY, WAKE, RunState
@@ -104,7 +104,7 @@ class Intake:
         """`take` for several settled files: their content is read in the pool (libmagic and
         SHA-256 run outside the GIL), never inside a transaction; the files read by then are
         recorded together in one commit, and the threads that care are told after it."""
-        steps = [self.claim(path, signature, force=force) for path, signature in files]
+        steps = self.claims(files, force=force)
         todo = [step for step in steps if isinstance(step, _Claim)]
         done: dict[int, FileRow | None] = {}
         for group in self._reads(todo):
@@ -114,7 +114,14 @@ class Intake:
     def record(self, reads: list[tuple[_Claim, _Read]]) -> list[FileRow | None]:
         """Record what these files are, in one commit; then tell the threads that care."""
         with self.store.batch():
-            rows = [self._record(claim, read) for claim, read in reads]
+            # What the store holds of these paths and contents, asked once for the batch (now,
+            # in this transaction: not as it was before the reads), and kept up to date as
+            # each is recorded (two copies of one content in a batch: the second is a copy).
+            seen = _Seen(
+                self.store.by_paths(claim.path for claim, _ in reads),
+                self.store.holders(read.media.sha256 for _, read in reads if _has_media(read)),
+            )
+            rows = [seen.add(self._record(claim, read, seen)) for claim, read in reads]
         told, self._tell = self._tell, set()
         for tell in told:
             tell()
@@ -142,11 +149,17 @@ class Intake:
                     future.cancel()
                 return
 
-    def claim(
-        self, path: bytes, signature: Signature, *, force: bool = False
+    def claims(
+        self, files: list[tuple[bytes, Signature]], *, force: bool = False
+    ) -> list[_Claim | FileRow | None]:
+        """For each file, what reading it is for (its folder, the kinds wanted): or, instead,
+        None when it is not ours, or its row when nothing changed. One query for them all."""
+        known = self.store.by_paths(path for path, _ in files)
+        return [self._claim(path, signature, known.get(path), force) for path, signature in files]
+
+    def _claim(
+        self, path: bytes, signature: Signature, row: FileRow | None, force: bool
     ) -> _Claim | FileRow | None:
-        """What reading the file is for (its folder, the kinds wanted, its row): or, instead,
-        None when it is not ours, or its row when nothing changed."""
         watch = self.config().watch_for(path)
         if force:
             root, kinds = os.path.dirname(path), frozenset(Kind)
@@ -154,15 +167,14 @@ class Intake:
             root, kinds = os.fsencode(watch.path), watch.kinds
         else:
             return None
-        row = self.store.by_path(path)
         if row is not None and (row.signature == signature or row.state == FileState.UPLOADING):
             return row  # unchanged (or its upload is in flight and will notice any change)
         templates = watch.user_metadata if watch is not None else {}
         return _Claim(path, signature, root, kinds, templates, self.progress)
 
-    def _record(self, claim: _Claim, read: _Read) -> FileRow | None:
+    def _record(self, claim: _Claim, read: _Read, seen: _Seen) -> FileRow | None:
         path, signature, root = claim.path, claim.signature, claim.root
-        row = self.store.by_path(path)  # now, in this transaction: not as it was before the read
+        row = seen.rows.get(path)
         if row is not None and row.state == FileState.UPLOADING:
             return row  # claimed meanwhile: its upload notices any change itself
         if isinstance(read, _Failed):
@@ -182,10 +194,16 @@ class Intake:
                 else f"{read.kind} files are not wanted in this folder"
             )
             return self.store.ignore(path, root, signature, read.mime, read.kind, reason)
-        return self._media(path, root, signature, row, read)
+        return self._media(path, root, signature, row, read, seen)
 
     def _media(
-        self, path: bytes, root: bytes, signature: Signature, row: FileRow | None, read: _Media
+        self,
+        path: bytes,
+        root: bytes,
+        signature: Signature,
+        row: FileRow | None,
+        read: _Media,
+        seen: _Seen,
     ) -> FileRow:
         media = read.media
         if (
@@ -198,7 +216,7 @@ class Intake:
         metadata = read.metadata
         if metadata is None:  # its sidecar is malformed
             return self.store.hold(path, root, signature, media, f"{read.problem}; fix it to go on")
-        twin = self.store.by_sha256(media.sha256, exclude=row.id if row else None)
+        twin = seen.twin(media.sha256, exclude=row.id if row else None)
         if twin is not None:
             duplicate = self.store.duplicate(path, root, signature, media, twin, metadata)
             self._index_duplicate(duplicate, twin)
@@ -297,6 +315,39 @@ class _Failed:
 
 # Media, not wanted, unreadable for now, failed; None: given up (stopping).
 _Read = _Media | Sniffed | OSError | _Failed
+
+
+def _has_media(read: _Read) -> TypeGuard[_Media]:
+    return isinstance(read, _Media)
+
+
+class _Seen:
+    """What a batch of reads is recorded against: the rows of its paths, and the files whose
+    uploads hold each of its contents (in id order), as the store held them when the batch
+    began, then as each file is recorded."""
+
+    def __init__(self, rows: dict[bytes, FileRow], holders: dict[str, list[FileRow]]) -> None:
+        self.rows = rows
+        self._holders = {
+            sha256: {row.id: row for row in found} for sha256, found in holders.items()
+        }
+
+    def twin(self, sha256: str, exclude: int | None) -> FileRow | None:
+        """The first file whose upload holds this content (not `exclude`): `by_sha256`."""
+        found = self._holders.get(sha256, {})
+        return next((found[i] for i in sorted(found) if i != exclude), None)
+
+    def add(self, row: FileRow | None) -> FileRow | None:
+        """`row` as it is now recorded."""
+        if row is None:
+            return None
+        old = self.rows.get(row.path)
+        if old is not None and old.sha256 is not None:
+            self._holders.get(old.sha256, {}).pop(old.id, None)
+        if row.sha256 is not None and row.state in HOLDS_CONTENT:
+            self._holders.setdefault(row.sha256, {})[row.id] = row
+        self.rows[row.path] = row
+        return row
 
 
 def metadata_of(
@@ -464,17 +515,19 @@ class IntakeWorker:
     def _start_reads(self) -> None:
         reading = {claim.path for claim in self._reading.values()}
         assert self.intake.pool is not None
-        while self._ripe and len(self._reading) < CHUNK and not self.run.stop.is_set():
+        files: list[tuple[bytes, Signature]] = []
+        while self._ripe and len(self._reading) + len(files) < CHUNK and not self.run.stop.is_set():
             path, signature = self._ripe.popleft()
             if path in reading:  # changed while it is read: looked at again once it settles
                 watch = self.intake.config().watch_for(path)
                 self.settler.add(path, watch.settle_seconds if watch else 0.0)
                 continue
-            step = self.intake.claim(path, signature)
+            files.append((path, signature))
+            reading.add(path)
+        for step in self.intake.claims(files):
             if isinstance(step, _Claim):
                 future = self.intake.pool.submit(_read, step)
                 self._reading[future] = step
-                reading.add(path)
                 future.add_done_callback(self._read_done)
 
     def _read_done(self, future: Future[_Read | None]) -> None:

@@ -103,8 +103,10 @@ class Poller:
         """Record what the API said of these assets in one commit, then tell what follows."""
         try:
             with self.store.batch():
+                ready = [row.id for row, asset in answers if asset.status == "ready"]
+                copies = self.store.duplicates_of(ready)  # (one query for the batch)
                 for row, asset in answers:
-                    self._record(row, asset)
+                    self._record(row, asset, copies.get(row.id, []))
         except Exception:
             self._tell = []  # nothing was committed: nothing to tell
             raise
@@ -137,7 +139,7 @@ class Poller:
         self._record_all([(row, asset)])
         return True
 
-    def _record(self, row: FileRow, asset: Asset) -> None:
+    def _record(self, row: FileRow, asset: Asset, copies: list[FileRow]) -> None:
         if asset.status != row.asset_status:
             took = self.clock() - (row.uploaded_at or self.clock())
             log.info(
@@ -150,21 +152,19 @@ class Poller:
             )
             self.store.asset_status(row.id, row.asset_status, asset.status, asset.error)
         if asset.status == "ready":
-            self._ready(row)
+            self._ready(row, copies)
         elif asset.status == "failed":
             reason = f"processing failed: {asset.error or 'no reason given'}"
             self.store.fail(row.id, reason, expect=FileState.UPLOADED)
 
-    def _ready(self, row: FileRow) -> None:
+    def _ready(self, row: FileRow, copies: list[FileRow]) -> None:
         config = self.config()
         origin = self.store.origin(row)  # a proxy or segment goes where its original would
         watch = config.watch_for(origin.path)
         index_id = index_for(config, origin)
         wanted = [(index_id, row.id)] if index_id else []
         wanted += [
-            (other, dup.id)
-            for dup in self.store.duplicates_of(row.id)
-            if (other := index_for(config, dup)) is not None
+            (other, dup.id) for dup in copies if (other := index_for(config, dup)) is not None
         ]
         # A move or delete is owed now, or (where the folder indexes) once indexed.
         after = after_upload(watch) if not index_id else None

@@ -232,8 +232,35 @@ def test_a_file_claimed_for_upload_while_it_was_read_is_left_to_its_upload(tmp_p
         assert intake.take(path, Signature.of(clip.stat())) is not None
         with clip.open("ab") as file:
             file.write(b"more")  # a new version: read again...
-        claims = [intake.claim(os.fsencode(p), Signature.of(p.stat())) for p in (clip, other)]
+        claims = intake.claims([(os.fsencode(p), Signature.of(p.stat())) for p in (clip, other)])
         reads = [(claim, intake_module._read(claim)) for claim in claims]
         assert store.claim_next("t1") is not None  # ...while a worker claims the old one
         rows = intake.record(reads)  # type: ignore[arg-type]
         assert [r.state if r else None for r in rows] == [FileState.UPLOADING, FileState.QUEUED]
+
+
+def test_copies_and_new_versions_in_one_batch_are_judged_as_if_one_by_one(tmp_path: Path) -> None:
+    """A batch asks the store once, then keeps what it learnt up to date: a copy of content
+    recorded earlier in the batch is a duplicate; a file whose new version no longer holds a
+    content leaves it to the next file that has it."""
+    config = make_config(tmp_path, "http://127.0.0.1:9")
+    folder = tmp_path / "w"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes((FIXTURES / "clip.mp4").read_bytes())
+    with Store(config.state.path) as store:
+        intake = Intake(store, lambda: config)
+        first = intake.take(os.fsencode(folder / "a.mp4"), Signature.of((folder / "a.mp4").stat()))
+        assert first is not None and first.state == FileState.QUEUED
+        shutil.copy(FIXTURES / "tone.wav", folder / "a.mp4")  # a.mp4 now holds other content
+        shutil.copy(FIXTURES / "clip.mp4", folder / "b.mp4")  # b.mp4 holds a.mp4's old content
+        shutil.copy(FIXTURES / "clip.mp4", folder / "c.mp4")  # and c.mp4 too
+        files = [
+            (os.fsencode(folder / f"{n}.mp4"), Signature.of((folder / f"{n}.mp4").stat()))
+            for n in "abc"
+        ]
+        claims = intake.claims(files)
+        rows = intake.record([(claim, intake_module._read(claim)) for claim in claims])  # type: ignore[arg-type]
+    a, b, c = rows
+    assert a is not None and a.id == first.id and a.sha256 == sha256_file(FIXTURES / "tone.wav")
+    assert b is not None and b.state == FileState.QUEUED  # a.mp4 holds its content no more
+    assert c is not None and c.state == FileState.DUPLICATE and c.duplicate_of == b.id

@@ -407,3 +407,28 @@ def test_a_scan_asks_of_several_folders_at_once(open_store: OpenStore) -> None:
             b"/w/a/1.mp4": (1, 2, 3),
             b"/w/b/2.mp4": (4, 5, 6),
         }
+
+
+def test_a_batch_of_files_is_looked_up_in_one_query_each_way(open_store: OpenStore) -> None:
+    """By path, by content and by twin: what the intake and the poller ask of a whole batch."""
+    other = Media("video/mp4", "video", "cd" * 32)
+    with open_store() as store:
+        a = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
+        b = store.enqueue(b"/w/b.mp4", b"/w", Signature(4, 5, 6), other)
+        copy = store.duplicate(b"/w/c.mp4", b"/w", Signature(7, 8, 9), MEDIA, a)
+        store.ignore(b"/w/d.txt", b"/w", Signature(1, 1, 1), "text/plain", None, "not media")
+        paths = [b"/w/a.mp4", b"/w/d.txt", b"/w/none.mp4"] + [b"/w/b.mp4"] * 2
+        found = store.by_paths(paths)
+        assert sorted(found) == [b"/w/a.mp4", b"/w/b.mp4", b"/w/d.txt"]
+        assert found[b"/w/b.mp4"].id == b.id and found[b"/w/a.mp4"].sha256 == MEDIA.sha256
+        holders = store.holders([MEDIA.sha256, other.sha256, "ef" * 32])
+        assert {k: [r.id for r in v] for k, v in holders.items()} == {
+            MEDIA.sha256: [a.id],  # (its copy holds no upload of its own)
+            other.sha256: [b.id],
+        }
+        assert {k: [r.id for r in v] for k, v in store.duplicates_of([a.id, b.id]).items()} == {
+            a.id: [copy.id]
+        }
+        assert store.by_paths([]) == {} and store.duplicates_of([]) == {}
+        many = [f"/w/n{i}.mp4".encode() for i in range(1200)]  # more than one query's worth
+        assert store.by_paths([*many, b"/w/a.mp4"]).keys() == {b"/w/a.mp4"}

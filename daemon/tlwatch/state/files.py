@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -111,6 +111,12 @@ _STATE, _ROOT, _PATH = (
 _EMPTY: dict[str, Any] = {f.name: None for f in fields(FileRow)} | {"attempts": 0}
 
 
+def _slices(values: list[Any], size: int = 500) -> Iterator[list[Any]]:
+    """A long list of query values, a few hundred at a time (SQLite takes at most 32,766)."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
 def _row(values: tuple[Any, ...]) -> FileRow:
     """A row as SQLite gives it -> a FileRow (built once: it is on every hot path)."""
     columns = list(values)
@@ -135,6 +141,16 @@ class Files(Engine):
         rows = self._query(_BY_PATH, (self._places.key(path),))
         return self._file(rows[0]) if rows else None
 
+    def by_paths(self, paths: Iterable[bytes]) -> dict[bytes, FileRow]:
+        """The rows of these files that are recorded, by path: one query for a batch."""
+        found: dict[bytes, FileRow] = {}
+        for some in _slices(list(dict.fromkeys(paths))):
+            marks = ", ".join("?" * len(some))
+            keys = [self._places.key(path) for path in some]
+            rows = self._query(f"SELECT {_COLUMNS} FROM files WHERE path IN ({marks})", keys)
+            found |= {row.path: row for row in map(self._file, rows)}
+        return found
+
     def _file(self, values: tuple[Any, ...]) -> FileRow:
         """A row as the database gives it -> a FileRow, its paths as this host sees them."""
         if not self._places.fleet:
@@ -154,13 +170,35 @@ class Files(Engine):
         )
         return self._file(rows[0]) if rows else None
 
-    def duplicates_of(self, file_id: int) -> list[FileRow]:
-        """The files recorded as copies of this one."""
-        rows = self._query(
-            f"SELECT {_COLUMNS} FROM files WHERE duplicate_of = ? AND state = ? ORDER BY id",
-            (file_id, FileState.DUPLICATE),
-        )
-        return [self._file(r) for r in rows]
+    def holders(self, sha256s: Iterable[str]) -> dict[str, list[FileRow]]:
+        """For a batch of contents, the files whose uploads hold each (as `by_sha256`), in id
+        order: one query."""
+        found: dict[str, list[FileRow]] = {}
+        for some in _slices(list(dict.fromkeys(sha256s))):
+            marks = ", ".join("?" * len(some))
+            states = (*HOLDS_CONTENT, FileState.FITTING)
+            rows = self._query(
+                f"SELECT {_COLUMNS} FROM files WHERE sha256 IN ({marks}) "
+                "AND state IN (?, ?, ?, ?, ?) ORDER BY id",
+                (*some, *states),
+            )
+            for row in map(self._file, rows):
+                found.setdefault(str(row.sha256), []).append(row)
+        return found
+
+    def duplicates_of(self, file_ids: Iterable[int]) -> dict[int, list[FileRow]]:
+        """The files recorded as copies of each of these (those with any), in id order."""
+        found: dict[int, list[FileRow]] = {}
+        for some in _slices(list(file_ids)):
+            marks = ", ".join("?" * len(some))
+            rows = self._query(
+                f"SELECT {_COLUMNS} FROM files WHERE duplicate_of IN ({marks}) AND state = ? "
+                "ORDER BY id",
+                (*some, FileState.DUPLICATE),
+            )
+            for row in map(self._file, rows):
+                found.setdefault(int(row.duplicate_of or 0), []).append(row)
+        return found
 
     def known_in(self, *folders: bytes) -> dict[bytes, tuple[int, int, int]]:
         """The recorded files directly in these folders, each with (size, mtime_ns, inode): a
