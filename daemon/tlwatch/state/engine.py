@@ -220,8 +220,10 @@ class Engine:
             try:
                 tx.db, tx.durable = db, durable
                 yield db
-                if tx.events:  # every event of the transaction in one trip
-                    db.executemany(_EVENTS, tx.events)
+                for start in range(0, len(tx.events), EVENT_ROWS):  # (one statement each)
+                    rows = tx.events[start : start + EVENT_ROWS]
+                    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(rows))
+                    db.execute(_EVENTS + values, [v for row in rows for v in row])
                 db.commit()
                 done = True
             finally:
@@ -412,7 +414,8 @@ class Places:
         )
 
 
-_EVENTS = "INSERT INTO events (file_id, at, kind, old, new, detail) VALUES (?, ?, ?, ?, ?, ?)"
+_EVENTS = "INSERT INTO events (file_id, at, kind, old, new, detail) VALUES "
+EVENT_ROWS = 500  # a transaction's events are written this many to a statement
 
 
 def _open(path: Path, url: str | None, password: str | None, exclusive: bool) -> Database:

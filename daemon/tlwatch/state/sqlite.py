@@ -17,7 +17,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from functools import cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from tlwatch.state.schema import MIGRATIONS
 log = logging.getLogger("tlwatch.state")
 
 
-@cache
+@lru_cache(maxsize=512)
 def _dialect(sql: str) -> str:
     """The store's SQL as SQLite takes it: one writer at a time, so no row is locked."""
     return _ROW_LOCK.sub("", sql)
