@@ -106,13 +106,16 @@ class Uploader:
         self.concurrency = concurrency or Concurrency(config().api.max_concurrent_uploads)
         self.clock, self.local_time = clock, local_time
         self._in_flight: set[int] = set()
-        self._claiming = threading.Lock()
+        self._claiming = threading.Condition()  # guards the three below
+        self._claims = 0  # workers asking the store for a file right now
+        self._streak = False  # the last claim took a file: the next is likely due too
         self._next_listing = 0.0  # a rebuilt store: when to try the server's list again
         self._listing = threading.Lock()  # one worker reads the list; the others wait
 
     def in_flight(self) -> frozenset[int]:
         """The files being uploaded right now (by any worker)."""
         with self._claiming:
+            self._claiming.wait_for(lambda: not self._claims)  # (a claim ends in a moment)
             return frozenset(self._in_flight)
 
     def in_flight_names(self) -> list[str]:
@@ -128,8 +131,7 @@ class Uploader:
         if self._rebuilding():
             self.run.work.wait(seen, IDLE_WAIT)
             return
-        with self._claiming:
-            row, due = self._claim(token, held)
+        row, due = self._claim(token, held)
         if row is None:
             self.run.work.wait(seen, self._idle_wait(held, due))
             return
@@ -149,18 +151,38 @@ class Uploader:
 
     def _claim(self, token: str, held: float) -> tuple[FileRow | None, float | None]:
         """Claim the next due file unless paused, held or crowded: (row, when the next is due).
-        Called under `_claiming`."""
-        offline = self.run.offline()
-        crowded = len(self._in_flight) >= self.concurrency.allowed  # the API struggles
-        if self.run.paused() or held > 0 or crowded:
-            return None, None
-        due = self.store.next_due(offline)  # a read: no write transaction while idle
-        if due is None or due > self.clock():
-            return None, due
-        row = self.store.claim_next(token, offline)
-        if row is not None:
-            self._in_flight.add(row.id)
+        Workers ask the store at the same time (each takes a row of its own), each having
+        kept its place among the uploads allowed first."""
+        with self._claiming:
+            crowded = len(self._in_flight) + self._claims >= self.concurrency.allowed
+            if self.run.paused() or held > 0 or crowded:  # (crowded: the API struggles)
+                return None, None
+            self._claims += 1
+            streak = self._streak
+        row: FileRow | None = None
+        try:
+            row, due = self._take(token, streak)
+        finally:
+            with self._claiming:
+                self._claims -= 1
+                self._streak = row is not None
+                if row is not None:
+                    self._in_flight.add(row.id)
+                self._claiming.notify_all()
         return row, due
+
+    def _take(self, token: str, streak: bool) -> tuple[FileRow | None, float | None]:
+        """The store's next due file, claimed; else when the next is due. While files keep
+        coming (`streak`), claimed without reading first when the next is due."""
+        offline, due = self.run.offline(), None
+        if not streak:
+            due = self.store.next_due(offline)  # a read: no write transaction while idle
+            if due is None or due > self.clock():
+                return None, due
+        row = self.store.claim_next(token, offline)
+        if row is None:
+            return None, self.store.next_due(offline) if streak else due
+        return row, None
 
     def _rebuilding(self) -> bool:
         """A rebuilt store uploads nothing until the server's list of assets has been read and

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +273,51 @@ def test_a_rebuilt_store_sends_nothing_until_the_servers_list_is_read(
     assert row.state == FileState.UPLOADED
     assert row.reason and row.reason.startswith("found on the server as asset")
     assert len(sandbox.assets()) == 1  # adopted, not sent again
+
+
+class _SlowClaims(Store):
+    """A store whose claims wait until told to go (a fleet's database, far away)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.inside = threading.Semaphore(0)  # one release per claim begun
+        self.go = threading.Event()
+
+    def claim_next(self, token: str, skip_roots: Iterable[bytes] = ()) -> FileRow | None:
+        self.inside.release()
+        assert self.go.wait(10)
+        return super().claim_next(token, skip_roots)
+
+
+def test_workers_ask_the_store_at_once_within_the_uploads_allowed(
+    tmp_path: Path, config: Config, api: Client
+) -> None:
+    """Two workers claim at the same time, each its own file; one more waits for a place
+    (uploads allowed count claims being made), and the files in flight are told only once
+    every claim begun is over."""
+    for name in ("a", "b", "c"):
+        (tmp_path / "w" / f"{name}.png").write_bytes((FIXTURES / "photo.png").read_bytes())
+    with _SlowClaims(config.state.path) as store:
+        for name in ("a", "b", "c"):
+            queue_file(store, tmp_path / "w" / f"{name}.png", "image")
+        uploader = Uploader(store, api, lambda: config, RunState())
+        uploader.concurrency.allowed = 2
+        claimed: list[FileRow | None] = []
+        workers = [
+            threading.Thread(target=lambda t=f"t{i}": claimed.append(uploader._claim(t, 0)[0]))
+            for i in range(2)
+        ]
+        for worker in workers:
+            worker.start()
+        assert store.inside.acquire(timeout=5) and store.inside.acquire(timeout=5)  # both in
+        assert uploader._claim("t3", 0) == (None, None)  # no place left: not even asked
+        seen: list[frozenset[int]] = []
+        teller = threading.Thread(target=lambda: seen.append(uploader.in_flight()))
+        teller.start()
+        teller.join(timeout=0.2)
+        assert teller.is_alive()  # waits for the claims begun
+        store.go.set()
+        for thread in (*workers, teller):
+            thread.join(timeout=10)
+    ids = {row.id for row in claimed if row is not None}
+    assert len(ids) == 2 and seen == [frozenset(ids)]
