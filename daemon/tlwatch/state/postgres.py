@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import select
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from functools import cache
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,49 +36,69 @@ _SETTINGS = (
 _KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5}
 
 
-@cache
+@lru_cache(maxsize=512)
 def _dialect(sql: str) -> str:
     """The store's SQL as psycopg takes it: `%s` for each value."""
     return sql.replace("%", "%%").replace("?", "%s")
 
 
 class _Connection:
-    """A transaction runs in pipeline mode: a statement whose result is not read (an UPDATE, an
-    INSERT) costs no trip of its own, and goes with the next one that is read, or the COMMIT."""
+    """Outside a transaction, a statement is sent with its values apart (and prepared once it
+    recurs). A transaction's statements are queued, their values bound here, and sent together
+    in one message when a result is read, and at COMMIT: a write whose result is not read costs
+    no trip of its own, and the client's work per transaction is about half what sending each
+    statement apart costs (measured: `bench/postgres.py`)."""
 
     def __init__(self, db: psycopg.Connection[Any]) -> None:
         self._db = db
         self._reader = db.cursor()  # outside a transaction, one cursor, reused
-        self._pipeline: contextlib.AbstractContextManager[psycopg.Pipeline] | None = None
+        self._client = psycopg.ClientCursor(db)  # binds a transaction's values
+        self._queue: list[str] | None = None  # a transaction's statements not sent yet
+        self._gone = False  # the server ended this connection
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
-        if self._pipeline is None:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self._queue is None:
             return self._reader.execute(_dialect(sql), params)
-        return self._db.execute(_dialect(sql), params)  # (a cursor each: results come later)
+        self._queue.append(self._client.mogrify(_dialect(sql), params))
+        return _Later(self, len(self._queue))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        self._db.cursor().executemany(_dialect(sql), rows)
+        if self._queue is None:
+            self._reader.executemany(_dialect(sql), rows)
+            return
+        self._queue.extend(self._client.mogrify(_dialect(sql), row) for row in rows)
 
     def begin(self, *, durable: bool) -> None:
+        if self._closed_by_server():
+            raise psycopg.OperationalError("the server closed the connection")
         # The session's commits are not waited for (`synchronous_commit=off`, as it opened);
         # a durable one is.
-        self._pipeline = pipeline = self._db.pipeline()
-        pipeline.__enter__()
-        self._db.execute(b"BEGIN")
-        if durable:
-            self._db.execute(b"SET LOCAL synchronous_commit TO on")
+        self._queue = ["BEGIN", "SET LOCAL synchronous_commit TO on"] if durable else ["BEGIN"]
+
+    def result(self, later: _Later) -> psycopg.ClientCursor[Any]:
+        """Send what is queued, `later`'s statement last; its result."""
+        if self._queue is None or len(self._queue) != later.number:
+            raise StoreError("a statement's result read after the next one was queued (a bug)")
+        self._send()
+        return self._client
+
+    def _send(self) -> None:
+        assert self._queue is not None
+        sql, self._queue = ";\n".join(self._queue), []
+        self._client.execute(sql.encode())  # (values bound: nothing for psycopg to bind)
+        while self._client.nextset():
+            pass  # the last statement's result
 
     def commit(self) -> None:
-        self._db.execute(b"COMMIT")
-        pipeline, self._pipeline = self._pipeline, None
-        if pipeline is not None:
-            pipeline.__exit__(None, None, None)  # every result read: any error is raised here
+        assert self._queue is not None
+        self._queue.append("COMMIT")
+        try:
+            self._send()  # any error of a write not yet read is raised here
+        finally:
+            self._queue = None
 
     def rollback(self) -> None:
-        pipeline, self._pipeline = self._pipeline, None
-        if pipeline is not None:
-            with contextlib.suppress(psycopg.Error):
-                pipeline.__exit__(None, None, None)
+        self._queue = None
         if (
             not self.broken
             and self._db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
@@ -85,12 +106,35 @@ class _Connection:
             with contextlib.suppress(psycopg.Error):
                 self._db.execute(b"ROLLBACK")
 
+    def _closed_by_server(self) -> bool:
+        """Has the server said anything to this idle connection? It only would to end it (it
+        shut down or restarted): found out before a transaction is queued on it, for the
+        store to open a new one, rather than when its statements are sent."""
+        if self._db.closed or self._db.broken:
+            return True
+        if select.select([self._db.fileno()], [], [], 0)[0]:
+            self._gone = True
+        return self._gone
+
     def close(self) -> None:
         self._db.close()
 
     @property
     def broken(self) -> bool:
-        return self._db.closed or self._db.broken
+        return self._db.closed or self._db.broken or self._gone
+
+
+class _Later:
+    """A statement of a transaction, queued: its result is read once it is sent."""
+
+    def __init__(self, connection: _Connection, number: int) -> None:
+        self._connection, self.number = connection, number
+
+    def fetchone(self) -> Any:
+        return self._connection.result(self).fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._connection.result(self).fetchall()
 
 
 class Postgres:
