@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from pgserver import Server
 
-from tlwatch.errors import LeaseLost
+from tlwatch.errors import LeaseLost, StoreError
 from tlwatch.models import FileState, Media, Signature
 from tlwatch.state import Store
+from tlwatch.state.postgres import Postgres
 
 MEDIA = Media("video/mp4", "video", "ab" * 32, duration=1.0)
 
@@ -275,3 +276,28 @@ def test_in_a_fleet_each_metric_says_its_host(hosts: tuple[Store, Store], tmp_pa
     samples = [s for f in Metrics(a, lambda: config).registry.collect() for s in f.samples]
     assert samples and {s.labels.get("host") for s in samples} == {"ingest-1"}
     assert any(s.name == "tlwatch_files" and s.value == 1 for s in samples)
+
+
+def test_a_transaction_sends_its_statements_together_and_values_as_values(url: str) -> None:
+    """Values are bound by the client (a quote, a percent sign, bytes and None come back as
+    they went); a result is read only as the last statement queued (a bug otherwise)."""
+    database = Postgres(url, None, exclusive=True)
+    db = database.connect(writer=True)
+    try:
+        db.begin(durable=False)
+        db.execute("CREATE TEMP TABLE t (a TEXT, b BYTEA, c DOUBLE PRECISION) ON COMMIT DROP")
+        db.execute("INSERT INTO t VALUES (?, ?, ?)", ("it's 100% ?", b"\x00/\xff", None))
+        first = db.execute("SELECT a, b, c FROM t")
+        assert first.fetchone() == ("it's 100% ?", b"\x00/\xff", None)
+        second = db.execute("SELECT 1")
+        with pytest.raises(StoreError, match="a bug"):
+            first.fetchone()  # its result came and went with the message before
+        assert second.fetchone() == (1,)
+        db.execute("SELECT 3")
+        with pytest.raises(StoreError, match="a bug"):
+            second.fetchone()  # (first in its message, as this one is in the next)
+        db.rollback()
+        assert db.execute("SELECT 2").fetchone() == (2,)  # the connection carries on
+    finally:
+        db.close()
+        database.close()

@@ -55,12 +55,13 @@ class _Connection:
         self._client = psycopg.ClientCursor(db)  # binds a transaction's values
         self._queue: list[str] | None = None  # a transaction's statements not sent yet
         self._gone = False  # the server ended this connection
+        self._sends = 0  # messages sent: a queued statement's place is (this, its number)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         if self._queue is None:
             return self._reader.execute(_dialect(sql), params)
         self._queue.append(self._client.mogrify(_dialect(sql), params))
-        return _Later(self, len(self._queue))
+        return _Later(self, (self._sends, len(self._queue)))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         if self._queue is None:
@@ -77,7 +78,7 @@ class _Connection:
 
     def result(self, later: _Later) -> psycopg.ClientCursor[Any]:
         """Send what is queued, `later`'s statement last; its result."""
-        if self._queue is None or len(self._queue) != later.number:
+        if self._queue is None or (self._sends, len(self._queue)) != later.place:
             raise StoreError("a statement's result read after the next one was queued (a bug)")
         self._send()
         return self._client
@@ -85,6 +86,7 @@ class _Connection:
     def _send(self) -> None:
         assert self._queue is not None
         sql, self._queue = ";\n".join(self._queue), []
+        self._sends += 1
         self._client.execute(sql.encode())  # (values bound: nothing for psycopg to bind)
         while self._client.nextset():
             pass  # the last statement's result
@@ -127,8 +129,8 @@ class _Connection:
 class _Later:
     """A statement of a transaction, queued: its result is read once it is sent."""
 
-    def __init__(self, connection: _Connection, number: int) -> None:
-        self._connection, self.number = connection, number
+    def __init__(self, connection: _Connection, place: tuple[int, int]) -> None:
+        self._connection, self.place = connection, place
 
     def fetchone(self) -> Any:
         return self._connection.result(self).fetchone()
