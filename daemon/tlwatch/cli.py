@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the real types for mypy; imported lazily at run time to kee
     from tlwatch.config import Config
     from tlwatch.health import Snapshot
     from tlwatch.models import FileState
-    from tlwatch.state import ChoreRow, FileRow, IndexingRow, Store
+    from tlwatch.state import IndexingRow, Store
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -436,88 +436,57 @@ def _open_store(args: argparse.Namespace) -> Store:
 
 def _status(args: argparse.Namespace) -> int:
     from tlwatch.health import record_path, verdict
-    from tlwatch.models import FileState
+    from tlwatch.report import status
 
     with _open_store(args) as store:
-        rows = store.all()
-        chunks = {r.id: len(store.chunks(r.id)) for r in rows if r.upload_id}
-        offline = {
-            os.fsdecode(path): reason or "offline"
-            for path, (online, reason, _) in store.folders().items()
-            if not online
-        }
-        indexings = store.all_indexings()
-        indexing = Counter(i.state.value for i in indexings)
-        names = {r.id: r.shown for r in rows}
-        waiting = [_waiting_json(i, names) for i in indexings if _waits(i)]
-        chores = store.all_chores()
-        chore_counts = Counter(c.state.value for c in chores)
-        chore_failures = [_chore_json(c, names) for c in chores if c.state == "failed"]
-        fitted, original_bytes, part_bytes = store.savings()
-        daemon = verdict(record_path(store.path))
-    limits = daemon.get("limits", {}) if daemon["running"] else {}
-    folders: dict[str, Counter[str]] = {}
-    for row in rows:
-        folders.setdefault(os.fsdecode(row.root) or "(one-off)", Counter())[row.state.value] += 1
-    flight = [r for r in rows if r.state in (FileState.UPLOADING, FileState.UPLOADED)]
-    failures = sorted(
-        (r for r in rows if r.state in (FileState.FAILED, FileState.SKIPPED)),
-        key=lambda r: r.updated_at,
-        reverse=True,
-    )[:10]
+        report = status(store, verdict(record_path(store.path)))
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "folders": {name: dict(counts) for name, counts in folders.items()},
-                    "totals": dict(sum(folders.values(), Counter())),
-                    "offline": offline,
-                    "indexing": dict(indexing),
-                    "indexing_waits": waiting,
-                    "after_upload": dict(chore_counts),
-                    "after_upload_failures": chore_failures,
-                    "limits": limits,
-                    "proxies": {
-                        "originals": fitted,
-                        "original_bytes": original_bytes,
-                        "sent_bytes": part_bytes,
-                    },
-                    "in_flight": [_row_json(r) for r in flight],
-                    "recent_failures": [_row_json(r) for r in failures],
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps(report, indent=2))
         return EXIT_OK
+    _print_status(report)
+    return EXIT_OK
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    folders, limits, proxies = report["folders"], report["limits"], report["proxies"]
     for name, counts in folders.items():
         print(f"{name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     if not folders:
         print("nothing recorded yet")
-    if indexing:
-        print("indexing: " + ", ".join(f"{n} {s}" for s, n in sorted(indexing.items())))
-    _print_after_upload(waiting, chore_counts, chore_failures)
+    if report["indexing"]:
+        counted = sorted(report["indexing"].items())
+        print("indexing: " + ", ".join(f"{n} {s}" for s, n in counted))
+    _print_after_upload(
+        report["indexing_waits"], report["after_upload"], report["after_upload_failures"]
+    )
     if limits:
         print("limits: " + _limits_line(limits))
-    if fitted:
-        saved = (original_bytes - part_bytes) / 1e6
+    if proxies["originals"]:
+        saved = (proxies["original_bytes"] - proxies["sent_bytes"]) / 1e6
         bytes_ = (
             f"{saved:.1f} MB saved" if saved >= 0 else f"{-saved:.1f} MB more than the originals"
         )
-        print(f"proxies: {fitted} original(s) sent as proxies or segments, {bytes_}")
-    for name, reason in offline.items():
+        print(f"proxies: {proxies['originals']} original(s) sent as proxies or segments, {bytes_}")
+    for name, reason in report["offline"].items():
         print(f"  offline: {name} ({reason}); its files wait for it")
-    for row in flight:
-        detail = row.asset_status or ""
-        if row.state == FileState.UPLOADING and row.total_chunks:
-            detail = f"{chunks.get(row.id, 0)}/{row.total_chunks} chunks"
-        print(f"  in flight: {row.shown} {row.state} {row.asset_id or ''} {detail}")
+    for row in report["in_flight"]:
+        detail = row["asset_status"] or ""
+        if row.get("chunks"):
+            detail = "{}/{} chunks".format(*row["chunks"])
+        print(f"  in flight: {_shown(row)} {row['state']} {row['asset_id'] or ''} {detail}")
     for found in limits.get("transcodes") or []:
         speed = f" at {found['speed']:.1f}x real time" if found.get("speed") else ""
         eta = f", {found['eta_seconds']:.0f} s left" if found.get("eta_seconds") is not None else ""
         print(f"  making a proxy: {found['file']} {found['percent']:.0f}%{speed}{eta}")
-    for row in failures:
-        print(f"  {row.state}: {row.shown}: {row.reason}")
-    return EXIT_OK
+    for row in report["recent_failures"]:
+        print(f"  {row['state']}: {_shown(row)}: {row['reason']}")
+
+
+def _shown(row: dict[str, Any]) -> str:
+    """A file of the report as a log line names it."""
+    from tlwatch.models import shown
+
+    return shown(os.fsencode(row["name"]))
 
 
 def _fleet(args: argparse.Namespace) -> int:
@@ -618,35 +587,6 @@ def _limits_line(limits: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _row_json(row: FileRow, indexings: Sequence[IndexingRow] = ()) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "parent_id": row.parent_id,  # a proxy or segment: the original it stands for
-        "path": os.fsdecode(row.path).encode("utf-8", "backslashreplace").decode(),
-        "state": row.state.value,
-        "reason": row.reason,
-        "asset_id": row.asset_id,
-        "asset_status": row.asset_status,
-        "mime": row.mime,
-        "size": row.size,
-        "sha256": row.sha256,
-        "attempts": row.attempts,
-        "duplicate_of": row.duplicate_of,
-        "updated_at": row.updated_at,
-        "user_metadata": row.user_metadata,
-        "indexing": [
-            {
-                "index_id": i.index_id,
-                "indexed_asset_id": i.indexed_asset_id,
-                "state": i.state.value,
-                "status": i.status,
-                "reason": i.reason,
-            }
-            for i in indexings
-        ],
-    }
-
-
 def _print_after_upload(
     waiting: list[dict[str, Any]], counts: Counter[str], failures: list[dict[str, Any]]
 ) -> None:
@@ -659,37 +599,16 @@ def _print_after_upload(
         print(f"  {chore['kind']} failed: {chore['file']}: {chore['reason']}")
 
 
-def _waits(indexing: IndexingRow) -> bool:
-    """A queued indexing that waits for a reason (a lost answer, an error, a rate limit)."""
-    return indexing.state == "queued" and indexing.reason is not None
-
-
-def _waiting_json(indexing: IndexingRow, names: dict[int, str]) -> dict[str, Any]:
-    return {
-        "file": names.get(indexing.file_id or -1, indexing.asset_id),
-        "index_id": indexing.index_id,
-        "reason": indexing.reason,
-        "next_attempt_at": indexing.next_attempt_at,
-    }
-
-
-def _chore_json(chore: ChoreRow, names: dict[int, str]) -> dict[str, Any]:
-    return {
-        "file": names.get(chore.file_id, str(chore.file_id)),
-        "kind": chore.kind.value,
-        "state": chore.state.value,
-        "reason": chore.reason,
-    }
-
-
 def _list(args: argparse.Namespace) -> int:
+    from tlwatch.report import row_json
+
     with _open_store(args) as store:
         rows = [r for r in store.all() if args.state is None or r.state == args.state]
         by_asset: dict[str, list[IndexingRow]] = {}
         for indexing in store.all_indexings():  # one pass: grouped by asset
             by_asset.setdefault(indexing.asset_id, []).append(indexing)
     if args.json:
-        found = [_row_json(r, by_asset.get(r.asset_id or "", [])) for r in rows]
+        found = [row_json(r, by_asset.get(r.asset_id or "", [])) for r in rows]
         print(json.dumps(found, indent=2))
         return EXIT_OK
     for row in rows:

@@ -432,3 +432,23 @@ def test_a_batch_of_files_is_looked_up_in_one_query_each_way(open_store: OpenSto
         assert store.by_paths([]) == {} and store.duplicates_of([]) == {}
         many = [f"/w/n{i}.mp4".encode() for i in range(1200)]  # more than one query's worth
         assert store.by_paths([*many, b"/w/a.mp4"]).keys() == {b"/w/a.mp4"}
+
+
+def test_files_are_listed_a_page_at_a_time_and_the_latest_changes_first(
+    open_store: OpenStore,
+) -> None:
+    with open_store() as store:
+        rows = [
+            store.enqueue(f"/{d}/{n}.mp4".encode(), f"/{d}".encode(), Signature(n, n, n), MEDIA)
+            for d in ("w", "x")
+            for n in range(3)
+        ]
+        store.skip(rows[1].id, "gone")
+        first = store.page(None, None, after=0, limit=4)
+        assert [r.id for r in first] == [r.id for r in rows[:4]]
+        rest = store.page(None, None, after=first[-1].id, limit=4)
+        assert [r.id for r in rest] == [r.id for r in rows[4:]]
+        queued_in_x = store.page(FileState.QUEUED, b"/x", after=0, limit=10)
+        assert [r.id for r in queued_in_x] == [r.id for r in rows[3:]]
+        assert [r.id for r in store.page(FileState.SKIPPED, None, 0, 10)] == [rows[1].id]
+        assert [r.id for r in store.recent((FileState.QUEUED,), 2)] == [rows[5].id, rows[4].id]

@@ -224,6 +224,36 @@ class Files(Engine):
         )
         return [self._file(r) for r in rows]
 
+    def recent(self, states: Iterable[FileState], limit: int) -> list[FileRow]:
+        """The files in `states` that changed last, the latest first (at most `limit`)."""
+        wanted = tuple(states)
+        marks = ", ".join("?" * len(wanted))
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM files WHERE state IN ({marks}) "
+            "ORDER BY updated_at DESC, id DESC LIMIT ?",
+            (*wanted, limit),
+        )
+        return [self._file(r) for r in rows]
+
+    def page(
+        self, state: FileState | None, root: bytes | None, after: int, limit: int
+    ) -> list[FileRow]:
+        """Files in id order after id `after` (at most `limit`), in `state` and under the
+        watched folder `root` when given: a page of `tlwatch list` and of the web API."""
+        where: list[str] = ["id > ?"]
+        values: list[Any] = [after]
+        if state is not None:
+            where.append("state = ?")
+            values.append(state)
+        if root is not None:
+            where.append("root = ?")
+            values.append(self._places.key(root))
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM files WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+            (*values, limit),
+        )
+        return [self._file(r) for r in rows]
+
     def pending_assets(self) -> list[tuple[int, float | None]]:
         """(id, uploaded_at) of each file whose asset is followed (`uploaded`, with an id)."""
         mine, values = self._places.mine("root")  # (in a fleet, those of its own folders)
