@@ -224,14 +224,16 @@ class Daemon:
         settle: float = 0.3,
         timeout: float = 5,
         tables: str = "",
+        ui: str = 'listen = "off"',
     ) -> None:
-        """Write the config: `api` and `watch` lines join their tables, `tables` are more."""
+        """Write the config: `api`, `watch` and `ui` lines join their tables, `tables` are
+        more. No status page unless asked for (the suite runs daemons side by side)."""
         self.config.write_text(
             f'[api]\nbase_url = "{self.sandbox.base_url}"\napi_key_file = "api_key"\n'
             f"timeout_seconds = {timeout}\n{api}\n"
             f'[state]\npath = "state/state.db"\n'
             f"[daemon]\nretry_base_seconds = 0.05\nretry_max_seconds = 1\n"
-            f"shutdown_timeout_seconds = 5\n{tables}\n"
+            f"shutdown_timeout_seconds = 5\n{tables}\n[ui]\n{ui}\n"
             f'[[watch]]\npath = "watch"\nsettle_seconds = {settle}\n{watch}\n'
         )
 

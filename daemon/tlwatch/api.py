@@ -209,6 +209,7 @@ class Client:
         sleep: Callable[[float], object] = time.sleep,
         cancel: threading.Event | None = None,
         progress: Callable[[], None] = lambda: None,
+        on_sent: Callable[[int], None] = lambda count: None,
         on_answer: Callable[[str, int], None] = lambda endpoint, code: None,
         pacer: Pacer | None = None,
         bandwidth: Bandwidth | None = None,
@@ -217,6 +218,7 @@ class Client:
         self._key = api_key
         self._cancel = cancel or threading.Event()  # set: abandon uploads in flight (shutdown)
         self._progress = progress  # called as bytes go out: a sign of life for the watchdog
+        self._on_sent = on_sent  # told how many bytes go out, on the thread that sends them
         self._on_answer = on_answer  # (endpoint name, HTTP status; 0: no answer), for metrics
         self.pacer = pacer or Pacer()  # waits out a used-up rate-limit window, per family
         self.bandwidth = bandwidth or Bandwidth(None)  # the upload rate cap, shared
@@ -251,6 +253,7 @@ class Client:
     def _sent(self, size: int) -> None:
         """A piece of a file is about to go out: a sign of life, and the bandwidth cap's wait."""
         self._progress()
+        self._on_sent(size)
         delay = self.bandwidth.take(size)
         if delay > 0:
             self._sleep(delay)

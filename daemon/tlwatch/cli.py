@@ -135,6 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="every file with something failed: its upload, an indexing, a move or delete",
     )
+    pause = add(
+        "pause",
+        lambda args: _pause(args, args.reason or "paused by `tlwatch pause`"),
+        "pause this host's daemon: no upload starts until `tlwatch resume` (kept across restarts)",
+        "Uploads in flight finish. The running daemon hears it at once through its API, or "
+        "within seconds from the store.",
+    )
+    pause.add_argument("reason", nargs="?", help="why, as `tlwatch status` and the page say it")
+    add("resume", lambda args: _pause(args, None), "lift a pause asked for by `tlwatch pause`")
+    ui = add(
+        "ui",
+        _ui,
+        "open the status page in a browser, signed in to act (Retry, Pause)",
+        "Asks the running daemon for a one-time link (it works once, within two minutes) that "
+        "gives the browser the token in the state folder as a cookie.",
+    )
+    ui.add_argument("--print", action="store_true", help="print the link instead of opening it")
     index = add(
         "index",
         _index,
@@ -622,6 +639,11 @@ def _retry(args: argparse.Namespace) -> int:
 
     if not args.paths and not args.failed:
         return _fail("give PATHs or --failed", EXIT_USAGE)
+    if args.failed:  # the running daemon does it, and wakes its workers
+        asked = _ask_daemon(args, "retry", {"failed": True})
+        if asked is not None:
+            print(f"re-queued {asked['requeued']} file(s)")
+            return EXIT_OK
     with _open_store(args) as store:
         if args.failed:  # failed uploads, and failed indexings and chores of any file
             ids = store.retriable()
@@ -635,6 +657,53 @@ def _retry(args: argparse.Namespace) -> int:
         moved = store.retry(ids)
     print(f"re-queued {len(moved)} file(s)")
     return EXIT_OK
+
+
+def _pause(args: argparse.Namespace, reason: str | None) -> int:
+    """`pause` (a reason) and `resume` (None): through the daemon's API, else in the store."""
+    if _ask_daemon(args, "pause" if reason else "resume", {"reason": reason}) is None:
+        with _open_store(args) as store:
+            store.pause_by_user(reason)
+    print(f"paused: {reason}" if reason else "resumed")
+    return EXIT_OK
+
+
+def _ui(args: argparse.Namespace) -> int:
+    import webbrowser
+
+    asked = _ask_daemon(args, "login", {})
+    if asked is None:
+        return _fail("no status page: the daemon is not running here, or [ui] listen is off")
+    if args.print or not webbrowser.open(asked["url"]):
+        print(asked["url"])
+    return EXIT_OK
+
+
+def _ask_daemon(args: argparse.Namespace, action: str, body: dict[str, Any]) -> Any:
+    """POST to the running daemon's API with the token; None when no daemon answers here."""
+    import urllib.error
+    import urllib.request
+
+    from tlwatch.web import read_token
+
+    config = _config(args)
+    if config.ui.listen is None:
+        return None
+    host, port = config.ui.listen
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        token = read_token(config.state.path.parent)
+        request = urllib.request.Request(
+            f"http://{address}/api/v1/{action}",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            return json.loads(answer.read())
+    except (OSError, ValueError, urllib.error.URLError):  # (an HTTP error status too)
+        return None
 
 
 def _index(args: argparse.Namespace) -> int:

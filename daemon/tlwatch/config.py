@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
 import os
 import socket
@@ -82,6 +83,13 @@ class DaemonConfig:
 class MetricsConfig:
     listen: tuple[str, int] | None = None  # serve /metrics here ("9811": 127.0.0.1:9811)
     textfile: Path | None = None  # write the same text here every 15 s (node_exporter)
+
+
+@dataclass(frozen=True)
+class UiConfig:
+    # The status page, its JSON API and /metrics, served together ("off": not served).
+    listen: tuple[str, int] | None = ("127.0.0.1", 9811)
+    allow_remote: bool = False  # listen beyond loopback: then every request needs the token
 
 
 @dataclass(frozen=True)
@@ -174,6 +182,7 @@ class Config:
     notify: NotifyConfig = NotifyConfig()
     budget: BudgetConfig = BudgetConfig()
     fit: FitConfig = FitConfig()
+    ui: UiConfig = UiConfig()
 
     def folder_names(self) -> dict[bytes, str]:
         """Each watched folder's short name, for labels: its `name`, else its last path
@@ -403,6 +412,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
         "notify",
         "budget",
         "fit",
+        "ui",
     ):
         top.seen.add(name)
     top.finish()
@@ -437,6 +447,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
     fit = _section(data, "fit", problems, where)
     fit_config = fit.fields(FitConfig, {**FIT_KEYS, "spool_dir": (_path_under(base), "a path")})
     fit.finish()
+    ui_config = _ui(_section(data, "ui", problems, where), metrics_config, where, problems)
     watches = _watches(data.get("watch", []), base, problems, where)
     shares = [watch.share for watch in watches if watch.share]
     if api.max_upload_rate_fleet is not None and state_config.url is None:
@@ -465,6 +476,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None, private: bool = False
         notify_config,
         budget_config,
         fit_config,
+        ui_config,
     )
 
 
@@ -504,6 +516,46 @@ def _listen(value: Any) -> tuple[str, int]:
         raise ValueError
     return (host.strip("[]") or "127.0.0.1", number)
 
+
+def _ui(table: _Reader, metrics: MetricsConfig, where: str, problems: list[str]) -> UiConfig:
+    """`[ui]`; an older config's `[metrics] listen` stands for `[ui] listen` (the page and the
+    API now come with /metrics)."""
+    given = "listen" in table.table
+    ui: UiConfig = table.fields(UiConfig, UI_KEYS)
+    table.finish()
+    if metrics.listen is not None:
+        if given and ui.listen != metrics.listen:
+            problems.append(
+                f"{where}metrics.listen: /metrics is served where [ui] listen says; "
+                "give only [ui] listen"
+            )
+        ui = dataclasses.replace(ui, listen=metrics.listen)
+    if ui.listen is not None and not ui.allow_remote and not _loopback(ui.listen[0]):
+        key = "ui.listen" if given or metrics.listen is None else "metrics.listen"
+        problems.append(
+            f"{where}{key}: {ui.listen[0]} is beyond loopback; set [ui] allow_remote = true "
+            "(every request then needs the token in the state folder's ui.token)"
+        )
+    return ui
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _listen_or_off(value: Any) -> tuple[str, int] | None:
+    return None if value == "off" else _listen(value)
+
+
+UI_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "listen": (_listen_or_off, 'an address, like "127.0.0.1:9811", or "off"'),
+    "allow_remote": (_boolean, "true or false"),
+}
 
 METRICS_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "listen": (_listen, 'an address to serve /metrics on, like "127.0.0.1:9811"'),

@@ -24,6 +24,7 @@ SCAN = b""  # the inbox item that asks for a full rescan
 WAKE = b"\0"  # the inbox item that only wakes the intake thread (to stop)
 PAUSE_KEY = "key"  # a pause cause: the API key was rejected
 PAUSE_STORE = "store"  # a pause cause: the state store cannot be written
+PAUSE_USER = "user"  # a pause cause: asked for by hand (`tlwatch pause`, the status page)
 UPLOADS, INDEXING = "uploads", "indexing"  # request families, each with its own rate-limit hold
 ERROR_PAUSE = 1.0  # seconds a loop rests after an unexpected error
 STORE_RETRY = 5.0  # seconds between attempts while the store cannot be written

@@ -86,7 +86,7 @@ def run(root: Path) -> int:
         'day = "{mtime:%Y-%m-%d}" }\n'
     )
     env = {**os.environ, "TWELVELABS_API_KEY": DEMO_KEY}
-    say(f"running the daemon on {watch}")
+    say(f"running the daemon on {watch}; its status page: http://127.0.0.1:9811 (`tlwatch ui`)")
     daemon = subprocess.Popen(tlwatch("run", "-c", str(config)), env=env)
     try:
         time.sleep(1.0)  # let it start watching; the demo's pace, not a correctness wait

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tlwatch import __version__
 from tlwatch.control import Heartbeats
 from tlwatch.events import Event, FolderChanged, Paused, Stuck, nowhere
 from tlwatch.models import FileState
@@ -117,8 +118,10 @@ class HealthRecord:
         *,
         clock: Callable[[], float] = time.time,
         limits: Callable[[], dict[str, Any]] = dict,
+        host: str = "",
     ) -> None:
-        self.path, self.clock, self.limits = path, clock, limits
+        self.path, self.clock, self.limits, self.host = path, clock, limits, host
+        self.started_at = clock()
         self.paused: dict[str, str] = {}
         self.stuck: tuple[str, ...] = ()
         self.offline: dict[str, str] = {}
@@ -147,15 +150,26 @@ class HealthRecord:
             self._next_write = now + HEALTH_SECONDS
             self.write()
 
-    def write(self) -> None:
-        record = {
+    def record(self) -> dict[str, Any]:
+        """What the record says now."""
+        return {
             "pid": os.getpid(),
             "at": self.clock(),
-            "paused": self.paused,
+            "started_at": self.started_at,
+            "host": self.host,
+            "version": __version__,
+            "paused": dict(self.paused),
             "stuck": list(self.stuck),
-            "offline": self.offline,
+            "offline": dict(self.offline),
             "limits": self.limits(),
         }
+
+    def verdict(self) -> dict[str, Any]:
+        """`verdict` of the record as it is now, in this (running) daemon."""
+        return judged(self.record(), running=True)
+
+    def write(self) -> None:
+        record = self.record()
         temporary = self.path.with_name(self.path.name + ".tmp")
         try:
             temporary.write_text(json.dumps(record))
@@ -175,6 +189,11 @@ def verdict(path: Path, *, clock: Callable[[], float] = time.time) -> dict[str, 
     except (OSError, ValueError):
         return {"running": False, "healthy": False, "problems": ["not running"]}
     running = _alive(int(record.get("pid", 0))) and clock() - float(record["at"]) < STALE_AFTER
+    return judged(record, running=running)
+
+
+def judged(record: dict[str, Any], *, running: bool) -> dict[str, Any]:
+    """A health record with its verdict: running, healthy, and the problems if not."""
     problems = [] if running else ["not running"]
     problems += [f"paused: {reason}" for reason in record.get("paused", {}).values()]
     problems += [f"stuck: {name}" for name in record.get("stuck", [])]

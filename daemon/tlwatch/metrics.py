@@ -1,8 +1,8 @@
 """Prometheus metrics: the only module that imports prometheus_client.
 
-It listens to the event hub and reads the store when scraped; it never writes the store. Served on
-`[metrics] listen` (loopback unless another address is named) and/or written to `[metrics]
-textfile` every 15 s for node_exporter's textfile collector (a temporary file, then a rename).
+It listens to the event hub and reads the store when scraped; it never writes the store. Served at
+/metrics by the web server (`[ui] listen`) and/or written to `[metrics] textfile` every 15 s for
+node_exporter's textfile collector (a temporary file, then a rename).
 Labels are short names (`folder` is `[[watch]] name`), never a path, a file name or an asset id.
 """
 
@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import Any
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import write_to_textfile
+from prometheus_client.exposition import choose_encoder, write_to_textfile
 from prometheus_client.registry import Collector
 
 from tlwatch import __version__
-from tlwatch.config import Config, MetricsConfig
+from tlwatch.config import Config
 from tlwatch.events import (
     Answered,
     AssetReady,
@@ -185,11 +182,6 @@ class Metrics:
         )
         for name in config().folder_names().values():
             self.online.labels(name).set(1)
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
-        self._serving: MetricsConfig = MetricsConfig()
-        self._next_bind = 0.0  # when to try listening again after a failed bind
-        self._bind_failed = False
         self._next_write = 0.0
 
     # ---- listening ------------------------------------------------------------------------
@@ -216,36 +208,14 @@ class Metrics:
             self.stuck.set(len(event.threads))
 
     # ---- serving --------------------------------------------------------------------------
-    def apply(self) -> None:
-        """Serve (or stop serving) as `[metrics]` says now: at start and after a reload."""
-        wanted = self.config().metrics
-        if wanted.listen != self._serving.listen:
-            self._stop_server()
-            self._serving = replace(wanted, listen=None)
-            if wanted.listen is not None:
-                host, port = wanted.listen
-                try:
-                    self._server, self._thread = start_http_server(port, host, self.registry)
-                    log.info("metrics: serving http://%s:%d/metrics", host, port)
-                    self._serving, self._bind_failed = wanted, False
-                except OSError as error:  # tried again at the next tick that is due
-                    self._next_bind = time.monotonic() + BIND_RETRY_SECONDS
-                    level = logging.DEBUG if self._bind_failed else logging.ERROR
-                    self._bind_failed = True
-                    log.log(
-                        level,
-                        "metrics: cannot listen on %s:%d: %s; trying again every %.0f s",
-                        host,
-                        port,
-                        error.strerror,
-                        BIND_RETRY_SECONDS,
-                    )
-        self._serving = replace(self._serving, textfile=wanted.textfile)
+    def exposition(self, accept: str) -> tuple[bytes, str]:
+        """What /metrics answers (the web server serves it): the text, its content type, in
+        the format the scraper's `Accept` header asks for."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
 
     def tick(self, now: float) -> None:
-        """Write the textfile, every 15 s; try again to listen where that failed."""
-        if self._serving.listen != self.config().metrics.listen and now >= self._next_bind:
-            self.apply()
+        """Write the textfile, every 15 s."""
         path = self.config().metrics.textfile
         if path is None or now < self._next_write:
             return
@@ -256,15 +226,6 @@ class Metrics:
             log.warning("metrics: cannot write %s: %s", path, error.strerror)
 
     def close(self) -> None:
-        """Stop serving; the textfile says the last word."""
-        self._stop_server()
+        """The textfile says the last word."""
         self._next_write = 0.0
         self.tick(time.monotonic())
-
-    def _stop_server(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None

@@ -29,6 +29,9 @@ def status(store: Store, daemon: dict[str, Any]) -> dict[str, Any]:
     }
     indexings, chores = store.all_indexings(), store.all_chores()
     waits = [i for i in indexings if waits_for_a_reason(i)]
+    by_asset: dict[str, list[IndexingRow]] = {}
+    for indexing in indexings:
+        by_asset.setdefault(indexing.asset_id, []).append(indexing)
     failed = [c for c in chores if c.state == "failed"]
     ids = {i.file_id for i in waits if i.file_id is not None} | {c.file_id for c in failed}
     names = {row.id: row.shown for row in store.rows(ids)}
@@ -54,7 +57,10 @@ def status(store: Store, daemon: dict[str, Any]) -> dict[str, Any]:
             row_json(r) for r in trouble if r.state in (FileState.FAILED, FileState.SKIPPED)
         ][:10],
         "needs_a_look": [row_json(r) for r in trouble],
-        "ready": [row_json(r) for r in store.recent((FileState.READY,), SHOWN)],
+        "ready": [
+            row_json(r, by_asset.get(r.asset_id or "", []))
+            for r in store.recent((FileState.READY,), SHOWN)
+        ],
         "daemon": {k: v for k, v in daemon.items() if k != "limits"},
     }
 

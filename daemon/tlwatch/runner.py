@@ -35,14 +35,20 @@ from tlwatch.intake import Intake, IntakeWorker, Stopped
 from tlwatch.keycheck import KeyCheck
 from tlwatch.limits import Bandwidth, Concurrency, Pacer
 from tlwatch.metrics import Metrics
+from tlwatch.models import FileState
 from tlwatch.notify import Notifications
+from tlwatch.pausing import UserPause
 from tlwatch.poller import Poller
+from tlwatch.report import row_json, status
 from tlwatch.sdnotify import Notifier
 from tlwatch.state import Store
 from tlwatch.storecheck import StoreCheck
 from tlwatch.ticks import Pass, Ticks
+from tlwatch.transfers import Transfers
 from tlwatch.uploader import BudgetRelease, Uploader, budget_used
 from tlwatch.watcher import Watcher
+from tlwatch.web import Daemon as WebDaemon
+from tlwatch.web import Web, ensure_token
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,7 @@ class Runner:
         self.run_state = RunState(publish=self.hub.publish)
         self.pacer = Pacer()  # the server's rate-limit windows, per family
         self.bandwidth = Bandwidth(None)  # [api] max_upload_rate, shared by every worker
+        self.transfers = Transfers()  # bytes sent of each upload in flight
         self.notifier = notifier or Notifier()
         self._uploader = uploader  # a seam: tests pass one that stalls
         self._threads: list[threading.Thread] = []
@@ -95,6 +102,7 @@ class Runner:
                 sleep=self.run_state.sleep,
                 cancel=self.run_state.cancel,
                 progress=self.run_state.beats.beat,
+                on_sent=self.transfers.sent,
                 backoff=self._config.daemon.request_backoff,
                 on_answer=lambda endpoint, code: self.hub.publish(Answered(endpoint, code)),
                 pacer=self.pacer,
@@ -131,7 +139,13 @@ class Runner:
         folders = Folders(self.config, scans=fleet.scans)
         concurrency = Concurrency(self._config.api.max_concurrent_uploads)
         uploader = self._uploader(
-            store, client, self.config, run, offline=folders.gone_now, concurrency=concurrency
+            store,
+            client,
+            self.config,
+            run,
+            offline=folders.gone_now,
+            concurrency=concurrency,
+            transfers=self.transfers,
         )
         poller = Poller(store, client, self.config, run)
         indexer = Indexer(store, client, self.config, run)
@@ -153,25 +167,23 @@ class Runner:
                 "upload_workers_allowed": concurrency.allowed,
                 "budget": budget_used(store, self._config),
                 "transcodes": fitter.progress(),
+                "uploads": self.transfers.snapshot(),
             }
 
         metrics = Metrics(store, self.config, limits)
         budgets = BudgetRelease(store, run)
-        health = HealthRecord(record_path(self._config.state.path), limits=limits)
+        host = self._config.daemon.host_name
+        health = HealthRecord(record_path(self._config.state.path), limits=limits, host=host)
+        pause = UserPause(store, run)
+        pause.tick(0.0)  # a pause asked for before this start holds from the first upload
+        web = self._web(store, health, pause, metrics, fitter)
         notifications = Notifications(self.config, health)
-        self.hub.listen(metrics.hear)
-        self.hub.listen(health.hear)
-        self.hub.listen(notifications.hear)
-        parts.callback(health.remove)
-        parts.callback(notifications.close)
-        parts.callback(metrics.close)
-        metrics.apply()
-        notifications.start()
+        self._listen(parts, metrics, health, notifications, web)
 
         def reload() -> bool:
             asked = self._reload_if_asked()
             if asked:
-                metrics.apply()
+                web.apply()
                 self.bandwidth.set(
                     self._config.api.max_upload_rate, self._config.api.max_upload_rate_fleet
                 )
@@ -195,6 +207,8 @@ class Runner:
                 budgets.tick,
                 metrics.tick,
                 health.tick,
+                pause.tick,
+                web.tick,
                 fleet.tick,
             ),
         )
@@ -218,6 +232,56 @@ class Runner:
         run.rescan()
         self.notifier.ready(ticks.snapshot().line() if self.notifier.enabled else "")
         self.exit_code = ticks.loop()
+
+    def _listen(
+        self,
+        parts: contextlib.ExitStack,
+        metrics: Metrics,
+        health: HealthRecord,
+        notifications: Notifications,
+        web: Web,
+    ) -> None:
+        """What listens to the hub, started, and stopped in the reverse order at the end."""
+        for listener in (metrics.hear, health.hear, notifications.hear, web.hear):
+            self.hub.listen(listener)
+        for close in (web.close, health.remove, notifications.close, metrics.close):
+            parts.callback(close)
+        web.apply()
+        notifications.start()
+
+    def _web(
+        self,
+        store: Store,
+        health: HealthRecord,
+        pause: UserPause,
+        metrics: Metrics,
+        fitter: Fitter,
+    ) -> Web:
+        """The status page, its API and /metrics: what they read, and what they may do."""
+        token = ensure_token(self._config.state.path.parent)
+        logs.add_secret(token)
+        run = self.run_state
+
+        def retry(ids: list[int] | None) -> int:
+            moved = store.retry(store.retriable() if ids is None else ids)
+            run.wake_all()
+            run.rescan()  # (a file that could not be read is read again when next seen)
+            return len(moved)
+
+        def files(
+            state: FileState | None, folder: bytes | None, after: int, limit: int
+        ) -> list[dict[str, Any]]:
+            return [row_json(row) for row in store.page(state, folder, after, limit)]
+
+        daemon = WebDaemon(
+            report=lambda: status(store, health.verdict()),
+            files=files,
+            retry=retry,
+            pause=pause.set,
+            metrics=metrics.exposition,
+            busy=lambda: bool(self.transfers.snapshot() or fitter.progress()),
+        )
+        return Web(self.config, token, daemon, serve=not self.mode.once)
 
     def _start(self, name: str, turn: Callable[[], None], quiet_limit: float) -> None:
         self.run_state.beats.expect(name, quiet_limit)

@@ -42,6 +42,7 @@ from tlwatch.limits import DAILY, TOTAL, Concurrency, budget_verdict, day_start
 from tlwatch.metadata import PATH_KEY
 from tlwatch.models import FileState, Kind, regular_signature
 from tlwatch.state import FileRow, FoundPart, Store
+from tlwatch.transfers import Transfers
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +101,13 @@ class Uploader:
         concurrency: Concurrency | None = None,
         clock: Callable[[], float] = time.time,
         local_time: Callable[[], datetime] = datetime.now,
+        transfers: Transfers | None = None,
     ) -> None:
         self.store, self.client, self.config, self.run = store, client, config, run
         self.offline = offline  # is this watched folder offline right now (a card pulled)?
         self.concurrency = concurrency or Concurrency(config().api.max_concurrent_uploads)
         self.clock, self.local_time = clock, local_time
+        self.transfers = transfers or Transfers()  # bytes sent of each file in flight
         self._in_flight: set[int] = set()
         self._claiming = threading.Condition()  # guards the three below
         self._claims = 0  # workers asking the store for a file right now
@@ -418,6 +421,13 @@ class Uploader:
         return done
 
     def _send(self, row: FileRow, token: str) -> tuple[str, str]:
+        self.transfers.start(row.id, row.name.decode("utf-8", "replace"), row.size)
+        try:
+            return self._send_now(row, token)
+        finally:
+            self.transfers.end()
+
+    def _send_now(self, row: FileRow, token: str) -> tuple[str, str]:
         api = self.config().api
         kind = Kind(row.kind or "video")
         metadata = self._metadata(row, token)

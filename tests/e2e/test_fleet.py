@@ -53,6 +53,7 @@ class Host(Daemon):
             f'[state]\npath = "state/state.db"\nurl = "{self.url}"\nlease_seconds = {LEASE}\n'
             f'[daemon]\nhost_name = "{self.name}"\nretry_base_seconds = 0.05\n'
             "retry_max_seconds = 1\nshutdown_timeout_seconds = 5\npoll_interval_seconds = 1\n"
+            '[ui]\nlisten = "off"\n'
             '[[watch]]\npath = "watch"\nsettle_seconds = 0.3\n'
             f'[[watch]]\npath = "{self.nas}"\nsettle_seconds = 0.3\nshare = "nas1"\n'
         )

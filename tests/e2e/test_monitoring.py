@@ -38,11 +38,8 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_metrics_are_served_and_written_with_short_labels(daemon: Daemon) -> None:
     port = free_port()
     textfile = daemon.root / "tlwatch.prom"
-    daemon.configure(watch='name = "cams"')
-    daemon.config.write_text(
-        daemon.config.read_text()
-        + f'[metrics]\nlisten = "127.0.0.1:{port}"\ntextfile = "{textfile}"\n'
-    )
+    daemon.configure(watch='name = "cams"', ui=f'listen = "127.0.0.1:{port}"')
+    daemon.config.write_text(daemon.config.read_text() + f'[metrics]\ntextfile = "{textfile}"\n')
     for name in MEDIA:
         shutil.copy(FIXTURES / name, daemon.watch / name)
     daemon.start()

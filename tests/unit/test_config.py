@@ -172,16 +172,27 @@ def test_templates_that_can_never_work_are_errors_with_their_key_path(tmp_path: 
     assert len(error.value.problems) == 5
 
 
-def test_metrics_listen_defaults_to_loopback(tmp_path: Path) -> None:
-    def listen(value: object) -> object:
-        return parse({"metrics": {"listen": value}}, source=tmp_path / "c").metrics.listen
+def test_the_page_listens_on_loopback_unless_remote_is_allowed(tmp_path: Path) -> None:
+    def listen(ui: dict[str, object], metrics: dict[str, object] | None = None) -> object:
+        data = {"ui": ui, "metrics": metrics or {}}
+        return parse(data, source=tmp_path / "c").ui.listen
 
-    assert listen("9811") == ("127.0.0.1", 9811)
-    assert listen(9811) == ("127.0.0.1", 9811)
-    assert listen("0.0.0.0:9811") == ("0.0.0.0", 9811)
-    assert listen("[::1]:9811") == ("::1", 9811)
-    with pytest.raises(ConfigError, match=r"metrics\.listen: must be an address"):
-        listen("nowhere")
+    assert parse({}, source=None).ui.listen == ("127.0.0.1", 9811)  # on by default
+    assert listen({"listen": "off"}) is None
+    assert listen({"listen": "9811"}) == ("127.0.0.1", 9811)
+    assert listen({"listen": 9811}) == ("127.0.0.1", 9811)
+    assert listen({"listen": "[::1]:9811"}) == ("::1", 9811)
+    assert listen({"listen": "0.0.0.0:9811", "allow_remote": True}) == ("0.0.0.0", 9811)
+    with pytest.raises(ConfigError, match=r"ui\.listen: 0\.0\.0\.0 is beyond loopback"):
+        listen({"listen": "0.0.0.0:9811"})
+    with pytest.raises(ConfigError, match=r"ui\.listen: must be an address"):
+        listen({"listen": "nowhere"})
+    # An older config's [metrics] listen stands for [ui] listen, and is refused beside another.
+    assert listen({}, {"listen": "9900"}) == ("127.0.0.1", 9900)
+    with pytest.raises(ConfigError, match=r"metrics\.listen: .*give only \[ui\] listen"):
+        listen({"listen": "9811"}, {"listen": "9900"})
+    with pytest.raises(ConfigError, match=r"metrics\.listen: 0\.0\.0\.0 is beyond loopback"):
+        listen({}, {"listen": "0.0.0.0:9900"})
     config = parse(
         {"watch": [{"path": "a/cams"}, {"path": "b/cams"}, {"path": "c", "name": "x"}]}, source=None
     )

@@ -17,6 +17,8 @@ from tlwatch.metrics import Metrics
 from tlwatch.models import ChoreKind, FileState, Media, Signature
 from tlwatch.notify import Notifications
 from tlwatch.state import Store
+from tlwatch.web import Daemon as WebDaemon
+from tlwatch.web import Web
 
 MEDIA = Media("video/mp4", "video", "ab" * 32, duration=1.0)
 
@@ -46,10 +48,10 @@ def test_retry_counts_a_file_once_whatever_failed_of_it(tmp_path: Path) -> None:
         assert [r.id for r in store.retry(store.retriable())] == [row.id]  # once, not twice
 
 
-def test_a_metrics_port_taken_at_start_is_served_once_it_is_free(tmp_path: Path) -> None:
+def test_a_page_port_taken_at_start_is_served_once_it_is_free(tmp_path: Path) -> None:
     port = free_port()
     config = parse(
-        {"metrics": {"listen": f"127.0.0.1:{port}"}, "watch": [{"path": "w"}]},
+        {"ui": {"listen": f"127.0.0.1:{port}"}, "watch": [{"path": "w"}]},
         source=tmp_path / "c.toml",
     )
     squatter = socket.socket()
@@ -57,15 +59,26 @@ def test_a_metrics_port_taken_at_start_is_served_once_it_is_free(tmp_path: Path)
     squatter.listen()
     with Store(tmp_path / "s.db") as store:
         metrics = Metrics(store, lambda: config)
+        daemon = WebDaemon(
+            report=dict,
+            files=lambda state, folder, after, limit: [],
+            retry=lambda ids: 0,
+            pause=lambda reason: None,
+            metrics=metrics.exposition,
+            busy=lambda: False,
+        )
+        web = Web(lambda: config, "token", daemon)
         try:
-            metrics.apply()  # the port is taken: nothing is served, and that is remembered
+            web.apply()  # the port is taken: nothing is served, and that is remembered
+            assert web.port is None
             squatter.close()
-            metrics.tick(time.monotonic() + 3600)  # the retry is due
+            web.tick(time.monotonic() + 3600)  # the retry is due
             url = f"http://127.0.0.1:{port}/metrics"
             with urllib.request.urlopen(url, timeout=5) as answer:
                 assert b"tlwatch_build_info" in answer.read()
         finally:
             squatter.close()
+            web.close()
             metrics.close()
 
 

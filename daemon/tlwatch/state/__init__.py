@@ -108,6 +108,29 @@ class Store(Hosts):
                 found = True
         return found
 
+    # ---- a pause asked for by the user (`tlwatch pause`, the page) ------------------------
+    def paused_by_user(self) -> str | None:
+        """Why this host's daemon was paused by hand, or None: kept until resumed, through
+        restarts."""
+        found = self._query("SELECT value FROM flags WHERE name = ?", (self._pause_flag,))
+        return str(found[0][0]) if found else None
+
+    def pause_by_user(self, reason: str | None) -> None:
+        """Pause this host's daemon for `reason`; None resumes it."""
+        with self._transaction() as db:
+            if reason is None:
+                db.execute("DELETE FROM flags WHERE name = ?", (self._pause_flag,))
+            else:
+                db.execute(
+                    "INSERT INTO flags (name, value) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (self._pause_flag, reason),
+                )
+
+    @property
+    def _pause_flag(self) -> str:
+        return f"paused {self.host}"  # (a fleet's hosts share the table: each its own)
+
     def recover(self, grace: float, keep: Iterable[int] = ()) -> None:
         """Uploads cut off (by a crash, or a store that could not record their end) go back to
         the queue, but those in `keep` (still in flight). Not at once: a request we sent may
