@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
 	  || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
 	  || echo "PostgreSQL is missing: its tests will be skipped (sudo apt-get install -y postgresql)" >&2
+	@# The status page's tests drive Debian's headless Chromium; they skip, saying so, without it.
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 \
+	  || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	  || echo "Chromium is missing: the page's browser tests will be skipped (sudo apt-get install -y chromium chromium-driver)" >&2
 	@rm -f $(VENV)/.installed-* && touch $@
 
 check: $(STAMP)
