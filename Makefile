@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/store_trips.py
 	$(BIN)/python bench/proxy.py
 	$(BIN)/python bench/postgres.py
+	$(BIN)/python bench/page_idle.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache daemon/*.egg-info
