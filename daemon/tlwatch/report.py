@@ -41,6 +41,10 @@ def status(store: Store, daemon: dict[str, Any]) -> dict[str, Any]:
     return {
         "folders": {name: dict(counts) for name, counts in folders.items()},
         "totals": dict(sum(folders.values(), Counter())),
+        "batches": {  # each folder's files on their way: done, of how many found with them
+            os.fsdecode(root) or "(one-off)": {"done": done, "total": total}
+            for root, (done, total) in store.batches().items()
+        },
         "offline": offline,
         "indexing": dict(Counter(i.state.value for i in indexings)),
         "indexing_waits": [_waiting(i, names) for i in waits],

@@ -452,3 +452,23 @@ def test_files_are_listed_a_page_at_a_time_and_the_latest_changes_first(
         assert [r.id for r in queued_in_x] == [r.id for r in rows[3:]]
         assert [r.id for r in store.page(FileState.SKIPPED, None, 0, 10)] == [rows[1].id]
         assert [r.id for r in store.recent((FileState.QUEUED,), 2)] == [rows[5].id, rows[4].id]
+
+
+def test_a_folders_batch_counts_what_was_found_with_its_files_on_their_way(
+    open_store: OpenStore,
+) -> None:
+    clock = itertools.count(1000.0)
+    with open_store(clock=lambda: next(clock)) as store:
+        old = store.enqueue(b"/w/old.mp4", b"/w", SIG, MEDIA)
+        assert store.claim_next("t0") is not None
+        store.mark_uploaded(old.id, "asset-0", "ready")
+        assert store.mark_ready(old.id)
+        assert store.batches() == {}  # nothing on its way
+        a = store.enqueue(b"/w/a.mp4", b"/w", Signature(4, 5, 6), MEDIA)
+        store.enqueue(b"/w/b.mp4", b"/w", Signature(7, 8, 9), Media("video/mp4", "video", "c" * 64))
+        store.ignore(b"/w/c.txt", b"/w", Signature(1, 1, 1), "text/plain", None, "not media")
+        assert store.batches() == {b"/w": (0, 2)}  # (the old file is not of this batch)
+        assert store.claim_next("t1") is not None
+        store.mark_uploaded(a.id, "asset-1", "ready")
+        assert store.mark_ready(a.id)
+        assert store.batches() == {b"/w": (1, 2)}

@@ -224,6 +224,22 @@ class Files(Engine):
         )
         return [self._file(r) for r in rows]
 
+    def batches(self) -> dict[bytes, tuple[int, int]]:
+        """Each watched folder with files on their way: (done, in all) of its current batch:
+        those on their way, and those done since the oldest of them was found (ignored ones
+        not counted)."""
+        going = (FileState.QUEUED, FileState.UPLOADING, FileState.UPLOADED, FileState.FITTING)
+        marks = ", ".join("?" * len(going))
+        rows = self._query(
+            f"SELECT f.root, SUM(CASE WHEN f.state IN ({marks}) THEN 0 ELSE 1 END), COUNT(*) "
+            "FROM files f JOIN (SELECT root, MIN(created_at) AS since FROM files "
+            f"WHERE state IN ({marks}) GROUP BY root) b ON b.root = f.root "
+            f"WHERE f.state <> ? AND (f.state IN ({marks}) OR f.updated_at >= b.since) "
+            "GROUP BY f.root",
+            (*going, *going, FileState.IGNORED, *going),
+        )
+        return {self._places.local(root): (int(done), int(count)) for root, done, count in rows}
+
     def recent(self, states: Iterable[FileState], limit: int) -> list[FileRow]:
         """The files in `states` that changed last, the latest first (at most `limit`)."""
         wanted = tuple(states)

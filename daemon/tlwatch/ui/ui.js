@@ -4,8 +4,6 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const PENDING = ["queued", "uploading", "uploaded", "fitting"];
-const DONE = ["ready", "duplicate"];
 
 function el(tag, cls, text) {
   const node = document.createElement(tag);
@@ -73,9 +71,11 @@ function folders(report) {
     const card = el("div", "card");
     card.append(el("h3", "", name));
     if (offline[name]) card.append(el("div", "offline-tag", "offline: " + offline[name]));
-    const pending = PENDING.reduce((n, s) => n + (counts[s] || 0), 0);
-    const done = DONE.reduce((n, s) => n + (counts[s] || 0), 0);
-    if (pending) card.append(bar(done / (done + pending)));
+    const batch = (report.batches || {})[name];
+    if (batch) {
+      card.append(bar(batch.done / batch.total));
+      card.append(el("div", "state", batch.done + " of " + batch.total + " done in this batch"));
+    }
     const said = Object.keys(counts).sort().map((s) => counts[s] + " " + s).join(", ");
     card.append(el("div", "state", said));
     return card;
