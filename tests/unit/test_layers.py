@@ -18,6 +18,7 @@ OWNERS = {
     "prometheus_client": "metrics.py",
     "apprise": "notify.py",
     "pymediainfo": "probe.py",
+    "cheroot": "web.py",
 }
 
 
