@@ -91,6 +91,9 @@ function flight(report) {
   (report.in_flight || []).filter((r) => r.state === "uploaded")
     .forEach((r) => items.push(["processing", r]));
   (report.indexing_waits || []).forEach((w) => items.push(["indexing", w]));
+  const indexing = report.indexing || {};
+  const going = (indexing.queued || 0) + (indexing.sending || 0) + (indexing.indexing || 0);
+  if (going) items.push(["indexings", indexing]);
   fill($("flight"), items, "nothing in flight", ([kind, x]) => {
     const li = el("li");
     if (kind === "upload") {
@@ -107,6 +110,10 @@ function flight(report) {
     } else if (kind === "processing") {
       li.append(el("span", "name", x.name), el("span", "state", x.asset_status || "processing"));
       li.append(el("span", "detail", "asset " + (x.asset_id || "")));
+    } else if (kind === "indexings") {
+      const said = ["queued", "sending", "indexing"].filter((s) => x[s])
+        .map((s) => x[s] + " " + s).join(", ");
+      li.append(el("span", "name", "indexing"), el("span", "state", said));
     } else {
       li.append(el("span", "name", x.file), el("span", "state", "indexing waits"));
       li.append(el("span", "detail", "into " + x.index_id + ": " + (x.reason || "")));
@@ -119,11 +126,15 @@ function trouble(report) {
   fill($("trouble"), report.needs_a_look || [], "nothing failed or held", (row) => {
     const li = el("li");
     li.append(el("span", "name", row.name));
-    const retry = el("button", "retry", "Retry");
-    retry.type = "button";
-    retry.dataset.id = String(row.id);
-    retry.addEventListener("click", () => act("/api/v1/retry", { ids: [row.id] }));
-    li.append(retry, el("span", "detail", row.state + ": " + (row.reason || "")));
+    if (row.state === "held") {
+      li.append(el("span", "state", "held"));  // (it waits for a budget, or a fixed sidecar)
+    } else {
+      const retry = el("button", "retry", "Retry");
+      retry.type = "button";
+      retry.addEventListener("click", () => act("/api/v1/retry", { ids: [row.id] }));
+      li.append(retry);
+    }
+    li.append(el("span", "detail", row.state + ": " + (row.reason || "")));
     return li;
   });
 }
