@@ -152,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
         "gives the browser the token in the state folder as a cookie.",
     )
     ui.add_argument("--print", action="store_true", help="print the link instead of opening it")
+    completion = add(
+        "completion",
+        _completion,
+        "print a shell completion script (bash, zsh or fish), made from these commands",
+        "bash: `source <(tlwatch completion bash)` (or save it in "
+        "/etc/bash_completion.d/tlwatch); zsh: `source <(tlwatch completion zsh)`; fish: "
+        "`tlwatch completion fish > ~/.config/fish/completions/tlwatch.fish`.",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"))
     index = add(
         "index",
         _index,
@@ -656,6 +665,13 @@ def _retry(args: argparse.Namespace) -> int:
                 ids.append(row.id)
         moved = store.retry(ids)
     print(f"re-queued {len(moved)} file(s)")
+    return EXIT_OK
+
+
+def _completion(args: argparse.Namespace) -> int:
+    from tlwatch.completion import script
+
+    print(script(build_parser(), args.shell), end="")
     return EXIT_OK
 
 
