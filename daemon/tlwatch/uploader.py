@@ -118,7 +118,7 @@ class Uploader:
     def in_flight(self) -> frozenset[int]:
         """The files being uploaded right now (by any worker)."""
         with self._claiming:
-            self._claiming.wait_for(lambda: not self._claims)  # (a claim ends in a moment)
+            self._claiming.wait_for(lambda: not self._claims, timeout=60)  # (ends in a moment)
             return frozenset(self._in_flight)
 
     def in_flight_names(self) -> list[str]:

@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -55,10 +54,11 @@ TOKEN_FILE = "ui.token"  # noqa: S105  (a file name)
 COOKIE = "tlwatch_ui"
 LINK_SECONDS = 120.0  # a one-time link works this long
 BIND_RETRY_SECONDS = 30.0  # a port taken at start (another program) may be free later
-KEEPALIVE_SECONDS = 15.0  # an idle stream gets a comment this often (proxies close silent ones)
+KEEPALIVE_SECONDS = 5.0  # an idle stream gets a comment this often: a page gone is noticed
 LIVE_SECONDS = 1.0  # while work is in flight, the page hears its progress this often
 SETTLE_SECONDS = 0.3  # changes closer than this go out together
-MAX_STREAMS = 8  # pages open at once (each holds a thread while open)
+MAX_STREAMS = 8  # pages open at once (each holds one of the server's threads while open)
+THREADS = MAX_STREAMS + 4  # (cheroot's pool does not grow: the rest answer everything else)
 MAX_BODY = 64 * 1024
 CHANGES = (StateChanged, Paused, FolderChanged, Stuck, AssetReady, Uploaded, ProxyMade)
 NOTHING = ("/favicon.ico",)  # asked for by browsers: answered with nothing
@@ -155,7 +155,7 @@ class Web:
         self._stop()
         if wanted is None:
             return
-        server = wsgi.Server(wanted, self, numthreads=4, max=MAX_STREAMS + 4, server_name="tlwatch")
+        server = wsgi.Server(wanted, self, numthreads=THREADS, server_name="tlwatch")
         try:
             _bindable(wanted)  # (cheroot would leave the socket it could not bind open)
             server.prepare()
@@ -215,13 +215,16 @@ class Web:
             log.exception("status page: answering %s", environ.get("PATH_INFO"))
             status, headers, body = _json("500 Internal Server Error", {"error": "see the log"})
         start(status, headers + SECURITY)
+        if environ["REQUEST_METHOD"] == "HEAD":  # the headers only (a stream ends at once)
+            getattr(body, "close", lambda: None)()
+            return []
         return body
 
     def _answer(self, environ: dict[str, Any]) -> _Answer:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
         self._check_host(environ)
+        self._check_same_site(environ)
         if method == "POST":
-            self._check_same_site(environ)
             if not self._authorized(environ):
                 raise _Refused("403 Forbidden", "this needs the token (see `tlwatch ui`)")
             return self._act(path, environ)
@@ -259,7 +262,7 @@ class Web:
             raise _Refused("403 Forbidden", "unknown Host: open the page at 127.0.0.1")
 
     def _check_same_site(self, environ: dict[str, Any]) -> None:
-        """A POST sent from another site's page (a form, a fetch) is refused."""
+        """A request another site's page sent (a form, a fetch, an event stream) is refused."""
         site = environ.get("HTTP_SEC_FETCH_SITE")
         origin = environ.get("HTTP_ORIGIN")
         own = f"http://{environ.get('HTTP_HOST', '')}"
@@ -272,11 +275,17 @@ class Web:
         given = environ.get("HTTP_AUTHORIZATION", "")
         if given.startswith("Bearer "):
             return hmac.compare_digest(given[7:].strip().encode(), self._token.encode())
-        cookie = SimpleCookie()
-        with contextlib.suppress(Exception):
-            cookie.load(environ.get("HTTP_COOKIE", ""))
-        held = cookie.get(COOKIE)
-        return held is not None and hmac.compare_digest(held.value.encode(), self._token.encode())
+        held = _cookies(environ.get("HTTP_COOKIE", "")).get(self._cookie_name)
+        return held is not None and hmac.compare_digest(held.encode(), self._cookie.encode())
+
+    @property
+    def _cookie_name(self) -> str:
+        return f"{COOKIE}_{self.port}"  # (a browser sends 127.0.0.1's cookies to every port)
+
+    @property
+    def _cookie(self) -> str:
+        """What the browser holds: made from the token, not the token itself."""
+        return hmac.new(self._token.encode(), b"tlwatch page cookie", "sha256").hexdigest()
 
     def _login(self, environ: dict[str, Any]) -> _Answer:
         """A one-time link: the browser gets the token as a cookie, and the page."""
@@ -285,7 +294,8 @@ class Web:
             until = self._links.pop(once, 0.0)
         if until < time.monotonic():
             raise _Refused("403 Forbidden", "this link was used or is too old: run `tlwatch ui`")
-        cookie = f"{COOKIE}={self._token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=2592000"
+        name, value = self._cookie_name, self._cookie
+        cookie = f"{name}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age=2592000"
         return "303 See Other", [("Location", "/"), ("Set-Cookie", cookie)], [b""]
 
     # ---- reading --------------------------------------------------------------------------
@@ -300,7 +310,8 @@ class Web:
         return "200 OK", headers, [text.encode()]
 
     def _files(self, environ: dict[str, Any]) -> _Answer:
-        query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        asked = parse_qs(environ.get("QUERY_STRING", ""), errors="surrogateescape")
+        query = {k: v[0] for k, v in asked.items()}
         try:
             state = FileState(query["state"]) if query.get("state") else None
             limit = min(max(int(query.get("limit", 100)), 1), 1000)
@@ -352,7 +363,8 @@ class Web:
         if path == "/api/v1/retry":
             ids = asked.get("ids")
             if ids is not None and not (
-                isinstance(ids, list) and all(isinstance(i, int) for i in ids)
+                isinstance(ids, list)
+                and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
             ):
                 raise _Refused("400 Bad Request", "ids: a list of file ids")
             if ids is None and not asked.get("failed"):
@@ -381,7 +393,9 @@ def _body(environ: dict[str, Any]) -> dict[str, Any]:
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
-        length = 0
+        length = -1
+    if length < 0:
+        raise _Refused("400 Bad Request", "no Content-Length")
     if length > MAX_BODY:
         raise _Refused("413 Content Too Large", "too large")
     raw = environ["wsgi.input"].read(length) if length else b""
@@ -393,6 +407,17 @@ def _body(environ: dict[str, Any]) -> dict[str, Any]:
         raise _Refused("400 Bad Request", "the body is not JSON") from None
     if not isinstance(found, dict):
         raise _Refused("400 Bad Request", "the body is not a JSON object")
+    return found
+
+
+def _cookies(header: str) -> dict[str, str]:
+    """A Cookie header's name=value pairs (one malformed cookie of another program's on this
+    host hides none of the others, as http.cookies would)."""
+    found: dict[str, str] = {}
+    for pair in header.split(";"):
+        name, equals, value = pair.strip().partition("=")
+        if equals:
+            found.setdefault(name, value.strip().strip('"'))
     return found
 
 

@@ -4,6 +4,7 @@ real `tlwatch run` on the sandbox."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import stat
@@ -111,6 +112,7 @@ def test_a_foreign_host_and_a_cross_site_post_are_refused(daemon: Daemon, page: 
     for cross in ({"Origin": "http://attacker.example"}, {"Sec-Fetch-Site": "cross-site"}):
         answer = httpx.post(page + "/api/v1/pause", headers={**cross, **bearer(daemon)})
         assert answer.status_code == 403
+        assert httpx.get(page + "/api/v1/events", headers=cross).status_code == 403  # reads too
     assert not json.loads(daemon.command("status", "--json").stdout)["daemon"].get("paused")
     same = {"Origin": page, "Sec-Fetch-Site": "same-origin"}
     assert httpx.post(page + "/api/v1/pause", headers={**same, **bearer(daemon)}).status_code == 200
@@ -126,8 +128,12 @@ def test_the_one_time_link_gives_the_browser_a_strict_cookie_once(
     cookie = first.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
     assert httpx.get(said).status_code == 403  # used: it works once
-    jar = {"tlwatch_ui": first.cookies["tlwatch_ui"]}
-    answer = httpx.post(page + "/api/v1/pause", cookies=jar, headers={"Origin": page})
+    name = f"tlwatch_ui_{page.rsplit(':', 1)[1]}"  # (a cookie of this port's daemon)
+    value = first.cookies[name]
+    assert token(daemon) not in value  # made from the token, not the token
+    # Another program's malformed cookie on 127.0.0.1 hides nothing.
+    jar = f'other={{"a": 1}}; {name}={value}'
+    answer = httpx.post(page + "/api/v1/pause", headers={"Origin": page, "Cookie": jar})
     assert answer.status_code == 200
     assert httpx.get(page + "/api/v1/status").json()["daemon"]["paused"] == {
         "user": "paused from the status page"
@@ -152,10 +158,9 @@ def test_retry_pause_and_resume_act_through_the_store(daemon: Daemon, page: str)
     )
     assert answer.json() == {"requeued": 1}
     daemon.wait_states({"refused.mp4": "queued"})
-    assert (
-        httpx.post(page + "/api/v1/retry", json={"ids": "all"}, headers=bearer(daemon)).status_code
-        == 400
-    )
+    for wrong in ({"ids": "all"}, {"ids": [True]}, {}):
+        refused = httpx.post(page + "/api/v1/retry", json=wrong, headers=bearer(daemon))
+        assert refused.status_code == 400
     daemon.command("resume", check=True)
     daemon.wait_states({"refused.mp4": "ready"})
     assert "paused by hand: for the test" in daemon.log() and "resumed by hand" in daemon.log()
@@ -199,3 +204,16 @@ def test_beyond_loopback_reads_need_the_token_too(daemon: Daemon) -> None:
     assert httpx.get(base + "/metrics").status_code == 401
     assert httpx.get(base + "/api/v1/status", headers=bearer(daemon)).status_code == 200
     assert daemon.stop() == 0
+
+
+def test_open_pages_never_take_every_thread(daemon: Daemon, page: str) -> None:
+    """Eight pages open at once (a ninth is refused); the API still answers them all."""
+    with contextlib.ExitStack() as streams:
+        for _ in range(8):
+            opened = streams.enter_context(httpx.stream("GET", page + "/api/v1/events"))
+            assert opened.status_code == 200
+        assert httpx.get(page + "/api/v1/events", timeout=5).status_code == 503
+        assert httpx.get(page + "/api/v1/status", timeout=5).status_code == 200
+        assert httpx.post(page + "/api/v1/pause", headers=bearer(daemon), timeout=5).is_success
+    # Pages closed are noticed within seconds (a HEAD holds no stream).
+    wait_for(lambda: httpx.head(page + "/api/v1/events", timeout=5).status_code == 200, 15)

@@ -3,10 +3,13 @@ claims that never overlap, leases that run out, and fencing of a host that came 
 
 from __future__ import annotations
 
+import os
+import resource
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from pgserver import Server
 
@@ -298,6 +301,52 @@ def test_a_transaction_sends_its_statements_together_and_values_as_values(url: s
             second.fetchone()  # (first in its message, as this one is in the next)
         db.rollback()
         assert db.execute("SELECT 2").fetchone() == (2,)  # the connection carries on
+    finally:
+        db.close()
+        database.close()
+
+
+def test_a_connection_over_descriptor_1023_still_writes(url: str) -> None:
+    """A daemon with many files open: its connections' descriptors can be past select()'s."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"this process may open at most {hard} files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    ballast = []
+    try:
+        while not ballast or ballast[-1] < 1030:
+            ballast.append(os.open("/dev/null", os.O_RDONLY))
+        database = Postgres(url, None, exclusive=True)
+        db = database.connect(writer=True)
+        try:
+            db.begin(durable=False)
+            assert db.execute("SELECT 1").fetchone() == (1,)
+            db.commit()
+        finally:
+            db.close()
+            database.close()
+    finally:
+        for descriptor in ballast:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_text_bound_in_a_transaction_keeps_the_databases_encoding(pg_server: Server) -> None:
+    name = f"latin{os.getpid()}"
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as admin:
+        admin.execute(
+            f"CREATE DATABASE {name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "  # type: ignore[arg-type]
+            "TEMPLATE template0"
+        )
+    url = pg_server.admin_url.rsplit("/", 1)[0] + f"/{name}"
+    database = Postgres(url, None, exclusive=True)
+    db = database.connect(writer=True)
+    try:
+        db.begin(durable=False)
+        db.execute("CREATE TEMP TABLE t (a TEXT)")
+        db.execute("INSERT INTO t VALUES (?)", ("café ø",))
+        assert db.execute("SELECT a FROM t").fetchone() == ("café ø",)
+        db.rollback()
     finally:
         db.close()
         database.close()

@@ -87,7 +87,8 @@ class _Connection:
         assert self._queue is not None
         sql, self._queue = ";\n".join(self._queue), []
         self._sends += 1
-        self._client.execute(sql.encode())  # (values bound: nothing for psycopg to bind)
+        # (values bound: nothing for psycopg to bind; in the connection's own encoding)
+        self._client.execute(sql.encode(self._db.info.encoding))
         while self._client.nextset():
             pass  # the last statement's result
 
@@ -114,7 +115,9 @@ class _Connection:
         store to open a new one, rather than when its statements are sent."""
         if self._db.closed or self._db.broken:
             return True
-        if select.select([self._db.fileno()], [], [], 0)[0]:
+        listening = select.poll()  # (not select.select: a descriptor may be over 1023)
+        listening.register(self._db.fileno(), select.POLLIN)
+        if listening.poll(0):
             self._gone = True
         return self._gone
 
