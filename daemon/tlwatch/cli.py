@@ -31,6 +31,50 @@ EXIT_CONFIG = 78
 Command = Callable[[argparse.Namespace], int]
 
 
+class _Version(argparse.Action):
+    """`tlwatch --version`: the version, and what it runs with."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"tlwatch {__version__} (Python {sys.version.split()[0]}, {sys.executable})")
+        for name, found in _found_with().items():
+            print(f"  {name}: {found}")
+        parser.exit()
+
+
+def _found_with() -> dict[str, str]:
+    """libmagic, ffmpeg and the state folder, as this installation finds them."""
+    from tlwatch import config
+    from tlwatch.errors import ConfigError
+
+    found = {}
+    try:
+        from tlwatch.sniff import libmagic
+
+        found["libmagic"] = libmagic()
+    except ImportError as error:  # (python-magic says so when the library is missing)
+        found["libmagic"] = f"missing ({error}; apt-get install -y libmagic1)"
+    path = config.default_config_path()
+    try:
+        loaded = config.load(path)
+        state, wanted = loaded.state.path.parent, loaded.fit.ffmpeg
+        where = f"{state} (from {path})"
+    except ConfigError:
+        state, wanted = config.default_state_path().parent, None
+        where = f"{state} (the default: {path} cannot be read)"
+    try:
+        from tlwatch.transcode import find_ffmpeg, version
+
+        binary = find_ffmpeg(wanted)
+        found["ffmpeg"] = f"{binary} ({version(binary).split(' Copyright')[0]})"
+    except (OSError, ImportError) as error:
+        found["ffmpeg"] = f"missing ({error})"
+    found["state folder"] = where
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tlwatch",
@@ -38,7 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 failure, 2 usage, 75 another tlwatch holds the store, "
         "78 configuration error.",
     )
-    parser.add_argument("--version", action="version", version=f"tlwatch {__version__}")
+    parser.add_argument(
+        "--version",
+        action=_Version,
+        help="show the version, and where libmagic, ffmpeg and the state folder are",
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "-c",

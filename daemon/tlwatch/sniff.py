@@ -36,3 +36,15 @@ def sniff(path: bytes) -> Sniffed:
     family = mime.split("/", 1)[0]
     kind = Kind(family) if family in {k.value for k in Kind} else None
     return Sniffed(mime, kind)
+
+
+def libmagic() -> str:
+    """Which libmagic is loaded: its version and its file (for `tlwatch --version`)."""
+    number = int(magic.version()) if hasattr(magic, "version") else 0  # type: ignore[no-untyped-call]
+    where = "?"
+    try:
+        with open("/proc/self/maps") as maps:  # (Linux: the file the loader mapped)
+            where = next((line.split()[-1] for line in maps if "libmagic" in line), where)
+    except OSError:
+        pass
+    return f"{number // 100}.{number % 100:02d} ({where})" if number else where
