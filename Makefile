@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: test test-unit check lint demo sandbox bench clean setup
+.PHONY: test test-unit check lint demo sandbox bench clean setup dist
 
 setup: $(STAMP)
 
@@ -38,6 +38,11 @@ test: check
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
+# An sdist and a wheel in dist/ (the page, the units and config.example.toml inside).
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist
+
 demo: $(STAMP)
 	$(BIN)/python -m tlwatch.demo
 
@@ -60,4 +65,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/page_idle.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache daemon/*.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache daemon/*.egg-info build dist
