@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: test test-unit check lint demo sandbox bench clean setup dist
+.PHONY: test test-unit check lint demo sandbox bench clean setup dist man
 
 setup: $(STAMP)
 
@@ -43,6 +43,13 @@ dist: $(STAMP)
 	rm -rf dist
 	$(BIN)/python -m build --outdir dist
 
+# The man page, made from the command line's own --help texts: man/tlwatch.1 (man -l to read).
+man: $(STAMP)
+	mkdir -p man
+	$(BIN)/argparse-manpage --module tlwatch.cli --function build_parser --prog tlwatch \
+	  --project-name tlwatch --version "$$($(BIN)/python -c 'import tlwatch; print(tlwatch.__version__)')" \
+	  --manual-title "tlwatch manual" --output man/tlwatch.1
+
 demo: $(STAMP)
 	$(BIN)/python -m tlwatch.demo
 
@@ -65,4 +72,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/page_idle.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache daemon/*.egg-info build dist
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache daemon/*.egg-info build dist man

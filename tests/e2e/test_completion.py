@@ -83,3 +83,30 @@ def test_the_scripts_name_every_command_of_the_parser() -> None:
     for shell in ("bash", "fish"):
         script = completion(shell)
         assert all(name in script for name in commands), shell
+
+
+def test_the_man_page_is_made_from_the_help_texts(tmp_path: Path) -> None:
+    """What `make man` runs: every command and its help text are in the page, and it reads."""
+    from tlwatch.cli import build_parser
+
+    page = tmp_path / "tlwatch.1"
+    tool = Path(sys.executable).parent / "argparse-manpage"
+    if not tool.exists():
+        pytest.skip("argparse-manpage is not installed (pip install -e '.[test]')")
+    subprocess.run(
+        [tool, "--module", "tlwatch.cli", "--function", "build_parser", "--prog", "tlwatch",
+         "--project-name", "tlwatch", "--version", "0", "--output", str(page)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    text = page.read_text()
+    assert text.startswith(".TH TLWATCH")
+    commands = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, parser in commands.choices.items():  # type: ignore[union-attr]
+        assert f"\\fI\\,{name}\\/\\fR" in text, name
+        assert (parser.description or "").split(".")[0].replace("-", "\\-")[:30] in text
+    if shutil.which("man"):
+        shown = subprocess.run(
+            ["man", "-l", str(page)], capture_output=True, text=True, check=True,
+            env={"MANWIDTH": "100", "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        assert "tlwatch" in shown.stdout and shown.stderr == ""
