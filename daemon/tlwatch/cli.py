@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -73,6 +74,30 @@ def _found_with() -> dict[str, str]:
         found["ffmpeg"] = f"missing ({error})"
     found["state folder"] = where
     return found
+
+
+def _service_parser(add: Callable[..., argparse.ArgumentParser]) -> None:
+    service = add(
+        "service",
+        _service,
+        "install tlwatch as a hardened systemd service (or uninstall it, or show its status)",
+        "install: the system user (sysusers), the unit pointed at this installation, "
+        "/etc/tlwatch/config.toml with the folders given (never overwritten), the key as a 0600 "
+        "credential, read access to each folder (an ACL; a drop-in for folders under /home), "
+        "then enable --now and `tlwatch check` as the service's user. Run twice, nothing "
+        "changes. --root DIR writes under DIR and runs nothing (it prints each command).",
+    )
+    service.add_argument("action", choices=("install", "uninstall", "status"))
+    service.add_argument(
+        "--watch", type=Path, action="append", default=[], metavar="DIR", help="a folder to watch"
+    )
+    service.add_argument("--key-file", metavar="PATH", help="the API key's file (- for stdin)")
+    service.add_argument("--root", type=Path, metavar="DIR", help="write under DIR, run nothing")
+    service.add_argument("--dry-run", action="store_true", help="say every step, do none")
+    service.add_argument(
+        "--purge", action="store_true", help="uninstall: the config, key, store too"
+    )
+    service.add_argument("--base-url", help="the API's base URL, for the config written")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         "gives the browser the token in the state folder as a cookie.",
     )
     ui.add_argument("--print", action="store_true", help="print the link instead of opening it")
+    _service_parser(add)
     completion = add(
         "completion",
         _completion,
@@ -713,6 +739,46 @@ def _retry(args: argparse.Namespace) -> int:
                 ids.append(row.id)
         moved = store.retry(ids)
     print(f"re-queued {len(moved)} file(s)")
+    return EXIT_OK
+
+
+def _service(args: argparse.Namespace) -> int:
+    import getpass
+
+    from tlwatch import service
+    from tlwatch.config import DEFAULT_BASE_URL
+
+    if args.action == "status":
+        shown = subprocess.run(
+            ["systemctl", "status", "--no-pager", "tlwatch.service"], check=False
+        )
+        health = _health(argparse.Namespace(**{**vars(args), "json": False}))
+        return EXIT_OK if shown.returncode == 0 and health == EXIT_OK else EXIT_FAILURE
+    if args.root is None and not args.dry_run and os.geteuid() != 0:
+        return _fail("this needs root (sudo), or --root DIR to write under a folder", EXIT_USAGE)
+    if args.action == "uninstall":
+        service.uninstall(args.root, args.purge)
+        return EXIT_OK
+    if not args.watch:
+        return _fail("give the folders to watch: --watch DIR (repeatable)", EXIT_USAGE)
+    key: Callable[[], str] | None = None
+    if args.key_file == "-":
+        key = sys.stdin.read
+    elif args.key_file:
+        key = Path(args.key_file).read_text
+    elif sys.stdin.isatty() and args.root is None:
+        key = lambda: getpass.getpass("Twelve Labs API key: ")  # noqa: E731
+    steps = service.Install(
+        [folder.absolute() for folder in args.watch],
+        key,
+        root=args.root,
+        dry_run=args.dry_run,
+        base_url=args.base_url or DEFAULT_BASE_URL,
+    )
+    try:
+        steps.run()
+    except OSError as error:
+        return _fail(str(error))
     return EXIT_OK
 
 

@@ -1,0 +1,186 @@
+"""`tlwatch service install|uninstall`: from an installed tlwatch to a running, hardened systemd
+service in one command, and back.
+
+Each step says what it does. A file is written only when its content would change (a second
+install changes nothing); a config or a key already there is never overwritten. With `root`
+set (as `systemctl --root`), every file goes under that folder and no command is run: each is
+printed instead (the tests check the result that way); `dry_run` writes nothing either.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import tomli_w
+
+from tlwatch.config import DEFAULT_BASE_URL
+
+USER = "tlwatch"
+UNIT = Path("etc/systemd/system/tlwatch.service")
+DROP_IN = Path("etc/systemd/system/tlwatch.service.d/folders.conf")
+SYSUSERS = Path("usr/lib/sysusers.d/tlwatch.conf")
+CONFIG = Path("etc/tlwatch/config.toml")
+KEY = Path("etc/tlwatch/api_key")
+STATE = Path("var/lib/tlwatch")
+
+
+@dataclass
+class Install:
+    """What to install, and how (see the module's docstring)."""
+
+    folders: list[Path]
+    key: Callable[[], str] | None  # where the API key comes from (None: keep the one there)
+    root: Path | None = None
+    dry_run: bool = False
+    base_url: str = DEFAULT_BASE_URL
+    say: Callable[[str], None] = print
+    done: list[str] = field(default_factory=list)  # the files written (for the tests)
+
+    @property
+    def acting(self) -> bool:
+        """Commands are run: no `root`, not a dry run."""
+        return self.root is None and not self.dry_run
+
+    def path(self, relative: Path) -> Path:
+        return (self.root or Path("/")) / relative
+
+    # ---- the steps ----------------------------------------------------------------------
+    def run(self) -> None:
+        self.write(SYSUSERS, _unit_text("tlwatch.sysusers"))
+        self.command(["systemd-sysusers", str(self.path(SYSUSERS))])
+        self.write(UNIT, unit(_installed()))
+        homes = [f for f in self.folders if _under_home(f)]
+        lines = [f"BindReadOnlyPaths=-{f}" for f in homes]
+        if lines:  # (ProtectHome=yes hides /home: these folders are bound back, read-only)
+            self.write(
+                DROP_IN,
+                "# Written by `tlwatch service install`.\n[Service]\n" + "\n".join(lines) + "\n",
+            )
+        self.config()
+        self.api_key()
+        for folder in self.folders:
+            self.command(
+                ["setfacl", "-R", "-m", f"u:{USER}:rX", "-m", f"d:u:{USER}:rX", str(folder)]
+            )
+            for parent in _homes_above(folder):  # (a 0700 home: the service may pass through)
+                self.command(["setfacl", "-m", f"u:{USER}:x", str(parent)])
+        self.command(["systemctl", "daemon-reload"])
+        self.command(["systemctl", "enable", "--now", "tlwatch.service"])
+        self.command(
+            ["systemd-run", "--wait", "--pipe", "--quiet", f"--uid={USER}",
+             f"--property=LoadCredential=api_key:/{KEY}", "--property=StateDirectory=tlwatch",
+             _installed(), "check", "--config", f"/{CONFIG}"]
+        )  # fmt: skip
+
+    def config(self) -> None:
+        path = self.path(CONFIG)
+        if path.exists():
+            self.say(f"kept {path} (never overwritten)")
+            return
+        starter = {
+            "api": {"base_url": self.base_url},
+            "watch": [{"path": str(f), "settle_seconds": 5.0} for f in self.folders],
+        }
+        head = "# Written by `tlwatch service install`; every key is in config.example.toml.\n"
+        self.write(CONFIG, head + tomli_w.dumps(starter), mode=0o644)
+
+    def api_key(self) -> None:
+        path = self.path(KEY)
+        if self.key is None:
+            if not path.exists():
+                raise OSError(f"{path}: no API key yet (give --key-file PATH, or - for stdin)")
+            self.say(f"kept {path}")
+            return
+        key = self.key().strip()
+        if not key:
+            raise OSError("the API key given is empty")
+        if path.exists() and path.read_text().strip() == key:
+            self.say(f"unchanged {path}")
+            return
+        self.write(KEY, key + "\n", mode=0o600, shown=False)
+
+    # ---- doing, or saying -------------------------------------------------------------------
+    def write(self, relative: Path, text: str, *, mode: int = 0o644, shown: bool = True) -> None:
+        path = self.path(relative)
+        if path.exists() and path.read_text() == text and (path.stat().st_mode & 0o777) == mode:
+            self.say(f"unchanged {path}")
+            return
+        if self.dry_run:
+            self.say(f"would write {path}" + ("" if shown else " (the key, mode 0600)"))
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+        os.chmod(temporary, mode)
+        temporary.replace(path)
+        self.done.append(str(path))
+        self.say(f"wrote {path}" + (f" (mode {mode:04o})" if mode != 0o644 else ""))
+
+    def command(self, argv: list[str]) -> None:
+        shown = shlex.join(argv)
+        if not self.acting:
+            self.say(f"would run: {shown}")
+            return
+        self.say(f"running: {shown}")
+        found = subprocess.run(argv, capture_output=True, text=True, check=False)
+        for line in (found.stdout + found.stderr).splitlines():
+            self.say(f"  {line}")
+        if found.returncode != 0:
+            raise OSError(f"{argv[0]} failed (exit {found.returncode})")
+
+
+def uninstall(root: Path | None, purge: bool, say: Callable[[str], None] = print) -> None:
+    """Stop and remove the service; the config, the key and the store stay unless `purge`."""
+    steps = Install([], None, root=root, say=say)
+    steps.command(["systemctl", "disable", "--now", "tlwatch.service"])
+    gone: list[Path] = [UNIT, DROP_IN, SYSUSERS]
+    if purge:
+        gone += [CONFIG, KEY]
+    for relative in gone:
+        path = steps.path(relative)
+        if path.exists():
+            path.unlink()
+            say(f"removed {path}")
+    with_drop_ins = steps.path(DROP_IN).parent
+    if with_drop_ins.is_dir() and not any(with_drop_ins.iterdir()):
+        with_drop_ins.rmdir()
+    if purge and steps.path(STATE).exists():
+        shutil.rmtree(steps.path(STATE))
+        say(f"removed {steps.path(STATE)} (the store)")
+    steps.command(["systemctl", "daemon-reload"])
+
+
+def unit(tlwatch: str) -> str:
+    """The system unit, its ExecStart pointed at this installation's command."""
+    return _unit_text("tlwatch.service").replace("/opt/tlwatch/bin/tlwatch", tlwatch)
+
+
+def _unit_text(name: str) -> str:
+    return resources.files("tlwatch").joinpath("units", name).read_text()
+
+
+def _installed() -> str:
+    """This installation's `tlwatch` command (beside the Python that runs it)."""
+    beside = Path(sys.executable).parent / "tlwatch"
+    return str(beside) if beside.exists() else shutil.which("tlwatch") or str(beside)
+
+
+def _under_home(folder: Path) -> bool:
+    return folder.is_absolute() and folder.parts[1:2] == ("home",)
+
+
+def _homes_above(folder: Path) -> Iterable[Path]:
+    """The folders under /home above `folder` (each needs `x` for the service to pass)."""
+    if not _under_home(folder):
+        return []
+    return [Path(*folder.parts[:n]) for n in range(3, len(folder.parts))]

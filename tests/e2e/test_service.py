@@ -1,0 +1,118 @@
+"""`tlwatch service install --root`: everything a system install writes, checked without
+touching the machine (as `systemctl --root`): the unit systemd accepts, hardened; the sysusers
+line; the key as a 0600 credential; a config `tlwatch check` accepts; the ACL and systemctl
+commands it would run; the drop-in for a folder under /home. Run twice, nothing changes;
+uninstall removes what it wrote."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from tlwatch.sandbox import DEMO_API_KEY
+
+from conftest import Sandbox
+
+
+def tlwatch(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tlwatch", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_install_under_a_root_writes_a_service_that_systemd_and_tlwatch_accept(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    root, cards = tmp_path / "root", tmp_path / "cards"
+    cards.mkdir()
+    (tmp_path / "key").write_text(DEMO_API_KEY + "\n")
+    home = "/home/alice/Videos/Exports"
+    install = [
+        "service", "install", "--root", str(root), "--watch", str(cards), "--watch", home,
+        "--key-file", str(tmp_path / "key"), "--base-url", sandbox.base_url,
+    ]  # fmt: skip
+    first = tlwatch(*install)
+    assert first.returncode == 0, first.stderr
+    said = first.stdout.splitlines()
+    unit = root / "etc/systemd/system/tlwatch.service"
+    key = root / "etc/tlwatch/api_key"
+    assert key.read_text() == DEMO_API_KEY + "\n" and (key.stat().st_mode & 0o777) == 0o600
+    assert DEMO_API_KEY not in first.stdout + first.stderr
+    sysusers = (root / "usr/lib/sysusers.d/tlwatch.conf").read_text()
+    assert 'u tlwatch - "tlwatch uploader" /var/lib/tlwatch' in sysusers
+    assert f"ExecStart={Path(sys.executable).parent / 'tlwatch'} run" in unit.read_text()
+    drop_in = (root / "etc/systemd/system/tlwatch.service.d/folders.conf").read_text()
+    assert f"BindReadOnlyPaths=-{home}" in drop_in and str(cards) not in drop_in
+    for command in (
+        f"would run: setfacl -R -m u:tlwatch:rX -m d:u:tlwatch:rX {cards}",
+        "would run: setfacl -m u:tlwatch:x /home/alice",
+        "would run: systemctl daemon-reload",
+        "would run: systemctl enable --now tlwatch.service",
+    ):
+        assert command in said, command
+    # The config, as the service reads it: the key as its credential, its state directory.
+    service_env = {
+        "CREDENTIALS_DIRECTORY": str(key.parent),
+        "STATE_DIRECTORY": str(tmp_path / "state"),
+        "TWELVELABS_API_KEY": "",
+    }
+    written = tomllib.loads((root / "etc/tlwatch/config.toml").read_text())
+    assert [w["path"] for w in written["watch"]] == [str(cards), home]
+    written["watch"] = written["watch"][:1]  # (the folder under /home is not on this machine)
+    checked_config = tmp_path / "checked.toml"
+    checked_config.write_text(tomli_w.dumps(written))
+    checked = tlwatch("check", "-c", str(checked_config), env=service_env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # Again: nothing changes.
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    again = tlwatch(*install)
+    assert again.returncode == 0 and not any(
+        line.startswith("wrote") for line in again.stdout.splitlines()
+    )
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == before
+    if shutil.which("systemd-analyze"):
+        verified = subprocess.run(
+            ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
+        )
+        assert verified.returncode == 0 and verified.stderr == "", verified.stderr
+        security = subprocess.run(
+            ["systemd-analyze", "security", "--offline=true", str(unit)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        line = next(x for x in security.stdout.splitlines() if "Overall exposure level" in x)
+        assert float(line.split(":")[1].split()[0]) <= 1.2, line
+    # Uninstall: the unit, the drop-in and the user's file go; the config and the key stay.
+    gone = tlwatch("service", "uninstall", "--root", str(root))
+    assert gone.returncode == 0, gone.stderr
+    assert "would run: systemctl disable --now tlwatch.service" in gone.stdout
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
+        "etc/tlwatch/api_key",
+        "etc/tlwatch/config.toml",
+    ]
+    assert tlwatch("service", "uninstall", "--root", str(root), "--purge").returncode == 0
+    assert not any(p.is_file() for p in root.rglob("*"))
+
+
+def test_install_needs_its_folders_and_a_key(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    nothing = tlwatch("service", "install", "--root", str(root))
+    assert nothing.returncode == 2 and "--watch" in nothing.stderr
+    no_key = tlwatch("service", "install", "--root", str(root), "--watch", str(tmp_path))
+    assert no_key.returncode == 1 and "no API key" in no_key.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="as root, an install is allowed")
+def test_without_root_an_install_says_so(tmp_path: Path) -> None:
+    found = tlwatch("service", "install", "--watch", str(tmp_path))
+    assert found.returncode == 2 and "needs root" in found.stderr
