@@ -85,3 +85,16 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path, sandbox: 
     )
     [row] = json.loads(listed.stdout)
     assert row["name"] == "clip.mp4" and row["asset_id"]
+    # The service, from this installation: its unit runs this venv's tlwatch.
+    root = tmp_path / "root"
+    install = [tlwatch, "service", "install", "--root", root, "--watch", tmp_path / "w"]
+    key = ["--key-file", tmp_path / "api_key"]
+    subprocess.run([*install, *key], capture_output=True, check=True)
+    unit = (root / "etc/systemd/system/tlwatch.service").read_text()
+    assert f"ExecStart={tlwatch} run --config /etc/tlwatch/config.toml" in unit
+    if shutil.which("systemd-analyze"):
+        verified = subprocess.run(
+            ["systemd-analyze", "verify", root / "etc/systemd/system/tlwatch.service"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert verified.returncode == 0 and verified.stderr == "", verified.stderr
