@@ -21,7 +21,7 @@ from pathlib import Path
 
 import tomli_w
 
-from tlwatch.config import DEFAULT_BASE_URL
+from tlwatch.config import DEFAULT_BASE_URL, load
 
 USER = "tlwatch"
 UNIT = Path("etc/systemd/system/tlwatch.service")
@@ -57,19 +57,14 @@ class Install:
         self.write(SYSUSERS, _unit_text("tlwatch.sysusers"))
         self.command(["systemd-sysusers", str(self.path(SYSUSERS))])
         self.write(UNIT, unit(_installed()))
-        homes = [f for f in self.folders if _under_home(f)]
-        lines = [f"BindReadOnlyPaths=-{f}" for f in homes]
-        if lines:  # (ProtectHome=yes hides /home: these folders are bound back, read-only)
-            self.write(
-                DROP_IN,
-                "# Written by `tlwatch service install`.\n[Service]\n" + "\n".join(lines) + "\n",
-            )
         self.config()
         self.api_key()
-        for folder in self.folders:
-            self.command(
-                ["setfacl", "-R", "-m", f"u:{USER}:rX", "-m", f"d:u:{USER}:rX", str(folder)]
-            )
+        folders, writable = self.folders_of_config()
+        self.drop_in(folders, writable)
+        for folder in folders:
+            access = "rwX" if folder in writable else "rX"
+            acl = ["-m", f"u:{USER}:{access}", "-m", f"d:u:{USER}:{access}"]
+            self.command(["setfacl", "-R", *acl, str(folder)])
             for parent in _homes_above(folder):  # (a 0700 home: the service may pass through)
                 self.command(["setfacl", "-m", f"u:{USER}:x", str(parent)])
         self.command(["systemctl", "daemon-reload"])
@@ -79,6 +74,34 @@ class Install:
              f"--property=LoadCredential=api_key:/{KEY}", "--property=StateDirectory=tlwatch",
              _installed(), "check", "--config", f"/{CONFIG}"]
         )  # fmt: skip
+
+    def folders_of_config(self) -> tuple[list[Path], set[Path]]:
+        """The folders the service watches (the config's, once there is one), and those it
+        writes in (`after_upload = "move"` or `"delete"`, and where files are moved to)."""
+        path = self.path(CONFIG)
+        if not path.exists():  # (a dry run: the config it would write)
+            return self.folders, set()
+        watches = load(path).watch
+        writable = {w.path for w in watches if w.after_upload in ("move", "delete")}
+        writable |= {w.move_to for w in watches if w.move_to is not None}
+        watched = [w.path for w in watches]
+        return watched + sorted(writable - set(watched)), writable
+
+    def drop_in(self, folders: list[Path], writable: set[Path]) -> None:
+        """ProtectSystem=strict keeps every folder read-only, and ProtectHome=yes hides /home:
+        folders the service writes in, and folders under /home, are opened again."""
+        lines = []
+        for folder in folders:
+            if _under_home(folder):
+                bind = "BindPaths" if folder in writable else "BindReadOnlyPaths"
+                lines.append(f"{bind}=-{folder}")
+            elif folder in writable:
+                lines.append(f"ReadWritePaths=-{folder}")
+        if lines:
+            head = "# Written by `tlwatch service install`.\n[Service]\n"
+            self.write(DROP_IN, head + "\n".join(lines) + "\n")
+        elif self.path(DROP_IN).exists():
+            self.say(f"kept {self.path(DROP_IN)} (no folder needs it now; remove it by hand)")
 
     def config(self) -> None:
         path = self.path(CONFIG)

@@ -116,3 +116,25 @@ def test_install_needs_its_folders_and_a_key(tmp_path: Path) -> None:
 def test_without_root_an_install_says_so(tmp_path: Path) -> None:
     found = tlwatch("service", "install", "--watch", str(tmp_path))
     assert found.returncode == 2 and "needs root" in found.stderr
+
+
+def test_a_kept_config_decides_the_folders_and_which_are_written_in(tmp_path: Path) -> None:
+    root, cards, done = tmp_path / "root", tmp_path / "cards", tmp_path / "done"
+    config = root / "etc/tlwatch/config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        f'[[watch]]\npath = "{cards}"\nafter_upload = "move"\nmove_to = "{done}"\n'
+        '[[watch]]\npath = "/home/bob/Exports"\nafter_upload = "delete"\n'
+    )
+    (tmp_path / "key").write_text("tlk_x\n")
+    args = ["--root", str(root), "--watch", str(tmp_path / "other"), "--key-file"]
+    found = tlwatch("service", "install", *args, str(tmp_path / "key"))
+    assert found.returncode == 0, found.stderr
+    assert f"kept {config} (never overwritten)" in found.stdout
+    for folder in (cards, done):
+        rwx = f"would run: setfacl -R -m u:tlwatch:rwX -m d:u:tlwatch:rwX {folder}"
+        assert rwx in found.stdout.splitlines()
+    assert str(tmp_path / "other") not in found.stdout  # (the config's folders, not --watch)
+    drop_in = (root / "etc/systemd/system/tlwatch.service.d/folders.conf").read_text()
+    assert f"ReadWritePaths=-{cards}\n" in drop_in and f"ReadWritePaths=-{done}\n" in drop_in
+    assert "BindPaths=-/home/bob/Exports\n" in drop_in
