@@ -98,6 +98,9 @@ def _service_parser(add: Callable[..., argparse.ArgumentParser]) -> None:
         "--purge", action="store_true", help="uninstall: the config, key, store too"
     )
     service.add_argument("--base-url", help="the API's base URL, for the config written")
+    service.add_argument(
+        "--user", action="store_true", help="the desktop unit, for this user (no root needed)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -749,15 +752,16 @@ def _service(args: argparse.Namespace) -> int:
     from tlwatch.config import DEFAULT_BASE_URL
 
     if args.action == "status":
+        mode = ["--user"] if args.user else []
         shown = subprocess.run(
-            ["systemctl", "status", "--no-pager", "tlwatch.service"], check=False
+            ["systemctl", *mode, "status", "--no-pager", "tlwatch.service"], check=False
         )
         health = _health(argparse.Namespace(**{**vars(args), "json": False}))
         return EXIT_OK if shown.returncode == 0 and health == EXIT_OK else EXIT_FAILURE
-    if args.root is None and not args.dry_run and os.geteuid() != 0:
+    if args.root is None and not args.dry_run and not args.user and os.geteuid() != 0:
         return _fail("this needs root (sudo), or --root DIR to write under a folder", EXIT_USAGE)
     if args.action == "uninstall":
-        service.uninstall(args.root, args.purge)
+        service.uninstall(args.root, args.purge, user=args.user)
         return EXIT_OK
     if not args.watch:
         return _fail("give the folders to watch: --watch DIR (repeatable)", EXIT_USAGE)
@@ -768,7 +772,7 @@ def _service(args: argparse.Namespace) -> int:
         key = Path(args.key_file).read_text
     elif sys.stdin.isatty() and args.root is None:
         key = lambda: getpass.getpass("Twelve Labs API key: ")  # noqa: E731
-    steps = service.Install(
+    steps = (service.UserInstall if args.user else service.Install)(
         [folder.absolute() for folder in args.watch],
         key,
         root=args.root,

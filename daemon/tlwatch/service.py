@@ -52,11 +52,13 @@ class Install:
     def path(self, relative: Path) -> Path:
         return (self.root or Path("/")) / relative
 
+    config_file, key_file, unit_file = CONFIG, KEY, UNIT  # (under / or `root`)
+
     # ---- the steps ----------------------------------------------------------------------
     def run(self) -> None:
         self.write(SYSUSERS, _unit_text("tlwatch.sysusers"))
         self.command(["systemd-sysusers", str(self.path(SYSUSERS))])
-        self.write(UNIT, unit(_installed()))
+        self.write(self.unit_file, unit(_installed()))
         self.config()
         self.api_key()
         folders, writable = self.folders_of_config()
@@ -78,7 +80,7 @@ class Install:
     def folders_of_config(self) -> tuple[list[Path], set[Path]]:
         """The folders the service watches (the config's, once there is one), and those it
         writes in (`after_upload = "move"` or `"delete"`, and where files are moved to)."""
-        path = self.path(CONFIG)
+        path = self.path(self.config_file)
         if not path.exists():  # (a dry run: the config it would write)
             return self.folders, set()
         watches = load(path).watch
@@ -103,20 +105,20 @@ class Install:
         elif self.path(DROP_IN).exists():
             self.say(f"kept {self.path(DROP_IN)} (no folder needs it now; remove it by hand)")
 
-    def config(self) -> None:
-        path = self.path(CONFIG)
+    def config(self, **api: str) -> None:
+        path = self.path(self.config_file)
         if path.exists():
             self.say(f"kept {path} (never overwritten)")
             return
         starter = {
-            "api": {"base_url": self.base_url},
+            "api": {"base_url": self.base_url, **api},
             "watch": [{"path": str(f), "settle_seconds": 5.0} for f in self.folders],
         }
         head = "# Written by `tlwatch service install`; every key is in config.example.toml.\n"
-        self.write(CONFIG, head + tomli_w.dumps(starter), mode=0o644)
+        self.write(self.config_file, head + tomli_w.dumps(starter), mode=0o644)
 
     def api_key(self) -> None:
-        path = self.path(KEY)
+        path = self.path(self.key_file)
         if self.key is None:
             if not path.exists():
                 raise OSError(f"{path}: no API key yet (give --key-file PATH, or - for stdin)")
@@ -128,7 +130,7 @@ class Install:
         if path.exists() and path.read_text().strip() == key:
             self.say(f"unchanged {path}")
             return
-        self.write(KEY, key + "\n", mode=0o600, shown=False)
+        self.write(self.key_file, key + "\n", mode=0o600, shown=False)
 
     # ---- doing, or saying -------------------------------------------------------------------
     def write(self, relative: Path, text: str, *, mode: int = 0o644, shown: bool = True) -> None:
@@ -162,13 +164,36 @@ class Install:
             raise OSError(f"{argv[0]} failed (exit {found.returncode})")
 
 
-def uninstall(root: Path | None, purge: bool, say: Callable[[str], None] = print) -> None:
+class UserInstall(Install):
+    """`--user`: the desktop unit, for the user who runs it. No system user and no ACL (the
+    folders are the user's own); the key beside the user's config, 0600."""
+
+    home = Path.home().relative_to("/")
+    config_file = home / ".config/tlwatch/config.toml"
+    key_file = home / ".config/tlwatch/api_key"
+    unit_file = home / ".config/systemd/user/tlwatch.service"
+
+    def run(self) -> None:
+        text = _unit_text("tlwatch-user.service").replace("%h/.local/bin/tlwatch", _installed())
+        self.write(self.unit_file, text)
+        self.config(api_key_file="api_key")
+        self.api_key()
+        self.command(["systemctl", "--user", "daemon-reload"])
+        self.command(["systemctl", "--user", "enable", "--now", "tlwatch.service"])
+        self.command([_installed(), "check", "--config", f"/{self.config_file}"])
+
+
+def uninstall(
+    root: Path | None, purge: bool, say: Callable[[str], None] = print, *, user: bool = False
+) -> None:
     """Stop and remove the service; the config, the key and the store stay unless `purge`."""
-    steps = Install([], None, root=root, say=say)
-    steps.command(["systemctl", "disable", "--now", "tlwatch.service"])
-    gone: list[Path] = [UNIT, DROP_IN, SYSUSERS]
+    steps = (UserInstall if user else Install)([], None, root=root, say=say)
+    steps.command(
+        ["systemctl", *(["--user"] if user else []), "disable", "--now", "tlwatch.service"]
+    )
+    gone: list[Path] = [steps.unit_file] + ([] if user else [DROP_IN, SYSUSERS])
     if purge:
-        gone += [CONFIG, KEY]
+        gone += [steps.config_file, steps.key_file]
     for relative in gone:
         path = steps.path(relative)
         if path.exists():
@@ -177,7 +202,7 @@ def uninstall(root: Path | None, purge: bool, say: Callable[[str], None] = print
     with_drop_ins = steps.path(DROP_IN).parent
     if with_drop_ins.is_dir() and not any(with_drop_ins.iterdir()):
         with_drop_ins.rmdir()
-    if purge and steps.path(STATE).exists():
+    if purge and not user and steps.path(STATE).exists():
         shutil.rmtree(steps.path(STATE))
         say(f"removed {steps.path(STATE)} (the store)")
     steps.command(["systemctl", "daemon-reload"])

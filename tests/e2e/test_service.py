@@ -138,3 +138,27 @@ def test_a_kept_config_decides_the_folders_and_which_are_written_in(tmp_path: Pa
     drop_in = (root / "etc/systemd/system/tlwatch.service.d/folders.conf").read_text()
     assert f"ReadWritePaths=-{cards}\n" in drop_in and f"ReadWritePaths=-{done}\n" in drop_in
     assert "BindPaths=-/home/bob/Exports\n" in drop_in
+
+
+def test_the_desktop_unit_for_one_user(tmp_path: Path, sandbox: Sandbox) -> None:
+    root, folder = tmp_path / "root", tmp_path / "Exports"
+    folder.mkdir()
+    (tmp_path / "key").write_text(DEMO_API_KEY + "\n")
+    args = ["--user", "--root", str(root), "--watch", str(folder), "--key-file"]
+    found = tlwatch("service", "install", *args, str(tmp_path / "key"))
+    assert found.returncode == 0, found.stderr
+    home = root / Path.home().relative_to("/")
+    unit = home / ".config/systemd/user/tlwatch.service"
+    assert f"ExecStart={Path(sys.executable).parent / 'tlwatch'} run" in unit.read_text()
+    key = home / ".config/tlwatch/api_key"
+    assert (key.stat().st_mode & 0o777) == 0o600
+    assert "setfacl" not in found.stdout and "sysusers" not in found.stdout
+    assert "would run: systemctl --user enable --now tlwatch.service" in found.stdout
+    config = home / ".config/tlwatch/config.toml"
+    with_sandbox = config.read_text().replace("https://api.twelvelabs.io/v1.3", sandbox.base_url)
+    config.write_text(with_sandbox)
+    env = {"STATE_DIRECTORY": str(tmp_path / "state"), "TWELVELABS_API_KEY": ""}
+    checked = tlwatch("check", "-c", str(config), env=env)  # (its key: api_key beside it)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert tlwatch("service", "uninstall", "--user", "--root", str(root)).returncode == 0
+    assert not unit.exists() and config.exists()
