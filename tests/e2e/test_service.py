@@ -104,6 +104,17 @@ def test_install_under_a_root_writes_a_service_that_systemd_and_tlwatch_accept(
     assert not any(p.is_file() for p in root.rglob("*"))
 
 
+def test_a_dry_run_says_every_step_and_does_none(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("tlk_x\n")
+    args = ["--dry-run", "--root", str(tmp_path / "root"), "--watch", str(tmp_path)]
+    found = tlwatch("service", "install", *args, "--key-file", str(tmp_path / "key"))
+    assert found.returncode == 0, found.stderr
+    said = found.stdout.splitlines()
+    assert sum(line.startswith("would write ") for line in said) == 4  # user, unit, config, key
+    assert "would run: systemctl enable --now tlwatch.service" in said
+    assert not (tmp_path / "root").exists()
+
+
 def test_install_needs_its_folders_and_a_key(tmp_path: Path) -> None:
     root = tmp_path / "root"
     nothing = tlwatch("service", "install", "--root", str(root))

@@ -90,7 +90,8 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path, sandbox: 
     install = [tlwatch, "service", "install", "--root", root, "--watch", tmp_path / "w"]
     key = ["--key-file", tmp_path / "api_key"]
     subprocess.run([*install, *key], capture_output=True, check=True)
-    unit = (root / "etc/systemd/system/tlwatch.service").read_text()
+    unit_file = root / "etc/systemd/system/tlwatch.service"
+    unit = unit_file.read_text()
     assert f"ExecStart={tlwatch} run --config /etc/tlwatch/config.toml" in unit
     if shutil.which("systemd-analyze"):
         verified = subprocess.run(
@@ -98,3 +99,15 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path, sandbox: 
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert verified.returncode == 0 and verified.stderr == "", verified.stderr
+        security = subprocess.run(
+            ["systemd-analyze", "security", "--offline=true", str(unit_file)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        line = next(x for x in security.stdout.splitlines() if "Overall exposure level" in x)
+        assert float(line.split(":")[1].split()[0]) <= 1.2, line
+    again = subprocess.run([*install, *key], capture_output=True, text=True, check=True)
+    assert "wrote" not in again.stdout  # (run twice: nothing changes)
+    subprocess.run(
+        [tlwatch, "service", "uninstall", "--root", root], check=True, capture_output=True
+    )
+    assert not (root / "etc/systemd/system/tlwatch.service").exists()
