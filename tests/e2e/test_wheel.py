@@ -7,6 +7,7 @@ fresh venv); the build fetches setuptools from the package registry, as `pip ins
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import site
 import subprocess
@@ -93,6 +94,18 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path, sandbox: 
     unit_file = root / "etc/systemd/system/tlwatch.service"
     unit = unit_file.read_text()
     assert f"ExecStart={tlwatch} run --config /etc/tlwatch/config.toml" in unit
+    assert (root / "usr/lib/sysusers.d/tlwatch.conf").read_text().count("u tlwatch ") == 1
+    assert (root / "etc/tlwatch/api_key").stat().st_mode & 0o777 == 0o600
+    service_env = {"CREDENTIALS_DIRECTORY": str(root / "etc/tlwatch"), "TWELVELABS_API_KEY": ""}
+    written = root / "etc/tlwatch/config.toml"
+    written.write_text(
+        written.read_text().replace("https://api.twelvelabs.io/v1.3", sandbox.base_url)
+    )
+    checked = subprocess.run(
+        [tlwatch, "check", "-c", written], capture_output=True, text=True, check=False,
+        env={**os.environ, **service_env, "STATE_DIRECTORY": str(tmp_path / "state")},
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
     if shutil.which("systemd-analyze"):
         verified = subprocess.run(
             ["systemd-analyze", "verify", root / "etc/systemd/system/tlwatch.service"],
