@@ -55,22 +55,24 @@ def _found_with() -> dict[str, str]:
         from tlwatch.sniff import libmagic
 
         found["libmagic"] = libmagic()
-    except ImportError as error:  # (python-magic says so when the library is missing)
+    except Exception as error:  # noqa: BLE001  (missing: python-magic raises ImportError)
         found["libmagic"] = f"missing ({error}; apt-get install -y libmagic1)"
     path = config.default_config_path()
     try:
         loaded = config.load(path)
         state, wanted = loaded.state.path.parent, loaded.fit.ffmpeg
         where = f"{state} (from {path})"
-    except ConfigError:
+    except ConfigError as error:
         state, wanted = config.default_state_path().parent, None
-        where = f"{state} (the default: {path} cannot be read)"
+        unread = any(words in str(error) for words in ("cannot read", "no such file"))
+        why = "cannot be read" if unread else "is not valid"
+        where = f"{state} (the default: {path} {why})"
     try:
         from tlwatch.transcode import find_ffmpeg, version
 
         binary = find_ffmpeg(wanted)
         found["ffmpeg"] = f"{binary} ({version(binary).split(' Copyright')[0]})"
-    except (OSError, ImportError) as error:
+    except Exception as error:  # noqa: BLE001  (none there: imageio-ffmpeg raises RuntimeError)
         found["ffmpeg"] = f"missing ({error})"
     found["state folder"] = where
     return found
@@ -761,7 +763,10 @@ def _service(args: argparse.Namespace) -> int:
     if args.root is None and not args.dry_run and not args.user and os.geteuid() != 0:
         return _fail("this needs root (sudo), or --root DIR to write under a folder", EXIT_USAGE)
     if args.action == "uninstall":
-        service.uninstall(args.root, args.purge, user=args.user)
+        try:
+            service.uninstall(args.root, args.purge, user=args.user)
+        except OSError as error:
+            return _fail(str(error))
         return EXIT_OK
     if not args.watch:
         return _fail("give the folders to watch: --watch DIR (repeatable)", EXIT_USAGE)
@@ -773,7 +778,7 @@ def _service(args: argparse.Namespace) -> int:
     elif sys.stdin.isatty() and args.root is None:
         key = lambda: getpass.getpass("Twelve Labs API key: ")  # noqa: E731
     steps = (service.UserInstall if args.user else service.Install)(
-        [folder.absolute() for folder in args.watch],
+        [Path(os.path.abspath(folder)) for folder in args.watch],  # (.. and trailing / gone)
         key,
         root=args.root,
         dry_run=args.dry_run,

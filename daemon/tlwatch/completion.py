@@ -98,6 +98,7 @@ def _bash(parser: argparse.ArgumentParser) -> str:
             f'        "") {_words(top)} ;;',
             *(_bash_command(c) for c in commands),
             "    esac",
+            "    return 0",
             "}",
             f"complete -o filenames -F _{prog} {prog}",
             "",
@@ -106,12 +107,17 @@ def _bash(parser: argparse.ArgumentParser) -> str:
 
 
 def _words(words: list[str]) -> str:
-    return f'COMPREPLY=($(compgen -W {shlex.quote(" ".join(words))} -- "$cur"))'
+    # (mapfile, not an assignment of $(...): no match is no failure under `set -e`)
+    return f'mapfile -t COMPREPLY < <(compgen -W {shlex.quote(" ".join(words))} -- "$cur")'
+
+
+_FILES = 'mapfile -t -O "${#COMPREPLY[@]}" COMPREPLY < <(compgen -f -- "$cur")'
+# (mapfile: a file name with a space stays one word)
 
 
 def _bash_command(command: _Command) -> str:
     words = [*command.words, *(f for o in command.options for f in o.flags)]
-    files = '; [[ $cur != -* ]] && COMPREPLY+=($(compgen -f -- "$cur"))' if command.paths else ""
+    files = f"; if [[ $cur != -* ]]; then {_FILES}; fi" if command.paths else ""
     return f"        {command.name}) {_words(words)}{files} ;;"
 
 
@@ -120,7 +126,7 @@ def _bash_value(option: _Option) -> str:
     if option.choices:
         answer = _words(option.choices)
     elif option.path:
-        answer = 'COMPREPLY=($(compgen -f -- "$cur"))'
+        answer = _FILES
     else:
         answer = "COMPREPLY=()"  # (a number, a name: nothing to offer)
     return f"        {'|'.join(option.flags)}) {answer}; return ;;"

@@ -228,7 +228,16 @@ def default_config_path() -> Path:
     home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     user = home / "tlwatch" / "config.toml"
     system = Path("/etc/tlwatch/config.toml")
-    return user if user.exists() or not system.exists() else system
+    return user if _there(user) or not _there(system) else system
+
+
+def _there(path: Path) -> bool:
+    """Is there a file at `path`? (A folder this user may not look into: as good as there, so
+    that reading it says why it cannot be read.)"""
+    try:
+        return path.exists()
+    except OSError:
+        return True
 
 
 def default_state_path() -> Path:

@@ -25,8 +25,9 @@ def test_bash_completion_loads_and_completes(tmp_path: Path) -> None:
     script = tmp_path / "tlwatch.bash"
     script.write_text(completion("bash"))
     (tmp_path / "clip.mp4").touch()
+    (tmp_path / "My Videos").mkdir()
     probe = f"""
-set -u
+set -eu
 source {script}
 complete -p tlwatch
 ask() {{
@@ -41,6 +42,8 @@ ask tlwatch run ""
 ask tlwatch nonsense ""
 cd {tmp_path} && ask tlwatch upload cl
 ask tlwatch scan -c cl
+ask tlwatch upload My
+ask tlwatch upload -
 """
     found = subprocess.run(
         ["bash", "--norc", "-c", probe], capture_output=True, text=True, check=False
@@ -58,6 +61,8 @@ ask tlwatch scan -c cl
         "",
         "clip.mp4",
         "clip.mp4",
+        "My Videos",  # (one word, not two)
+        "-h --help -c --config --log-level --log-format --url --wait",
     ]
 
 

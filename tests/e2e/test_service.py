@@ -110,7 +110,13 @@ def test_a_dry_run_says_every_step_and_does_none(tmp_path: Path) -> None:
     found = tlwatch("service", "install", *args, "--key-file", str(tmp_path / "key"))
     assert found.returncode == 0, found.stderr
     said = found.stdout.splitlines()
-    assert sum(line.startswith("would write ") for line in said) == 4  # user, unit, config, key
+    for written in (
+        "usr/lib/sysusers.d/tlwatch.conf",
+        "etc/systemd/system/tlwatch.service",
+        "etc/tlwatch/config.toml",
+        "etc/tlwatch/api_key (the key, mode 0600)",
+    ):
+        assert f"would write {tmp_path / 'root' / written}" in said, written
     assert "would run: systemctl enable --now tlwatch.service" in said
     assert not (tmp_path / "root").exists()
 
@@ -135,7 +141,7 @@ def test_a_kept_config_decides_the_folders_and_which_are_written_in(tmp_path: Pa
     config.parent.mkdir(parents=True)
     config.write_text(
         f'[[watch]]\npath = "{cards}"\nafter_upload = "move"\nmove_to = "{done}"\n'
-        '[[watch]]\npath = "/home/bob/Exports"\nafter_upload = "delete"\n'
+        '[[watch]]\npath = "/home/bob/My Exports"\nafter_upload = "delete"\n'
     )
     (tmp_path / "key").write_text("tlk_x\n")
     args = ["--root", str(root), "--watch", str(tmp_path / "other"), "--key-file"]
@@ -145,10 +151,10 @@ def test_a_kept_config_decides_the_folders_and_which_are_written_in(tmp_path: Pa
     for folder in (cards, done):
         rwx = f"would run: setfacl -R -m u:tlwatch:rwX -m d:u:tlwatch:rwX {folder}"
         assert rwx in found.stdout.splitlines()
-    assert str(tmp_path / "other") not in found.stdout  # (the config's folders, not --watch)
+    assert f"setfacl -R -m u:tlwatch:rX -m d:u:tlwatch:rX {tmp_path / 'other'}" not in found.stdout
     drop_in = (root / "etc/systemd/system/tlwatch.service.d/folders.conf").read_text()
     assert f"ReadWritePaths=-{cards}\n" in drop_in and f"ReadWritePaths=-{done}\n" in drop_in
-    assert "BindPaths=-/home/bob/Exports\n" in drop_in
+    assert 'BindPaths="-/home/bob/My Exports"\n' in drop_in  # (quoted: a space would split it)
 
 
 def test_the_desktop_unit_for_one_user(tmp_path: Path, sandbox: Sandbox) -> None:
@@ -173,3 +179,46 @@ def test_the_desktop_unit_for_one_user(tmp_path: Path, sandbox: Sandbox) -> None
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert tlwatch("service", "uninstall", "--user", "--root", str(root)).returncode == 0
     assert not unit.exists() and config.exists()
+
+
+def test_what_is_written_is_readable_by_the_service_and_the_key_by_root_alone(
+    tmp_path: Path,
+) -> None:
+    root, key = tmp_path / "root", tmp_path / "key"
+    key.write_text("tlk_x\n")
+    args = ["service", "install", "--root", str(root), "--watch", str(tmp_path)]
+    found = subprocess.run(  # (root's umask may be 077: the config must stay readable)
+        ["bash", "-c", 'umask 077; exec "$@"', "-", sys.executable, "-m", "tlwatch", *args,
+         "--key-file", str(key)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    assert (root / "etc/tlwatch").stat().st_mode & 0o777 == 0o755
+    assert (root / "etc/tlwatch/config.toml").stat().st_mode & 0o777 == 0o644
+    kept = root / "etc/tlwatch/api_key"
+    kept.chmod(0o644)  # (made by hand, too open)
+    again = tlwatch(*args)
+    assert again.returncode == 0 and f"made {kept} 0600" in again.stdout
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert not list((root / "etc/tlwatch").glob(".*"))  # no temporary file left
+
+
+def test_a_folder_that_is_a_file_changes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    found = tlwatch(
+        "service",
+        "install",
+        "--root",
+        str(tmp_path / "root"),
+        "--watch",
+        str(tmp_path / "clip.mp4"),
+    )
+    assert found.returncode == 1 and "is not a folder: nothing was changed" in found.stderr
+    assert not (tmp_path / "root").exists()
+
+
+def test_a_command_with_a_space_is_quoted_for_systemd() -> None:
+    from tlwatch.service import unit
+
+    assert 'ExecStart="/opt/my venv/bin/tlwatch" run --config' in unit("/opt/my venv/bin/tlwatch")
+    assert "ExecStart=/opt/tlwatch/bin/tlwatch run" in unit("/opt/tlwatch/bin/tlwatch")

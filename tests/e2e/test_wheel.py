@@ -16,6 +16,8 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tlwatch.sandbox import DEMO_API_KEY
 
 from conftest import FIXTURES, Sandbox
@@ -23,7 +25,10 @@ from conftest import FIXTURES, Sandbox
 TOP = Path(__file__).parents[2]
 
 
-def test_the_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path, sandbox: Sandbox) -> None:
+def test_the_wheel_installs_into_a_fresh_venv_and_runs(
+    tmp_path: Path, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # (the fresh venv imports its own tlwatch)
     source = tmp_path / "source"  # (a copy: the build leaves nothing in the checkout)
     shutil.copytree(
         TOP,
