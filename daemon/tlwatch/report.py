@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from tlwatch.models import FileState
+from tlwatch.models import ChoreState, FileState, IndexState
 from tlwatch.state import ChoreRow, FileRow, IndexingRow, Store
 
 SHOWN = 50  # files listed as ready, and as failed or held, at most
@@ -27,12 +27,11 @@ def status(store: Store, daemon: dict[str, Any]) -> dict[str, Any]:
         for path, (online, reason, _) in store.folders().items()
         if not online
     }
-    indexings, chores = store.all_indexings(), store.all_chores()
-    waits = [i for i in indexings if waits_for_a_reason(i)]
-    by_asset: dict[str, list[IndexingRow]] = {}
-    for indexing in indexings:
-        by_asset.setdefault(indexing.asset_id, []).append(indexing)
-    failed = [c for c in chores if c.state == "failed"]
+    # (grouped counts, and only the rows shown: a long history costs no more at each update)
+    waits = [i for i in store.indexings(IndexState.QUEUED) if waits_for_a_reason(i)]
+    failed = store.chores(ChoreState.FAILED)
+    ready = store.recent((FileState.READY,), SHOWN)
+    by_asset = store.indexings_of_assets(r.asset_id for r in ready if r.asset_id)
     ids = {i.file_id for i in waits if i.file_id is not None} | {c.file_id for c in failed}
     names = {row.id: row.shown for row in store.rows(ids)}
     fitted, original_bytes, part_bytes = store.savings()
@@ -46,9 +45,9 @@ def status(store: Store, daemon: dict[str, Any]) -> dict[str, Any]:
             for root, (done, total) in store.batches().items()
         },
         "offline": offline,
-        "indexing": dict(Counter(i.state.value for i in indexings)),
+        "indexing": store.indexing_counts(),
         "indexing_waits": [_waiting(i, names) for i in waits],
-        "after_upload": dict(Counter(c.state.value for c in chores)),
+        "after_upload": store.chore_counts(),
         "after_upload_failures": [_chore(c, names) for c in failed],
         "limits": daemon.get("limits", {}) if daemon.get("running") else {},
         "proxies": {
@@ -61,10 +60,7 @@ def status(store: Store, daemon: dict[str, Any]) -> dict[str, Any]:
             row_json(r) for r in trouble if r.state in (FileState.FAILED, FileState.SKIPPED)
         ][:10],
         "needs_a_look": [row_json(r) for r in trouble],
-        "ready": [
-            row_json(r, by_asset.get(r.asset_id or "", []))
-            for r in store.recent((FileState.READY,), SHOWN)
-        ],
+        "ready": [row_json(r, by_asset.get(r.asset_id or "", [])) for r in ready],
         "daemon": {k: v for k, v in daemon.items() if k != "limits"},
     }
 

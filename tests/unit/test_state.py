@@ -472,3 +472,19 @@ def test_a_folders_batch_counts_what_was_found_with_its_files_on_their_way(
         store.mark_uploaded(a.id, "asset-1", "ready")
         assert store.mark_ready(a.id)
         assert store.batches() == {b"/w": (1, 2)}
+
+
+def test_indexings_and_chores_are_counted_and_read_for_the_assets_shown(
+    open_store: OpenStore,
+) -> None:
+    with open_store() as store:
+        row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
+        assert store.claim_next("t") is not None
+        store.mark_uploaded(row.id, "asset-1", "ready")
+        assert store.mark_ready(row.id, [("index-1", row.id), ("index-2", row.id)], ChoreKind.MOVE)
+        assert store.indexing_counts() == {"queued": 2}
+        assert store.chore_counts() == {"queued": 1}
+        found = store.indexings_of_assets(["asset-1", "asset-none"])
+        assert list(found) == ["asset-1"]
+        assert [i.index_id for i in found["asset-1"]] == ["index-1", "index-2"]
+        assert store.indexings_of_assets([]) == {}

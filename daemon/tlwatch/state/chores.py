@@ -117,6 +117,11 @@ class Chores(Files):
         )
         return [self._chore(r) for r in rows]
 
+    def chore_counts(self) -> dict[str, int]:
+        """How many chores are in each state (one grouped read)."""
+        rows = self._query("SELECT state, COUNT(*) FROM chores GROUP BY state")
+        return {str(state): int(count) for state, count in rows}
+
     def all_chores(self) -> list[ChoreRow]:
         return [
             self._chore(r) for r in self._query(f"SELECT {_CHORE_COLUMNS} FROM chores ORDER BY id")

@@ -4,6 +4,7 @@ once its file is indexed is wanted in the transaction that says so. Legal moves 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -193,6 +194,27 @@ class Indexings(Chores):
             (asset_id,),
         )
         return [_indexing(r) for r in rows]
+
+    def indexings_of_assets(self, asset_ids: Iterable[str]) -> dict[str, list[IndexingRow]]:
+        """The indexings of each of these assets (those with any), in the order they came."""
+        wanted = sorted(set(asset_ids))
+        if not wanted:
+            return {}
+        marks = ", ".join("?" * len(wanted))
+        rows = self._query(
+            f"SELECT {_INDEXING_COLUMNS} FROM indexings WHERE asset_id IN ({marks}) "
+            "ORDER BY created_at",
+            wanted,
+        )
+        found: dict[str, list[IndexingRow]] = {}
+        for row in map(_indexing, rows):
+            found.setdefault(row.asset_id, []).append(row)
+        return found
+
+    def indexing_counts(self) -> dict[str, int]:
+        """How many indexings are in each state (one grouped read)."""
+        rows = self._query("SELECT state, COUNT(*) FROM indexings GROUP BY state")
+        return {str(state): int(count) for state, count in rows}
 
     def all_indexings(self) -> list[IndexingRow]:
         rows = self._query(f"SELECT {_INDEXING_COLUMNS} FROM indexings ORDER BY created_at")
