@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlwatch import __version__
+from tlwatch.completion import SHELLS
 
 if TYPE_CHECKING:  # the real types for mypy; imported lazily at run time to keep --help fast
     from tlwatch.api import Client
@@ -239,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         "/etc/bash_completion.d/tlwatch); zsh: `source <(tlwatch completion zsh)`; fish: "
         "`tlwatch completion fish > ~/.config/fish/completions/tlwatch.fish`.",
     )
-    completion.add_argument("shell", choices=("bash", "zsh", "fish"))
+    completion.add_argument("shell", choices=SHELLS)
     index = add(
         "index",
         _index,

@@ -333,7 +333,7 @@ class _Seen:
         }
 
     def twin(self, sha256: str, exclude: int | None) -> FileRow | None:
-        """The first file whose upload holds this content (not `exclude`): `by_sha256`."""
+        """The first file whose upload holds this content, but `exclude`."""
         found = self._holders.get(sha256, {})
         return next((found[i] for i in sorted(found) if i != exclude), None)
 

@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 TEXTFILE_SECONDS = 15.0
 PAUSE_CAUSES = {"key": "key_rejected", "store": "store_unwritable"}
-BIND_RETRY_SECONDS = 30.0  # a port taken at start (another program) may be free later
 READY_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 
 

@@ -316,12 +316,18 @@ def _fitted(store: Store, path: bytes, signature: Signature, count: int) -> list
     return store.add_parts(chore, b"/s", made)
 
 
-def _all_ready(store: Store, parts: list[Any], after: ChoreKind | None = None) -> None:
+def _all_ready(
+    store: Store,
+    parts: list[Any],
+    after: ChoreKind | None = None,
+    indexes: list[tuple[str, int]] | None = None,
+) -> None:
+    """Each file (in the order they are due) claimed, uploaded as `asset-ID`, and ready."""
     for number, part in enumerate(parts):
         claimed = store.claim_next(f"p{number}")
         assert claimed is not None and claimed.id == part.id
         store.mark_uploaded(part.id, f"asset-{part.id}", "processing")
-        assert store.mark_ready(part.id, after=after)
+        assert store.mark_ready(part.id, indexes or (), after=after)
 
 
 def test_a_new_version_of_an_original_leaves_its_old_parts_behind(
@@ -382,7 +388,7 @@ def test_moving_an_original_sent_as_parts_waits_for_every_part(
         _all_ready(store, [second], after=ChoreKind.MOVE)
         assert store.get(row.id).state == FileState.READY
         assert [c.kind for c in store.chores_of(row.id)] == [ChoreKind.PROXY, ChoreKind.MOVE]
-        assert store.by_sha256(MEDIA.sha256, exclude=None) is not None
+        assert MEDIA.sha256 in store.holders([MEDIA.sha256])  # (its content is held)
 
 
 def test_the_savings_of_originals_sent_as_parts_are_counted(
@@ -460,17 +466,13 @@ def test_a_folders_batch_counts_what_was_found_with_its_files_on_their_way(
     clock = itertools.count(1000.0)
     with open_store(clock=lambda: next(clock)) as store:
         old = store.enqueue(b"/w/old.mp4", b"/w", SIG, MEDIA)
-        assert store.claim_next("t0") is not None
-        store.mark_uploaded(old.id, "asset-0", "ready")
-        assert store.mark_ready(old.id)
+        _all_ready(store, [old])
         assert store.batches() == {}  # nothing on its way
         a = store.enqueue(b"/w/a.mp4", b"/w", Signature(4, 5, 6), MEDIA)
         store.enqueue(b"/w/b.mp4", b"/w", Signature(7, 8, 9), Media("video/mp4", "video", "c" * 64))
         store.ignore(b"/w/c.txt", b"/w", Signature(1, 1, 1), "text/plain", None, "not media")
         assert store.batches() == {b"/w": (0, 2)}  # (the old file is not of this batch)
-        assert store.claim_next("t1") is not None
-        store.mark_uploaded(a.id, "asset-1", "ready")
-        assert store.mark_ready(a.id)
+        _all_ready(store, [a])
         assert store.batches() == {b"/w": (1, 2)}
 
 
@@ -479,12 +481,11 @@ def test_indexings_and_chores_are_counted_and_read_for_the_assets_shown(
 ) -> None:
     with open_store() as store:
         row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
-        assert store.claim_next("t") is not None
-        store.mark_uploaded(row.id, "asset-1", "ready")
-        assert store.mark_ready(row.id, [("index-1", row.id), ("index-2", row.id)], ChoreKind.MOVE)
+        _all_ready(store, [row], ChoreKind.MOVE, [("index-1", row.id), ("index-2", row.id)])
         assert store.indexing_counts() == {"queued": 2}
         assert store.chore_counts() == {"queued": 1}
-        found = store.indexings_of_assets(["asset-1", "asset-none"])
-        assert list(found) == ["asset-1"]
-        assert [i.index_id for i in found["asset-1"]] == ["index-1", "index-2"]
+        asset = f"asset-{row.id}"
+        found = store.indexings_of_assets([asset, "asset-none"])
+        assert list(found) == [asset]
+        assert [i.index_id for i in found[asset]] == ["index-1", "index-2"]
         assert store.indexings_of_assets([]) == {}

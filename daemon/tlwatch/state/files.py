@@ -159,20 +159,9 @@ class Files(Engine):
         columns[_ROOT], columns[_PATH] = local(columns[_ROOT]), local(columns[_PATH])
         return _row(tuple(columns))
 
-    def by_sha256(self, sha256: str, exclude: int | None = None) -> FileRow | None:
-        """The file whose upload holds this content (queued, in flight, uploaded, ready, or sent
-        as parts)."""
-        states = (*HOLDS_CONTENT, FileState.FITTING)
-        rows = self._query(
-            f"SELECT {_COLUMNS} FROM files WHERE sha256 = ? AND state IN (?, ?, ?, ?, ?) "
-            "AND id <> COALESCE(?, 0) ORDER BY id LIMIT 1",
-            (sha256, *states, exclude),
-        )
-        return self._file(rows[0]) if rows else None
-
     def holders(self, sha256s: Iterable[str]) -> dict[str, list[FileRow]]:
-        """For a batch of contents, the files whose uploads hold each (as `by_sha256`), in id
-        order: one query."""
+        """For a batch of contents, the files whose uploads hold each (queued, in flight,
+        uploaded, ready, or sent as parts), in id order: one query."""
         found: dict[str, list[FileRow]] = {}
         for some in _slices(list(dict.fromkeys(sha256s))):
             marks = ", ".join("?" * len(some))
