@@ -371,3 +371,27 @@ def mounts() -> Iterator[list[Path]]:
     finally:
         for point in points:
             unmount(point)
+
+
+def answers(base: str) -> bool:
+    """Does a daemon's status page answer at `base`?"""
+    import httpx
+
+    try:
+        return httpx.get(base + "/api/v1/status", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def systemd_exposure(unit: Path) -> float:
+    """`systemd-analyze verify` accepts the unit with nothing said; its exposure level."""
+    verified = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    assert verified.returncode == 0 and verified.stderr == "", verified.stderr
+    security = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(unit)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    line = next(x for x in security.stdout.splitlines() if "Overall exposure level" in x)
+    return float(line.split(":")[1].split()[0])

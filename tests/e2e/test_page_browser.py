@@ -13,7 +13,7 @@ import httpx
 import pytest
 from pgserver import free_port
 
-from conftest import FIXTURES, Daemon, wait_for
+from conftest import FIXTURES, Daemon, answers, wait_for
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 if not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)):
@@ -53,20 +53,13 @@ def page(daemon: Daemon, browser: WebDriver) -> Iterator[str]:
     daemon.sandbox.settings(processing_seconds=2.0)  # long enough to be seen processing
     daemon.start()
     base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _answers(base), timeout=20)
+    wait_for(lambda: answers(base), timeout=20)
     browser.delete_all_cookies()
     browser.get(daemon.command("ui", "--print", check=True).stdout.strip())
     until(browser, lambda: text(browser, "link") == "live")
     yield base
     if daemon.process is not None:
         assert daemon.stop() == 0
-
-
-def _answers(base: str) -> bool:
-    try:
-        return httpx.get(base + "/api/v1/status", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def until(browser: WebDriver, condition: Callable[[], Any], timeout: float = 30) -> Any:

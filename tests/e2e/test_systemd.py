@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, Daemon, NotifySocket, clean_env, wait_for
+from conftest import FIXTURES, Daemon, NotifySocket, clean_env, systemd_exposure, wait_for
 
 SERVICE = Path(__file__).parents[2] / "service"
 
@@ -149,15 +149,7 @@ def test_units_verify_with_nothing_on_stderr(unit: str, tmp_path: Path) -> None:
 @needs_systemd
 def test_the_system_unit_is_hardened(tmp_path: Path) -> None:
     copy = installed_copy("tlwatch.service", tmp_path)
-    result = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", str(copy)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    line = next(x for x in result.stdout.splitlines() if "Overall exposure level" in x)
-    exposure = float(line.split(":")[1].split()[0])
-    assert exposure <= 1.5, result.stdout
+    assert systemd_exposure(copy) <= 1.5
 
 
 def test_the_system_unit_says_what_the_issue_asks() -> None:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from pgserver import free_port
 
-from conftest import FIXTURES, Daemon, wait_for
+from conftest import FIXTURES, Daemon, answers, wait_for
 
 
 @pytest.fixture
@@ -25,16 +25,9 @@ def page(daemon: Daemon) -> Iterator[str]:
     daemon.configure(ui=f'listen = "127.0.0.1:{port}"')
     daemon.start()
     base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _answers(base), timeout=20)
+    wait_for(lambda: answers(base), timeout=20)
     yield base
     assert daemon.stop() == 0
-
-
-def _answers(base: str) -> bool:
-    try:
-        return httpx.get(base + "/api/v1/status", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def token(daemon: Daemon) -> str:
