@@ -350,3 +350,26 @@ def test_text_bound_in_a_transaction_keeps_the_databases_encoding(pg_server: Ser
     finally:
         db.close()
         database.close()
+
+
+def test_a_claim_reads_the_queue_in_its_index_order_before_any_statistics(
+    tmp_path: Path, url: str
+) -> None:
+    """A new store has no statistics yet (autovacuum analyzes it a minute later, a big table
+    long after its queue filled): the server then guesses that few files are queued, and would
+    sort every queued file to take one (measured: 0.4 ms a claim at 700 queued, growing with
+    the queue). A claim walks the files_state index instead: the same plan at any length."""
+    from tlwatch.state.files import _COLUMNS, _DUE_SQL, _TAKE
+
+    with Store(tmp_path / "s.db", url=url) as store:
+        with store.batch():
+            for n in range(2000):
+                store.enqueue(b"/in/%d.mp4" % n, b"/in", sig(n), MEDIA)
+        where, values = store._due_where(())
+        claim = _DUE_SQL.format(columns=_COLUMNS, skip=where) + _TAKE
+        with store._transaction(durable=True) as db:
+            plan = "\n".join(
+                r[0] for r in db.execute("EXPLAIN " + claim, ("queued", *values)).fetchall()
+            )
+        assert "files_state" in plan and "Sort" not in plan, plan
+        assert store.claim_next("t1") is not None  # (and a claim takes one)

@@ -6,6 +6,11 @@ of tlwatch, as SQLite's `NORMAL`). The server ends a transaction left open by a 
 (`idle_in_transaction_session_timeout`), and a host waits at most `lock_timeout` for a row
 another host holds: both come out as a store fault, and the work is held and tried again.
 Migrations (`schema.PG_MIGRATIONS`) run once, under an advisory lock, whoever starts first.
+
+A statement that takes the next row of a queue (`FOR UPDATE … SKIP LOCKED`, ordered as its
+index is) runs with sorting off, so the server walks that index and reads one entry. Left to
+its statistics, which a new store lacks for its first minute and a large one has stale while
+a card's files pour in, it guesses that few rows are queued and sorts them all for each claim.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ _SETTINGS = (
     "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=6 "
     "-c tcp_user_timeout=40000"  # the server notices a host gone silent within a minute
 )
+_TAKES = " SKIP LOCKED"  # a statement that takes the next row of a queue
 _KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5}
 
 
@@ -56,10 +62,14 @@ class _Connection:
         self._queue: list[str] | None = None  # a transaction's statements not sent yet
         self._gone = False  # the server ended this connection
         self._sends = 0  # messages sent: a queued statement's place is (this, its number)
+        self._in_order = False  # this transaction reads queues in their index's order
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         if self._queue is None:
             return self._reader.execute(_dialect(sql), params)
+        if not self._in_order and _TAKES in sql:
+            self._queue.append("SET LOCAL enable_sort TO off")  # (see above)
+            self._in_order = True
         self._queue.append(self._client.mogrify(_dialect(sql), params))
         return _Later(self, (self._sends, len(self._queue)))
 
@@ -75,6 +85,7 @@ class _Connection:
         # The session's commits are not waited for (`synchronous_commit=off`, as it opened);
         # a durable one is.
         self._queue = ["BEGIN", "SET LOCAL synchronous_commit TO on"] if durable else ["BEGIN"]
+        self._in_order = False
 
     def result(self, later: _Later) -> psycopg.ClientCursor[Any]:
         """Send what is queued, `later`'s statement last; its result."""
