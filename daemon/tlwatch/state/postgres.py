@@ -26,6 +26,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import pq
+from psycopg.adapt import PyFormat, Transformer
 
 from tlwatch.errors import StoreError, StoreUnavailable
 from tlwatch.state.schema import PG_MIGRATIONS
@@ -43,69 +45,98 @@ _KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalive
 
 
 @lru_cache(maxsize=512)
-def _dialect(sql: str) -> str:
-    """The store's SQL as psycopg takes it: `%s` for each value."""
-    return sql.replace("%", "%%").replace("?", "%s")
+def _literal(sql: str) -> bytes:
+    """The store's SQL with `%s` for each value, to be bound here (a transaction's)."""
+    return sql.replace("%", "%%").replace("?", "%s").encode()
+
+
+@lru_cache(maxsize=512)
+def _numbered(sql: str) -> bytes:
+    """The store's SQL with `$1`, `$2`… for its values, sent apart (a read's)."""
+    pieces = sql.split("?")
+    numbered = [piece + (f"${n}" if n < len(pieces) else "") for n, piece in enumerate(pieces, 1)]
+    return "".join(numbered).encode()
+
+
+_DONE = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
 
 
 class _Connection:
-    """Outside a transaction, a statement is sent with its values apart (and prepared once it
-    recurs). A transaction's statements are queued, their values bound here, and sent together
-    in one message when a result is read, and at COMMIT: a write whose result is not read costs
-    no trip of its own, and the client's work per transaction is about half what sending each
-    statement apart costs (measured: `bench/postgres.py`)."""
+    """One connection, spoken to through libpq itself (`psycopg.pq`) with psycopg's adapters
+    (`Transformer`) for values and rows. psycopg's cursors cost 0.1 to 0.3 ms of Python for each
+    transaction (py-spy, during `bench/postgres.py`), while all of a transaction's values are
+    bound here in a few µs. libpq waits for the server without holding the GIL.
+
+    Outside a transaction, a statement is sent with its values apart. A transaction's
+    statements are queued, their values bound here, and sent together in one message when a
+    result is read, and at COMMIT: a write whose result is not read costs no trip of its own."""
 
     def __init__(self, db: psycopg.Connection[Any]) -> None:
         self._db = db
-        self._reader = db.cursor()  # outside a transaction, one cursor, reused
-        self._client = psycopg.ClientCursor(db)  # binds a transaction's values
-        self._queue: list[str] | None = None  # a transaction's statements not sent yet
+        self._pq = db.pgconn
+        self._adapt = Transformer(db)  # (one thread uses a connection at a time)
+        self._queue: list[bytes] | None = None  # a transaction's statements not sent yet
         self._gone = False  # the server ended this connection
         self._sends = 0  # messages sent: a queued statement's place is (this, its number)
         self._in_order = False  # this transaction reads queues in their index's order
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         if self._queue is None:
-            return self._reader.execute(_dialect(sql), params)
+            adapt = self._adapt
+            values = adapt.dump_sequence(params, [PyFormat.AUTO] * len(params))
+            found = self._pq.exec_params(_numbered(sql), values, adapt.types, adapt.formats)
+            return _Rows(self._rows(found))
         if not self._in_order and _TAKES in sql:
-            self._queue.append("SET LOCAL enable_sort TO off")  # (see above)
+            self._queue.append(b"SET LOCAL enable_sort TO off")  # (see above)
             self._in_order = True
-        self._queue.append(self._client.mogrify(_dialect(sql), params))
+        self._queue.append(_literal(sql) % tuple(map(self._bound, params)))
         return _Later(self, (self._sends, len(self._queue)))
 
+    def _bound(self, value: Any) -> bytes:
+        """A value as it is written in SQL. A float is typed so (a bare 1.5 is a numeric)."""
+        literal: bytes = self._adapt.as_literal(value)
+        if isinstance(value, float) and not literal.endswith(b"::float8"):
+            return literal + b"::float8"
+        return literal
+
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        if self._queue is None:
-            self._reader.executemany(_dialect(sql), rows)
-            return
-        self._queue.extend(self._client.mogrify(_dialect(sql), row) for row in rows)
+        for row in rows:
+            self.execute(sql, row)
 
     def begin(self, *, durable: bool) -> None:
         if self._closed_by_server():
             raise psycopg.OperationalError("the server closed the connection")
         # The session's commits are not waited for (`synchronous_commit=off`, as it opened);
         # a durable one is.
-        self._queue = ["BEGIN", "SET LOCAL synchronous_commit TO on"] if durable else ["BEGIN"]
+        self._queue = [b"BEGIN", b"SET LOCAL synchronous_commit TO on"] if durable else [b"BEGIN"]
         self._in_order = False
 
-    def result(self, later: _Later) -> psycopg.ClientCursor[Any]:
-        """Send what is queued, `later`'s statement last; its result."""
+    def result(self, later: _Later) -> list[tuple[Any, ...]]:
+        """Send what is queued, `later`'s statement last; its rows."""
         if self._queue is None or (self._sends, len(self._queue)) != later.place:
             raise StoreError("a statement's result read after the next one was queued (a bug)")
-        self._send()
-        return self._client
+        return self._send()
 
-    def _send(self) -> None:
+    def _send(self) -> list[tuple[Any, ...]]:
         assert self._queue is not None
-        sql, self._queue = ";\n".join(self._queue), []
+        sql, self._queue = b";\n".join(self._queue), []
         self._sends += 1
-        # (values bound: nothing for psycopg to bind; in the connection's own encoding)
-        self._client.execute(sql.encode(self._db.info.encoding))
-        while self._client.nextset():
-            pass  # the last statement's result
+        return self._rows(self._pq.exec_(sql))  # (the last statement's result, or the error)
+
+    def _rows(self, result: pq.abc.PGresult) -> list[tuple[Any, ...]]:
+        if result.status not in _DONE:
+            if self._pq.status == pq.ConnStatus.BAD:
+                self._gone = True
+                raise psycopg.OperationalError(_plain_result(result))
+            raise psycopg.errors.error_from_result(result, encoding=self._adapt.encoding)
+        if not result.ntuples:
+            return []
+        self._adapt.set_pgresult(result)
+        return self._adapt.load_rows(0, result.ntuples, tuple)
 
     def commit(self) -> None:
         assert self._queue is not None
-        self._queue.append("COMMIT")
+        self._queue.append(b"COMMIT")
         try:
             self._send()  # any error of a write not yet read is raised here
         finally:
@@ -113,21 +144,18 @@ class _Connection:
 
     def rollback(self) -> None:
         self._queue = None
-        if (
-            not self.broken
-            and self._db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
-        ):
+        if not self.broken and self._pq.transaction_status != pq.TransactionStatus.IDLE:
             with contextlib.suppress(psycopg.Error):
-                self._db.execute(b"ROLLBACK")
+                self._pq.exec_(b"ROLLBACK")
 
     def _closed_by_server(self) -> bool:
         """Has the server said anything to this idle connection? It only would to end it (it
         shut down or restarted): found out before a transaction is queued on it, for the
         store to open a new one, rather than when its statements are sent."""
-        if self._db.closed or self._db.broken:
+        if self.broken:
             return True
         listening = select.poll()  # (not select.select: a descriptor may be over 1023)
-        listening.register(self._db.fileno(), select.POLLIN)
+        listening.register(self._pq.socket, select.POLLIN)
         if listening.poll(0):
             self._gone = True
         return self._gone
@@ -137,7 +165,20 @@ class _Connection:
 
     @property
     def broken(self) -> bool:
-        return self._db.closed or self._db.broken or self._gone
+        return self._gone or self._db.closed or self._pq.status == pq.ConnStatus.BAD
+
+
+class _Rows:
+    """A read's rows (outside a transaction, read at once)."""
+
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self._rows = rows
+
+    def fetchone(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._rows
 
 
 class _Later:
@@ -147,10 +188,11 @@ class _Later:
         self._connection, self.place = connection, place
 
     def fetchone(self) -> Any:
-        return self._connection.result(self).fetchone()
+        rows = self._connection.result(self)
+        return rows[0] if rows else None
 
-    def fetchall(self) -> list[Any]:
-        return self._connection.result(self).fetchall()
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._connection.result(self)
 
 
 class Postgres:
@@ -267,6 +309,12 @@ def _lock_id(name: str) -> int:
     return int.from_bytes(
         hashlib.sha256(f"tlwatch:{name}".encode()).digest()[:8], "big", signed=True
     )
+
+
+def _plain_result(result: pq.abc.PGresult) -> str:
+    """What libpq said of a connection lost during a statement."""
+    words = result.error_message.decode("utf-8", "replace").strip().splitlines()
+    return words[0] if words else "the connection was lost"
 
 
 def _plain(error: psycopg.Error) -> str:
