@@ -373,3 +373,40 @@ def test_a_claim_reads_the_queue_in_its_index_order_before_any_statistics(
             )
         assert "files_state" in plan and "Sort" not in plan, plan
         assert store.claim_next("t1") is not None  # (and a claim takes one)
+
+
+def test_a_recurring_statement_is_prepared_and_one_the_server_cannot_prepare_still_runs(
+    url: str,
+) -> None:
+    """From its second use a statement is prepared on its connection (parsed and planned once),
+    between transactions; its values keep their types. One the server refuses to prepare (a
+    value whose type nothing says, fine as a literal) runs unprepared, and no transaction fails
+    for it."""
+    database = Postgres(url, None, exclusive=True)
+    db = database.connect(writer=True)
+    try:
+        db.execute("CREATE TABLE t (a BIGINT, b TEXT, c BYTEA, d DOUBLE PRECISION)")
+        insert = "INSERT INTO t VALUES (?, ?, ?, ?)"
+        for n in range(3):  # outside a transaction
+            db.execute(insert, (n, f"it's {n}% ?", b"\x00/\xff", n / 2))
+        for n in range(3, 6):  # inside: prepared at the next BEGIN after its second use
+            db.begin(durable=False)
+            db.execute(insert, (n, None, None, None))
+            assert db.execute("SELECT count(*) FROM t").fetchone() == (n + 1,)
+            db.commit()
+        prepared = db.execute("SELECT statement FROM pg_prepared_statements").fetchall()
+        assert any("INSERT INTO t" in s for (s,) in prepared), prepared
+        assert any(s == "SELECT count(*) FROM t" for (s,) in prepared), prepared
+        rows = db.execute("SELECT a, b, c, d FROM t WHERE a < ? ORDER BY a", (3,)).fetchall()
+        assert rows == [(n, f"it's {n}% ?", b"\x00/\xff", n / 2) for n in range(3)]
+        assert db.execute("SELECT count(*) FROM t WHERE b IS NULL").fetchone() == (3,)
+        untyped = "SELECT ? IS NULL"  # NULL as SQL, but nothing says what its value would be
+        for _ in range(3):
+            db.begin(durable=False)
+            assert db.execute(untyped, (None,)).fetchone() == (True,)
+            db.commit()
+        with pytest.raises(psycopg.DataError, match="NUL"):
+            db.execute("SELECT ?", ("a\0b",))  # (libpq would have cut it short)
+    finally:
+        db.close()
+        database.close()

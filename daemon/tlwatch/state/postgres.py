@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import pq
-from psycopg.adapt import PyFormat, Transformer
+from psycopg.adapt import Transformer
 
 from tlwatch.errors import StoreError, StoreUnavailable
 from tlwatch.state.schema import PG_MIGRATIONS
@@ -52,13 +52,30 @@ def _literal(sql: str) -> bytes:
 
 @lru_cache(maxsize=512)
 def _numbered(sql: str) -> bytes:
-    """The store's SQL with `$1`, `$2`… for its values, sent apart (a read's)."""
+    """The store's SQL with `$1`, `$2`… for its values, sent apart (or prepared)."""
     pieces = sql.split("?")
     numbered = [piece + (f"${n}" if n < len(pieces) else "") for n, piece in enumerate(pieces, 1)]
     return "".join(numbered).encode()
 
 
 _DONE = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
+_IDLE = pq.TransactionStatus.IDLE
+_TEXT, _BINARY = pq.Format.TEXT, pq.Format.BINARY
+PREPARED = 200  # statements prepared on one connection, at most
+_Key = tuple[str, tuple[int, ...]]  # a statement: its SQL and its values' types
+
+
+def _type(value: Any) -> int:
+    """The type a value is sent as: int8, float8, bytea, or the server's guess (text, NULL)."""
+    if value is None or isinstance(value, str):  # (a state is a str)
+        return 0
+    if isinstance(value, bytes):
+        return 17
+    if isinstance(value, float):
+        return 701
+    if isinstance(value, int):  # (True is 1, as SQLite has it)
+        return 20
+    raise TypeError(f"the store does not keep a {type(value).__name__}")
 
 
 class _Connection:
@@ -75,25 +92,79 @@ class _Connection:
         self._db = db
         self._pq = db.pgconn
         self._adapt = Transformer(db)  # (one thread uses a connection at a time)
+        self._encoding = db.info.encoding
         self._queue: list[bytes] | None = None  # a transaction's statements not sent yet
         self._gone = False  # the server ended this connection
         self._sends = 0  # messages sent: a queued statement's place is (this, its number)
         self._in_order = False  # this transaction reads queues in their index's order
+        self._prepared: dict[_Key, bytes] = {}  # a statement -> its name ("": not preparable)
+        self._uses: dict[_Key, int] = {}  # statements not prepared yet -> times used
+        self._wanted: list[_Key] = []  # to prepare before the next transaction
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        key = (sql, tuple(map(_type, params)))
+        name = self._prepared.get(key) or self._prepare(key)
         if self._queue is None:
-            adapt = self._adapt
-            values = adapt.dump_sequence(params, [PyFormat.AUTO] * len(params))
-            found = self._pq.exec_params(_numbered(sql), values, adapt.types, adapt.formats)
+            values = [self._text(value) for value in params]
+            formats = [_BINARY if isinstance(value, bytes) else _TEXT for value in params]
+            if name:
+                found = self._pq.exec_prepared(name, values, formats)  # type: ignore[arg-type]  # (None: NULL)
+            else:
+                found = self._pq.exec_params(_numbered(sql), values, key[1], formats)
             return _Rows(self._rows(found))
         if not self._in_order and _TAKES in sql:
             self._queue.append(b"SET LOCAL enable_sort TO off")  # (see above)
             self._in_order = True
-        self._queue.append(_literal(sql) % tuple(map(self._bound, params)))
+        bound = tuple(map(self._bound, params))
+        if name:
+            arguments = b"(%b)" % b", ".join(bound) if bound else b""
+            self._queue.append(b"EXECUTE %b%b" % (name, arguments))
+        else:
+            self._queue.append(_literal(sql) % bound)
         return _Later(self, (self._sends, len(self._queue)))
+
+    def _prepare(self, key: _Key) -> bytes:
+        """The statement's name once it is prepared on this connection (from its second use:
+        the server parses and plans it once, not every time), else b"". Prepared between
+        transactions, where a statement the server cannot prepare costs nothing."""
+        if key in self._prepared or len(self._prepared) >= PREPARED:
+            return b""
+        uses = self._uses[key] = self._uses.get(key, 0) + 1
+        if uses < 2:
+            if len(self._uses) > 4 * PREPARED:  # (one-offs: lists of values of every length)
+                self._uses.clear()
+            return b""
+        if self._queue is not None or self._pq.transaction_status != _IDLE:
+            if uses == 2:
+                self._wanted.append(key)
+            return b""
+        del self._uses[key]
+        name = b"tlwatch_%d" % len(self._prepared)
+        sql, types = key
+        done = self._pq.prepare(name, _numbered(sql), types)
+        if done.status != pq.ExecStatus.COMMAND_OK:
+            if self._pq.status == pq.ConnStatus.BAD:
+                self._rows(done)  # (raised: the connection is lost)
+            name = b""  # sent unprepared, as its first time
+        self._prepared[key] = name
+        return name
+
+    def _text(self, value: Any) -> bytes | None:
+        """A value sent apart: as text (bytes as they are)."""
+        if value is None or isinstance(value, bytes):
+            return value
+        if isinstance(value, str):
+            if "\0" in value:  # (libpq would cut the text there; the server has no NUL)
+                raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+            return value.encode(self._encoding)
+        if isinstance(value, float):
+            return repr(value).encode()
+        return b"%d" % value  # (an int: `_type` refused anything else)
 
     def _bound(self, value: Any) -> bytes:
         """A value as it is written in SQL. A float is typed so (a bare 1.5 is a numeric)."""
+        if isinstance(value, bool):
+            value = int(value)
         literal: bytes = self._adapt.as_literal(value)
         if isinstance(value, float) and not literal.endswith(b"::float8"):
             return literal + b"::float8"
@@ -106,6 +177,8 @@ class _Connection:
     def begin(self, *, durable: bool) -> None:
         if self._closed_by_server():
             raise psycopg.OperationalError("the server closed the connection")
+        while self._wanted:
+            self._prepare(self._wanted.pop())
         # The session's commits are not waited for (`synchronous_commit=off`, as it opened);
         # a durable one is.
         self._queue = [b"BEGIN", b"SET LOCAL synchronous_commit TO on"] if durable else [b"BEGIN"]
