@@ -112,6 +112,12 @@ class Server:
             db.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]  # (our own name)
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{name}"
 
+    def drop(self, url: str) -> None:
+        """Drop a database `database()` made (its connections cut)."""
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(self.admin_url, autocommit=True) as db:
+            db.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[arg-type]  # (our own name)
+
     def restart(self) -> None:
         """Stop it (every connection cut) and start it again on the same port."""
         self._ctl("restart", "-w", "-m", "fast", "-t", "60", "-o", self._options())
