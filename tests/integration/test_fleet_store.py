@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -409,4 +411,48 @@ def test_a_recurring_statement_is_prepared_and_one_the_server_cannot_prepare_sti
             db.execute("SELECT ?", ("a\0b",))  # (libpq would have cut it short)
     finally:
         db.close()
+        database.close()
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_a_signal_is_handled_while_a_statement_waits_on_the_server(url: str) -> None:
+    """Ctrl-C, or systemd's stop, is handled while the server has not answered yet (a row held
+    by another host, a server gone quiet): the wait wakes up to run the signal's handler. The
+    statement is cancelled and the connection given up, for the store to open a new one."""
+    database = Postgres(url, None, exclusive=True)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        for inside in (False, True):
+            db = database.connect(writer=True)
+            try:
+                if inside:
+                    db.begin(durable=False)
+                signal.setitimer(signal.ITIMER_REAL, 0.3)
+                start = time.monotonic()
+                with pytest.raises(_Interrupted):
+                    db.execute("SELECT pg_sleep(?)", (30,)).fetchone()
+                assert time.monotonic() - start < 5  # not the statement's 30 s
+                assert db.broken
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                db.close()
+        db = database.connect(writer=True)  # (and nothing was left waiting on the server)
+        try:
+            deadline = time.monotonic() + 10
+            while db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"
+            ).fetchone() != (0,):
+                assert time.monotonic() < deadline, "a cancelled statement still runs"
+                time.sleep(0.05)
+        finally:
+            db.close()
+    finally:
+        signal.signal(signal.SIGALRM, previous)
         database.close()

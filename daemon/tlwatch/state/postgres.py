@@ -20,13 +20,13 @@ import hashlib
 import logging
 import select
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg import pq
+from psycopg import generators, pq, waiting
 from psycopg.adapt import Transformer
 
 from tlwatch.errors import StoreError, StoreUnavailable
@@ -62,6 +62,7 @@ _DONE = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
 _IDLE = pq.TransactionStatus.IDLE
 _TEXT, _BINARY = pq.Format.TEXT, pq.Format.BINARY
 PREPARED = 200  # statements prepared on one connection, at most
+WAKE = 0.1  # seconds: a wait for the server wakes this often, to let signal handlers run
 _Key = tuple[str, tuple[int, ...]]  # a statement: its SQL and its values' types
 
 
@@ -82,7 +83,7 @@ class _Connection:
     """One connection, spoken to through libpq itself (`psycopg.pq`) with psycopg's adapters
     (`Transformer`) for values and rows. psycopg's cursors cost 0.1 to 0.3 ms of Python for each
     transaction (py-spy, during `bench/postgres.py`), while all of a transaction's values are
-    bound here in a few µs. libpq waits for the server without holding the GIL.
+    bound here in a few µs. The wait for the server holds no GIL.
 
     Outside a transaction, a statement is sent with its values apart. A transaction's
     statements are queued, their values bound here, and sent together in one message when a
@@ -108,9 +109,11 @@ class _Connection:
             values = [self._text(value) for value in params]
             formats = [_BINARY if isinstance(value, bytes) else _TEXT for value in params]
             if name:
-                found = self._pq.exec_prepared(name, values, formats)  # type: ignore[arg-type]  # (None: NULL)
+                found = self._run(self._pq.send_query_prepared, name, values, formats)
             else:
-                found = self._pq.exec_params(_numbered(sql), values, key[1], formats)
+                found = self._run(
+                    self._pq.send_query_params, _numbered(sql), values, key[1], formats
+                )
             return _Rows(self._rows(found))
         if not self._in_order and _TAKES in sql:
             self._queue.append(b"SET LOCAL enable_sort TO off")  # (see above)
@@ -141,7 +144,7 @@ class _Connection:
         del self._uses[key]
         name = b"tlwatch_%d" % len(self._prepared)
         sql, types = key
-        done = self._pq.prepare(name, _numbered(sql), types)
+        done = self._run(self._pq.send_prepare, name, _numbered(sql), types)
         if done.status != pq.ExecStatus.COMMAND_OK:
             if self._pq.status == pq.ConnStatus.BAD:
                 self._rows(done)  # (raised: the connection is lost)
@@ -194,7 +197,31 @@ class _Connection:
         assert self._queue is not None
         sql, self._queue = b";\n".join(self._queue), []
         self._sends += 1
-        return self._rows(self._pq.exec_(sql))  # (the last statement's result, or the error)
+        return self._rows(self._run(self._pq.send_query, sql))
+
+    def _run(self, send: Callable[..., None], *args: Any) -> pq.abc.PGresult:
+        """Send, and wait for the answer: the last statement's result, or the error that ended
+        the message. The wait wakes every `WAKE` seconds, for this thread's signal handlers to
+        run (Ctrl-C, a stop); an interrupted statement is cancelled, and the connection given
+        up."""
+        try:
+            send(*args)
+            results: list[pq.abc.PGresult] = waiting.wait(
+                generators.execute(self._pq), self._pq.socket, interval=WAKE
+            )
+        except BaseException:
+            self._give_up()
+            raise
+        return results[-1]
+
+    def _give_up(self) -> None:
+        """Leave this connection, in whatever state a failed or interrupted wait left it: the
+        server stops a statement still running (it would hold its rows), and the store opens a
+        new connection."""
+        self._gone = True
+        if self._pq.transaction_status == pq.TransactionStatus.ACTIVE:
+            with contextlib.suppress(psycopg.Error):
+                self._pq.get_cancel().cancel()
 
     def _rows(self, result: pq.abc.PGresult) -> list[tuple[Any, ...]]:
         if result.status not in _DONE:
@@ -219,7 +246,7 @@ class _Connection:
         self._queue = None
         if not self.broken and self._pq.transaction_status != pq.TransactionStatus.IDLE:
             with contextlib.suppress(psycopg.Error):
-                self._pq.exec_(b"ROLLBACK")
+                self._run(self._pq.send_query, b"ROLLBACK")
 
     def _closed_by_server(self) -> bool:
         """Has the server said anything to this idle connection? It only would to end it (it
