@@ -227,7 +227,8 @@ class _Connection:
         if result.status not in _DONE:
             if self._pq.status == pq.ConnStatus.BAD:
                 self._gone = True
-                raise psycopg.OperationalError(_plain_result(result))
+                lost = result.get_error_message(self._adapt.encoding)  # (`_plain` shortens it)
+                raise psycopg.OperationalError(lost or "the connection was lost")
             raise psycopg.errors.error_from_result(result, encoding=self._adapt.encoding)
         if not result.ntuples:
             return []
@@ -244,7 +245,7 @@ class _Connection:
 
     def rollback(self) -> None:
         self._queue = None
-        if not self.broken and self._pq.transaction_status != pq.TransactionStatus.IDLE:
+        if not self.broken and self._pq.transaction_status != _IDLE:
             with contextlib.suppress(psycopg.Error):
                 self._run(self._pq.send_query, b"ROLLBACK")
 
@@ -409,12 +410,6 @@ def _lock_id(name: str) -> int:
     return int.from_bytes(
         hashlib.sha256(f"tlwatch:{name}".encode()).digest()[:8], "big", signed=True
     )
-
-
-def _plain_result(result: pq.abc.PGresult) -> str:
-    """What libpq said of a connection lost during a statement."""
-    words = result.error_message.decode("utf-8", "replace").strip().splitlines()
-    return words[0] if words else "the connection was lost"
 
 
 def _plain(error: psycopg.Error) -> str:
