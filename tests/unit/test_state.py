@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tlwatch.errors import StoreError, StoreLocked
+from tlwatch.errors import LeaseLost, StoreError, StoreLocked
 from tlwatch.models import ChoreKind, FileState, Media, Signature
 from tlwatch.state import LEGAL, MIGRATIONS, Store
 from tlwatch.state.engine import READERS
@@ -140,6 +140,42 @@ def test_a_claim_records_the_intent_and_keeps_an_earlier_token(
         again = store.claim_next("t2")
         assert again is not None and again.upload_token == "t1"  # the one that went out
         assert again.attempts == 2
+
+
+def test_a_claimed_files_writes_carry_its_claims_fence_and_a_late_one_keeps_nothing(
+    open_store: OpenStore,
+) -> None:
+    """The thread that claimed a file writes it without reading it first: each write carries
+    the claim (host and lease epoch), and fails as a whole once another claim replaced it."""
+    with open_store() as store:
+        row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
+        claimed = store.claim_next("t1")
+        assert claimed is not None
+        with store._transaction() as db:  # another host took it over (its claim: one more)
+            db.execute("UPDATE files SET lease_epoch = lease_epoch + 1 WHERE id = ?", (row.id,))
+        with pytest.raises(LeaseLost, match="another host took it over"):
+            store.mark_uploaded(row.id, "late", "processing")
+        with pytest.raises(LeaseLost):
+            store.start_session(row.id, "upload-1", "late", 5_000_000, 3)
+        after = store.get(row.id)
+        assert (after.state, after.asset_id, after.upload_id) == (FileState.UPLOADING, None, None)
+        assert [e[3] for e in store.events(row.id)] == ["queued", "uploading"]
+        assert store.media_minutes() == 0.0  # nothing counted as sent
+
+
+def test_what_a_rolled_back_write_did_to_a_claimed_file_is_forgotten(
+    open_store: OpenStore,
+) -> None:
+    with open_store() as store:
+        row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
+        assert store.claim_next("t1") is not None
+        with pytest.raises(RuntimeError), store.batch():
+            store.requeue(row.id, "about to fail", at=None)  # (its row, as this thread knows it)
+            raise RuntimeError("the batch fails")
+        assert store.get(row.id).state == FileState.UPLOADING
+        done = store.mark_uploaded(row.id, "asset-1", "processing")  # still this thread's claim
+        assert (done.state, done.asset_id) == (FileState.UPLOADED, "asset-1")
+        assert store.get(row.id).state == FileState.UPLOADED
 
 
 def test_a_batch_is_one_commit_all_or_nothing(

@@ -26,13 +26,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from tlwatch import hostid
 from tlwatch.errors import StoreError, StoreLocked
 from tlwatch.events import Event, StateChanged, nowhere
 from tlwatch.models import FileState, shown
 from tlwatch.state.sqlite import SQLite
+
+if TYPE_CHECKING:
+    from tlwatch.state.files import FileRow
 
 log = logging.getLogger("tlwatch.state")
 
@@ -177,10 +180,12 @@ class Engine:
         return self._tx.events  # type: ignore[no-any-return]
 
     @property
-    def _held(self) -> dict[int, int]:
-        """The upload this thread claimed: its file id -> the lease epoch it claimed it with
-        (a thread sends one file at a time). Set and cleared only once a COMMIT says so."""
-        held: dict[int, int] | None = getattr(self._tx, "held", None)
+    def _held(self) -> dict[int, FileRow]:
+        """The upload this thread claimed: its file id -> its row as this thread last wrote it,
+        with the lease epoch it claimed it with (a thread sends one file at a time). Taken and
+        let go once a COMMIT says so; what a transaction wrote on it is undone if it rolls
+        back."""
+        held: dict[int, FileRow] | None = getattr(self._tx, "held", None)
         if held is None:
             held = self._tx.held = {}
         return held
@@ -189,9 +194,9 @@ class Engine:
         """Do this once this thread's transaction has committed (never if it rolls back)."""
         self._tx.after.append(do)
 
-    def _hold(self, file_id: int, epoch: int) -> None:
-        """This thread claimed this file's upload, with this epoch (its only one)."""
-        self._tx.held = {file_id: epoch}
+    def _hold(self, row: FileRow) -> None:
+        """This thread claimed this file's upload (its only one), as `row` says."""
+        self._tx.held = {row.id: row}
 
     def _in_transaction(self) -> bool:
         return getattr(self._tx, "db", None) is not None
@@ -214,6 +219,7 @@ class Engine:
             yield tx.db
             return
         tx.said, tx.events, tx.after = [], [], []
+        held = dict(self._held)
         with self._writer() as slot, self.database.unavailable("cannot write"):
             db = self._begin(slot, durable)
             done = False
@@ -229,6 +235,7 @@ class Engine:
             finally:
                 tx.db = None
                 if not done:  # the body or the COMMIT failed: keep nothing
+                    tx.held = held
                     db.rollback()
             for do in tx.after:
                 do()

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from tlwatch.errors import LeaseLost, StoreError
+from tlwatch.errors import StoreError
 from tlwatch.events import StateChanged
 from tlwatch.models import FileState, Media, Probe, Signature, relative_to, shown
 from tlwatch.state.engine import Connection, Engine
@@ -103,12 +103,18 @@ _BY_PATH = f"SELECT {_COLUMNS} FROM files WHERE path = ?"
 # at a time, drops these.
 _LOCK = " FOR UPDATE"
 _TAKE = " FOR UPDATE SKIP LOCKED"
+# The fence of a claimed file's writes (its host and lease epoch): a host silent past its lease
+# has lost the file to another, which claimed it again (one more epoch). Its late write then
+# sets no epoch, which the column refuses, and the whole transaction fails: the store says
+# LeaseLost. The check costs no read, nor a trip to a fleet's database of its own.
+_FENCE = ", lease_epoch = CASE WHEN lease_host = ? AND lease_epoch = ? THEN lease_epoch END"
 
 
 _STATE, _ROOT, _PATH = (
     [f.name for f in fields(FileRow)].index(name) for name in ("state", "root", "path")
 )
 _EMPTY: dict[str, Any] = {f.name: None for f in fields(FileRow)} | {"attempts": 0}
+_FIELDS = tuple(_EMPTY)
 
 
 def _slices(values: list[Any], size: int = 500) -> Iterator[list[Any]]:
@@ -425,7 +431,7 @@ class Files(Engine):
         values = {"attempts": row.attempts + 1, "upload_token": row.upload_token or token}
         values |= {"lease_host": self.host, "lease_epoch": row.lease_epoch + 1}
         claimed = self._change(db, row, FileState.UPLOADING, values, None)
-        self._after_commit(lambda: self._hold(row.id, claimed.lease_epoch))
+        self._after_commit(lambda: self._hold(claimed))
         return claimed
 
     def _due_where(
@@ -436,13 +442,6 @@ class Files(Engine):
         skip = tuple(self._places.key(root) for root in skip_roots)
         mine, values = self._places.mine(column)
         return _not_in(column, skip) + (f" AND {mine}" if mine else ""), (*skip, *values)
-
-    def _fence(self, row: FileRow) -> None:
-        """A file this host claimed is written only while its claim holds: another host takes
-        it over once this host is silent past its lease (and counts one more claim)."""
-        epoch = self._held.get(row.id)
-        if epoch is not None and (row.lease_epoch != epoch or row.lease_host != self.host):
-            raise LeaseLost(f"{row.shown}: another host took it over (this host was silent)")
 
     def start_session(
         self, file_id: int, upload_id: str, asset_id: str, chunk_size: int, total_chunks: int
@@ -455,7 +454,7 @@ class Files(Engine):
     def add_chunks(self, file_id: int, chunks: Iterable[tuple[int, str]]) -> None:
         with self._transaction() as db:
             if file_id in self._held:
-                self._file_in(db, file_id)
+                self._set(db, file_id, {})  # (its fence: written only while the claim holds)
             db.executemany(
                 "INSERT INTO chunks (file_id, chunk_index, etag) VALUES (?, ?, ?) "
                 "ON CONFLICT (file_id, chunk_index) DO UPDATE SET etag = excluded.etag",
@@ -593,12 +592,17 @@ class Files(Engine):
         """The file's upload made `asset_id` (the chores table hands it to what waits for it)."""
 
     def _file_in(self, db: Connection, file_id: int) -> FileRow:
+        """The file's row, to write in this transaction: read, and held until COMMIT. The file
+        this thread claimed is not read: its row is as this thread last wrote it (its state,
+        its upload; another thread may have touched its signature or metadata meanwhile), and
+        each write of it carries the fence of its claim instead (see `_set`)."""
+        held = self._held.get(file_id)
+        if held is not None:
+            return held
         found = db.execute(_BY_ID + _LOCK, (file_id,)).fetchone()
         if found is None:
             raise StoreError(f"no file #{file_id} in the store")
-        row = self._file(found)
-        self._fence(row)
-        return row
+        return self._file(found)
 
     # ---- the two primitives every write above goes through ----------------------------------
     def _record(
@@ -676,7 +680,7 @@ class Files(Engine):
         journey."""
         _check_legal(row.state, state, VERSIONS if version else JOURNEY)
         values = {"state": state, "reason": reason, "updated_at": self.clock(), **values}
-        self._set(db, row.id, values, fenced=True)  # (a row this host holds came from _file_in)
+        self._set(db, row.id, values)
         if row.state == FileState.UPLOADING and state != FileState.UPLOADING:
             self._after_commit(lambda: self._held.pop(row.id, None))  # this upload is over
         if state != row.state:
@@ -685,19 +689,23 @@ class Files(Engine):
             self._said.append(StateChanged(row.root, row.state, state, reason, row.name, asset))
         return replace(row, **values)
 
-    def _set(
-        self, db: Connection, file_id: int, values: dict[str, Any], *, fenced: bool = False
-    ) -> None:
-        """Write `values` on the file's row. A file this host claimed is checked to be still its
-        own first (unless `fenced`: its row was just read, and checked, in this transaction)."""
-        if file_id in self._held and not fenced:
-            self._file_in(db, file_id)
+    def _set(self, db: Connection, file_id: int, values: dict[str, Any]) -> None:
+        """Write `values` on the file's row. The file this thread claimed is written only while
+        its claim holds, and no read checks it first: the write carries its fence (`_FENCE`),
+        which fails the transaction (LeaseLost) should another host have taken it over."""
         values = {"updated_at": self.clock(), **values}
+        held = self._held.get(file_id)
+        if held is not None:  # (undone, should the transaction roll back)
+            self._held[file_id] = replace(held, **{n: values[n] for n in _FIELDS if n in values})
         if self._places.fleet:
             paths = {name: self._places.key(values[name]) for name in _PATHS if name in values}
             values |= paths
         assignments = ", ".join(f"{name} = ?" for name in values)
-        db.execute(f"UPDATE files SET {assignments} WHERE id = ?", (*values.values(), file_id))
+        fence = (self.host, held.lease_epoch) if held is not None else ()
+        db.execute(
+            f"UPDATE files SET {assignments}{_FENCE if fence else ''} WHERE id = ?",
+            (*values.values(), *fence, file_id),
+        )
 
     def _event(
         self,

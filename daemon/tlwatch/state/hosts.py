@@ -1,6 +1,6 @@
 """Hosts: each tlwatch of a fleet, with its heartbeat. A host silent past its lease is lost: what
 it had claimed (an upload, an indexing, a chore) goes back to the queue for another host, and its
-late writes are refused (`files.Files._fence`). On SQLite, one host: the same rows, for
+late writes are refused (`files._FENCE`). On SQLite, one host: the same rows, for
 `status --fleet`."""
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ import psycopg
 from psycopg import generators, pq, waiting
 from psycopg.adapt import Transformer
 
-from tlwatch.errors import StoreError, StoreUnavailable
+from tlwatch.errors import LeaseLost, StoreError, StoreUnavailable
 from tlwatch.state.schema import PG_MIGRATIONS
 
 log = logging.getLogger("tlwatch.state")
@@ -360,6 +360,10 @@ class Postgres:
             raise StoreUnavailable(f"{doing} ({self.where}: {_plain(error)})") from None
         except psycopg.errors.DiskFull as error:
             raise StoreUnavailable(f"{doing} ({self.where}: {_plain(error)})") from None
+        except psycopg.errors.NotNullViolation as error:
+            if (error.diag.table_name, error.diag.column_name) == ("files", "lease_epoch"):
+                raise LeaseLost() from None  # a claimed file's late write (files._FENCE)
+            raise
 
     def hold(self, name: str, wanted: bool) -> bool:
         """Hold the fleet-wide lock `name` (one shared folder's scan): True while this host

@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from tlwatch.errors import StoreError, StoreUnavailable
+from tlwatch.errors import LeaseLost, StoreError, StoreUnavailable
 from tlwatch.state.schema import MIGRATIONS
 
 log = logging.getLogger("tlwatch.state")
@@ -34,6 +34,7 @@ def _dialect(sql: str) -> str:
 
 
 _ROW_LOCK = re.compile(r" FOR UPDATE( OF \w+)?( SKIP LOCKED)?")
+FENCED = "NOT NULL constraint failed: files.lease_epoch"  # a claimed file's late write
 
 
 class _Connection:
@@ -165,6 +166,8 @@ class SQLite:
             plain = next((words for key, words in _PLAIN if key in said), str(error))
             raise StoreUnavailable(f"{doing} ({plain})") from error
         except sqlite3.DatabaseError as error:
+            if isinstance(error, sqlite3.IntegrityError) and str(error).endswith(FENCED):
+                raise LeaseLost() from None  # (see files._FENCE)
             if isinstance(error, sqlite3.IntegrityError | sqlite3.ProgrammingError):
                 raise
             raise StoreUnavailable(f"{doing} ({error})") from error
