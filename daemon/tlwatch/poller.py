@@ -140,7 +140,8 @@ class Poller:
         return True
 
     def _record(self, row: FileRow, asset: Asset, copies: list[FileRow]) -> None:
-        if asset.status != row.asset_status:
+        changed = asset.status != row.asset_status
+        if changed:
             took = self.clock() - (row.uploaded_at or self.clock())
             log.info(
                 "%s: asset %s %s → %s after %.0f s",
@@ -150,14 +151,18 @@ class Poller:
                 asset.status,
                 took,
             )
+        if asset.status == "ready":  # (its new status is written with the file's move)
+            self._ready(row, copies, (row.asset_status, asset.error) if changed else None)
+            return
+        if changed:
             self.store.asset_status(row.id, row.asset_status, asset.status, asset.error)
-        if asset.status == "ready":
-            self._ready(row, copies)
-        elif asset.status == "failed":
+        if asset.status == "failed":
             reason = f"processing failed: {asset.error or 'no reason given'}"
             self.store.fail(row.id, reason, expect=FileState.UPLOADED)
 
-    def _ready(self, row: FileRow, copies: list[FileRow]) -> None:
+    def _ready(
+        self, row: FileRow, copies: list[FileRow], status: tuple[str | None, str | None] | None
+    ) -> None:
         config = self.config()
         origin = self.store.origin(row)  # a proxy or segment goes where its original would
         watch = config.watch_for(origin.path)
@@ -168,7 +173,7 @@ class Poller:
         ]
         # A move or delete is owed now, or (where the folder indexes) once indexed.
         after = after_upload(watch) if not index_id else None
-        if not self.store.mark_ready(row.id, wanted, after):
+        if not self.store.mark_ready(row.id, wanted, after, status=status):
             return  # the file changed meanwhile and is on its way again
         took = self.clock() - (row.uploaded_at or self.clock())
         self._tell.append(lambda: self.run.publish(AssetReady(took)))

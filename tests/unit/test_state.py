@@ -178,6 +178,23 @@ def test_what_a_rolled_back_write_did_to_a_claimed_file_is_forgotten(
         assert store.get(row.id).state == FileState.UPLOADED
 
 
+def test_an_asset_found_ready_is_recorded_with_the_files_move_once(
+    open_store: OpenStore,
+) -> None:
+    with open_store() as store:
+        row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
+        assert store.claim_next("t1") is not None
+        store.mark_uploaded(row.id, "asset-1", "processing")
+        assert store.mark_ready(row.id, status=("processing", None))
+        assert store.mark_ready(row.id, status=("processing", None))  # (said twice: once kept)
+        ready = store.get(row.id)
+        assert (ready.state, ready.asset_status) == (FileState.READY, "ready")
+        assert [e[1:4] for e in store.events(row.id)][-2:] == [
+            ("asset", "processing", "ready"),
+            ("state", "uploaded", "ready"),
+        ]
+
+
 def test_a_batch_is_one_commit_all_or_nothing(
     open_store: OpenStore, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -45,12 +45,22 @@ class Store(Hosts):
         file_id: int,
         indexes: Iterable[tuple[str, int]] = (),
         after: ChoreKind | None = None,
+        *,
+        status: tuple[str | None, str | None] | None = None,
     ) -> bool:
         """The asset is ready; False when the file had moved on (changed, on its way again).
         `indexes`: (index id, file id) pairs its asset is to be indexed into, wanted in the
-        same transaction (each pair once, ever); `after`: the move or delete now owed."""
+        same transaction (each pair once, ever); `after`: the move or delete now owed;
+        `status`: the asset's status until now and what the API said, where it was not
+        `ready` (recorded with the move, as `asset_status` would)."""
         with self.batch():
-            row = self._move(file_id, FileState.READY, None, {}, expect=FileState.UPLOADED)
+            with self._transaction() as db:
+                row = self._file_in(db, file_id)
+                if row.state == FileState.UPLOADED:
+                    ready = {"asset_status": "ready"} if status is not None else {}
+                    if status is not None:
+                        self._event(db, file_id, "asset", status[0], "ready", status[1])
+                    row = self._change(db, row, FileState.READY, ready, None)
             if row.state == FileState.READY and row.asset_id:
                 for index_id, asker in indexes:
                     self.want_index(row.asset_id, index_id, asker)
