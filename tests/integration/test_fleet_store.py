@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -285,7 +286,8 @@ def test_in_a_fleet_each_metric_says_its_host(hosts: tuple[Store, Store], tmp_pa
 
 def test_a_transaction_sends_its_statements_together_and_values_as_values(url: str) -> None:
     """Values are bound by the client (a quote, a percent sign, bytes and None come back as
-    they went); a result is read only as the last statement queued (a bug otherwise)."""
+    they went); a statement's rows come with the message that carries it, read before its
+    COMMIT or after it (a claim's); one never sent (rolled back) is a bug to read."""
     database = Postgres(url, None, exclusive=True)
     db = database.connect(writer=True)
     try:
@@ -293,19 +295,56 @@ def test_a_transaction_sends_its_statements_together_and_values_as_values(url: s
         db.execute("CREATE TEMP TABLE t (a TEXT, b BYTEA, c DOUBLE PRECISION) ON COMMIT DROP")
         db.execute("INSERT INTO t VALUES (?, ?, ?)", ("it's 100% ?", b"\x00/\xff", None))
         first = db.execute("SELECT a, b, c FROM t")
-        assert first.fetchone() == ("it's 100% ?", b"\x00/\xff", None)
         second = db.execute("SELECT 1")
-        with pytest.raises(StoreError, match="a bug"):
-            first.fetchone()  # its result came and went with the message before
-        assert second.fetchone() == (1,)
-        db.execute("SELECT 3")
-        with pytest.raises(StoreError, match="a bug"):
-            second.fetchone()  # (first in its message, as this one is in the next)
+        assert second.fetchone() == (1,)  # (sent with every statement before it)
+        assert first.fetchone() == ("it's 100% ?", b"\x00/\xff", None)
+        third = db.execute("SELECT 3")
+        db.commit()
+        assert third.fetchone() == (3,)  # answered with the COMMIT
+        db.begin(durable=False)
+        never = db.execute("SELECT 4")
         db.rollback()
+        with pytest.raises(StoreError, match="a bug"):
+            never.fetchone()
         assert db.execute("SELECT 2").fetchone() == (2,)  # the connection carries on
     finally:
         db.close()
         database.close()
+
+
+def test_an_upload_is_claimed_and_recorded_in_one_trip_each(
+    tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path every upload takes: its claim (one statement, answered with its durable
+    COMMIT) and its record (its writes fenced by the claim, not read first) are one message to
+    the server each; each state's event is written by the server itself."""
+    from tlwatch.state.postgres import _Connection
+
+    with Store(tmp_path / "s.db", url=url) as store:
+        rows = [store.enqueue(b"/in/%d.mp4" % n, b"/in", sig(n), MEDIA) for n in range(3)]
+        for row in rows[:2]:
+            assert store.claim_next(f"t{row.id}") is not None
+            store.mark_uploaded(row.id, f"asset-{row.id}", "processing")
+        trips: list[str] = []
+        sent = _Connection._run
+
+        def counted(connection: _Connection, send: Any, *args: Any) -> Any:
+            if send.__name__ != "send_prepare":  # (once a connection, between transactions)
+                trips.append(send.__name__)
+            return sent(connection, send, *args)
+
+        monkeypatch.setattr(_Connection, "_run", counted)
+        claimed = store.claim_next("t3")
+        assert claimed is not None and claimed.id == rows[2].id
+        assert (claimed.state, claimed.upload_token, claimed.attempts) == ("uploading", "t3", 1)
+        assert trips == ["send_query"]
+        done = store.mark_uploaded(rows[2].id, "asset-3", "processing")
+        assert trips == ["send_query", "send_query"]
+        monkeypatch.undo()
+        assert (done.state, done.asset_id) == (FileState.UPLOADED, "asset-3")
+        assert store.get(rows[2].id).asset_id == "asset-3"
+        journal = [(old, new) for _, kind, old, new, _ in store.events(rows[2].id)]
+        assert journal == [(None, "queued"), ("queued", "uploading"), ("uploading", "uploaded")]
 
 
 def test_a_connection_over_descriptor_1023_still_writes(url: str) -> None:
@@ -361,18 +400,13 @@ def test_a_claim_reads_the_queue_in_its_index_order_before_any_statistics(
     long after its queue filled): the server then guesses that few files are queued, and would
     sort every queued file to take one (measured: 0.4 ms a claim at 700 queued, growing with
     the queue). A claim walks the files_state index instead: the same plan at any length."""
-    from tlwatch.state.files import _COLUMNS, _DUE_SQL, _TAKE
-
     with Store(tmp_path / "s.db", url=url) as store:
         with store.batch():
             for n in range(2000):
                 store.enqueue(b"/in/%d.mp4" % n, b"/in", sig(n), MEDIA)
-        where, values = store._due_where(())
-        claim = _DUE_SQL.format(columns=_COLUMNS, skip=where) + _TAKE
+        claim, values = store._next_claim("t0", ())  # (the statement a claim sends)
         with store._transaction(durable=True) as db:
-            plan = "\n".join(
-                r[0] for r in db.execute("EXPLAIN " + claim, ("queued", *values)).fetchall()
-            )
+            plan = "\n".join(r[0] for r in db.execute("EXPLAIN " + claim, values).fetchall())
         assert "files_state" in plan and "Sort" not in plan, plan
         assert store.claim_next("t1") is not None  # (and a claim takes one)
 

@@ -77,6 +77,27 @@ def test_every_state_change_is_a_timestamped_event(open_store: OpenStore) -> Non
     assert all(e[0] > 0 for e in events)
 
 
+def test_the_database_keeps_the_journal_of_each_change_of_state(
+    open_store: OpenStore,
+) -> None:
+    """A trigger writes each new file's event and each change of its state, whatever wrote it
+    (the store's own events of a transaction keep their place before it)."""
+    with open_store() as store:
+        row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
+        with store._transaction() as db:
+            db.execute(
+                "UPDATE files SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
+                ("held", "by hand", 1234.5, row.id),
+            )
+            db.execute("UPDATE files SET reason = ? WHERE id = ?", ("no move", row.id))
+        journal = store.events(row.id)
+        assert [e[1:] for e in journal] == [
+            ("state", None, "queued", None),
+            ("state", "queued", "held", "by hand"),
+        ]
+        assert journal[1][0] == 1234.5  # (when: the row's own time of change)
+
+
 def test_an_illegal_transition_is_refused_and_changes_nothing(
     open_store: OpenStore,
 ) -> None:
@@ -208,7 +229,7 @@ def test_a_batch_is_one_commit_all_or_nothing(
         assert not [r for r in caplog.records if "new → queued" in r.getMessage()]
         with store.batch():
             store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
-            with pytest.raises(StoreError, match="durable write inside a batch"):
+            with pytest.raises(StoreError, match="inside a batch"):
                 store.claim_next("t1")  # an intent must be durable: not inside this batch
         assert [r.path for r in store.all()] == [b"/w/a.mp4"]
 

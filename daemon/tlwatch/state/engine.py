@@ -176,7 +176,8 @@ class Engine:
 
     @property
     def _events(self) -> list[tuple[Any, ...]]:
-        """This thread's transaction's rows of the events table, written just before COMMIT."""
+        """This thread's transaction's rows of the events table (but the states', written by
+        the database itself), written just before COMMIT."""
         return self._tx.events  # type: ignore[no-any-return]
 
     @property
@@ -226,10 +227,7 @@ class Engine:
             try:
                 tx.db, tx.durable = db, durable
                 yield db
-                for start in range(0, len(tx.events), EVENT_ROWS):  # (one statement each)
-                    rows = tx.events[start : start + EVENT_ROWS]
-                    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(rows))
-                    db.execute(_EVENTS + values, [v for row in rows for v in row])
+                self._journal(db)
                 db.commit()
                 done = True
             finally:
@@ -240,8 +238,21 @@ class Engine:
             for do in tx.after:
                 do()
             for change in tx.said:  # told only once it is true (in order, on SQLite's lock)
-                _log_change(change.name, change.old, change.new, change.reason)
-                self.publish(change)
+                self._tell(change)
+
+    def _journal(self, db: Connection) -> None:
+        """Write this transaction's events so far (before a change of state, whose own event
+        the database writes: the journal keeps their order)."""
+        events, self._tx.events = self._tx.events, []
+        for start in range(0, len(events), EVENT_ROWS):  # (one statement each)
+            rows = events[start : start + EVENT_ROWS]
+            values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(rows))
+            db.execute(_EVENTS + values, [v for row in rows for v in row])
+
+    def _tell(self, change: StateChanged) -> None:
+        """Log and publish a change of state (once it is committed)."""
+        _log_change(change.name, change.old, change.new, change.reason)
+        self.publish(change)
 
     @contextlib.contextmanager
     def _writer(self) -> Iterator[list[Connection]]:

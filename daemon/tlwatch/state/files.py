@@ -88,6 +88,13 @@ _DUE_SQL = (
     "SELECT {columns} FROM files WHERE state = ?{skip} "
     "ORDER BY next_attempt_at NULLS FIRST, id LIMIT 1"
 )
+# A claim: the file `which` names becomes `uploading` (attempts + 1, an upload token unless it
+# has one, this host's lease, one more epoch), in one statement that answers with its row.
+_CLAIM = (
+    "UPDATE files SET state = ?, reason = NULL, updated_at = ?, attempts = attempts + 1, "
+    "upload_token = COALESCE(upload_token, ?), lease_host = ?, lease_epoch = lease_epoch + 1 "
+    "WHERE {which} RETURNING {columns}"
+)
 
 
 def _not_in(column: str, values: tuple[Any, ...]) -> str:
@@ -409,30 +416,43 @@ class Files(Engine):
     def claim_next(self, token: str, skip_roots: Iterable[bytes] = ()) -> FileRow | None:
         """Take the first queued file that is due, outside `skip_roots` (folders offline): it
         becomes `uploading`, attempts + 1, with `token` as its upload token unless it has one
-        (an earlier attempt's, to look for first). Durable: this is the upload's intent."""
-        where, values = self._due_where(skip_roots)
-        sql = _DUE_SQL.format(columns=_COLUMNS, skip=where) + _TAKE
-        with self._transaction(durable=True) as db:
-            found = db.execute(sql, (FileState.QUEUED, *values)).fetchone()
-            row = self._file(found) if found is not None else None
-            if row is None or (row.next_attempt_at or 0) > self.clock():
-                return None  # the soonest is not due yet
-            return self._claim(db, row, token)
+        (an earlier attempt's, to look for first). Durable: this is the upload's intent. None
+        when none is queued, or the soonest is not due yet."""
+        return self._claim(self._next_claim(token, skip_roots))
 
     def claim(self, file_id: int, token: str) -> FileRow | None:
         """Take this queued file for uploading now (a one-off `tlwatch upload`), as above."""
-        with self._transaction(durable=True) as db:
-            found = db.execute(_BY_ID + _TAKE, (file_id,)).fetchone()
-            if found is None or self._file(found).state != FileState.QUEUED:
-                return None
-            return self._claim(db, self._file(found), token)
+        claim = self._claim_of(token, "id = ? AND state = ?", file_id, FileState.QUEUED)
+        return self._claim(claim)
 
-    def _claim(self, db: Connection, row: FileRow, token: str) -> FileRow:
-        values = {"attempts": row.attempts + 1, "upload_token": row.upload_token or token}
-        values |= {"lease_host": self.host, "lease_epoch": row.lease_epoch + 1}
-        claimed = self._change(db, row, FileState.UPLOADING, values, None)
-        self._after_commit(lambda: self._hold(claimed))
-        return claimed
+    def _next_claim(self, token: str, skip_roots: Iterable[bytes]) -> tuple[str, tuple[Any, ...]]:
+        """The statement that claims the first queued file, if it is due (and its values)."""
+        where, values = self._due_where(skip_roots)
+        first = _DUE_SQL.format(columns="id", skip=where) + _TAKE
+        due = f"id = ({first}) AND COALESCE(next_attempt_at, 0) <= ?"
+        return self._claim_of(token, due, FileState.QUEUED, *values, self.clock())
+
+    def _claim_of(self, token: str, which: str, *values: Any) -> tuple[str, tuple[Any, ...]]:
+        sql = _CLAIM.format(which=which, columns=_COLUMNS)
+        return sql, (FileState.UPLOADING, self.clock(), token, self.host, *values)
+
+    def _claim(self, claim: tuple[str, tuple[Any, ...]]) -> FileRow | None:
+        """Claim the file the statement moves to `uploading`: the claim's own durable
+        transaction, answered with its COMMIT (one trip to a fleet's database). Its event is
+        written by the database; this thread holds the file from then on."""
+        if self._in_transaction():
+            raise StoreError("a claim inside a batch (it is a durable write of its own)")
+        with self._transaction(durable=True) as db:
+            taken = db.execute(*claim)
+        found = taken.fetchone()
+        if found is None:
+            return None
+        row = self._file(found)
+        self._hold(row)
+        self._tell(
+            StateChanged(row.root, FileState.QUEUED, row.state, None, row.name, row.asset_id)
+        )
+        return row
 
     def _due_where(
         self, skip_roots: Iterable[bytes], column: str = "root"
@@ -627,6 +647,7 @@ class Files(Engine):
             stored = {**columns, "root": key(root), "path": key(path)}
             names = ", ".join(["dir", *columns])
             marks = ", ".join("?" * (len(columns) + 1))
+            self._journal(db)  # (the database writes the new file's event)
             inserted = db.execute(
                 f"INSERT INTO files ({names}) VALUES ({marks}) "
                 "ON CONFLICT (path) DO NOTHING RETURNING id",
@@ -634,7 +655,6 @@ class Files(Engine):
             ).fetchone()
             if inserted is not None:
                 file_id = int(inserted[0])
-                self._event(db, file_id, "state", None, state, reason)
                 name = relative_to(path, root)
                 self._said.append(
                     StateChanged(root, None, state, reason, name, values.get("asset_id"))
@@ -683,8 +703,7 @@ class Files(Engine):
         self._set(db, row.id, values)
         if row.state == FileState.UPLOADING and state != FileState.UPLOADING:
             self._after_commit(lambda: self._held.pop(row.id, None))  # this upload is over
-        if state != row.state:
-            self._event(db, row.id, "state", row.state, state, reason)
+        if state != row.state:  # (its event: written by the database)
             asset = values.get("asset_id", row.asset_id)
             self._said.append(StateChanged(row.root, row.state, state, reason, row.name, asset))
         return replace(row, **values)
@@ -700,6 +719,8 @@ class Files(Engine):
         if self._places.fleet:
             paths = {name: self._places.key(values[name]) for name in _PATHS if name in values}
             values |= paths
+        if "state" in values:
+            self._journal(db)  # (the database writes the event of a change of state)
         assignments = ", ".join(f"{name} = ?" for name in values)
         fence = (self.host, held.lease_epoch) if held is not None else ()
         db.execute(

@@ -87,7 +87,8 @@ class _Connection:
 
     Outside a transaction, a statement is sent with its values apart. A transaction's
     statements are queued, their values bound here, and sent together in one message when a
-    result is read, and at COMMIT: a write whose result is not read costs no trip of its own."""
+    result is read, and at COMMIT: a write whose result is not read costs no trip of its own,
+    and one whose result is read after the COMMIT (a claim's) none either."""
 
     def __init__(self, db: psycopg.Connection[Any]) -> None:
         self._db = db
@@ -96,7 +97,7 @@ class _Connection:
         self._encoding = db.info.encoding
         self._queue: list[bytes] | None = None  # a transaction's statements not sent yet
         self._gone = False  # the server ended this connection
-        self._sends = 0  # messages sent: a queued statement's place is (this, its number)
+        self._later: list[_Later] = []  # the queued statements' answers, to come
         self._in_order = False  # this transaction reads queues in their index's order
         self._prepared: dict[_Key, bytes] = {}  # a statement -> its name ("": not preparable)
         self._uses: dict[_Key, int] = {}  # statements not prepared yet -> times used
@@ -114,7 +115,7 @@ class _Connection:
                 found = self._run(
                     self._pq.send_query_params, _numbered(sql), values, key[1], formats
                 )
-            return _Rows(self._rows(found))
+            return _Rows(self._rows(found[-1]))
         if not self._in_order and _TAKES in sql:
             self._queue.append(b"SET LOCAL enable_sort TO off")  # (see above)
             self._in_order = True
@@ -124,7 +125,9 @@ class _Connection:
             self._queue.append(b"EXECUTE %b%b" % (name, arguments))
         else:
             self._queue.append(_literal(sql) % bound)
-        return _Later(self, (self._sends, len(self._queue)))
+        later = _Later(self, len(self._queue))
+        self._later.append(later)
+        return later
 
     def _prepare(self, key: _Key) -> bytes:
         """The statement's name once it is prepared on this connection (from its second use:
@@ -144,7 +147,7 @@ class _Connection:
         del self._uses[key]
         name = b"tlwatch_%d" % len(self._prepared)
         sql, types = key
-        done = self._run(self._pq.send_prepare, name, _numbered(sql), types)
+        done = self._run(self._pq.send_prepare, name, _numbered(sql), types)[-1]
         if done.status != pq.ExecStatus.COMMAND_OK:
             if self._pq.status == pq.ConnStatus.BAD:
                 self._rows(done)  # (raised: the connection is lost)
@@ -185,25 +188,33 @@ class _Connection:
         # The session's commits are not waited for (`synchronous_commit=off`, as it opened);
         # a durable one is.
         self._queue = [b"BEGIN", b"SET LOCAL synchronous_commit TO on"] if durable else [b"BEGIN"]
+        self._later = []
         self._in_order = False
 
     def result(self, later: _Later) -> list[tuple[Any, ...]]:
-        """Send what is queued, `later`'s statement last; its rows."""
-        if self._queue is None or (self._sends, len(self._queue)) != later.place:
-            raise StoreError("a statement's result read after the next one was queued (a bug)")
-        return self._send()
+        """A queued statement's rows: sent, with all that is queued, unless it was already."""
+        if later.rows is None:
+            if later not in self._later:
+                raise StoreError("a statement's result read from another transaction (a bug)")
+            self._send()
+        assert later.rows is not None
+        return later.rows
 
-    def _send(self) -> list[tuple[Any, ...]]:
+    def _send(self) -> None:
+        """Send what is queued, in one message; each statement's answer goes to its `_Later`."""
         assert self._queue is not None
         sql, self._queue = b";\n".join(self._queue), []
-        self._sends += 1
-        return self._rows(self._run(self._pq.send_query, sql))
+        later, self._later = self._later, []
+        results = self._run(self._pq.send_query, sql)
+        self._rows(results[-1])  # (the error that ended the message, if one did)
+        for each in later:
+            each.rows = self._rows(results[each.index])
 
-    def _run(self, send: Callable[..., None], *args: Any) -> pq.abc.PGresult:
-        """Send, and wait for the answer: the last statement's result, or the error that ended
-        the message. The wait wakes every `WAKE` seconds, for this thread's signal handlers to
-        run (Ctrl-C, a stop); an interrupted statement is cancelled, and the connection given
-        up."""
+    def _run(self, send: Callable[..., None], *args: Any) -> list[pq.abc.PGresult]:
+        """Send, and wait for the answer: each statement's result, up to the error that ended
+        the message if one did. The wait wakes every `WAKE` seconds, for this thread's signal
+        handlers to run (Ctrl-C, a stop); an interrupted statement is cancelled, and the
+        connection given up."""
         try:
             send(*args)
             results: list[pq.abc.PGresult] = waiting.wait(
@@ -212,7 +223,7 @@ class _Connection:
         except BaseException:
             self._give_up()
             raise
-        return results[-1]
+        return results
 
     def _give_up(self) -> None:
         """Leave this connection, in whatever state a failed or interrupted wait left it: the
@@ -244,7 +255,7 @@ class _Connection:
             self._queue = None
 
     def rollback(self) -> None:
-        self._queue = None
+        self._queue, self._later = None, []
         if not self.broken and self._pq.transaction_status != _IDLE:
             with contextlib.suppress(psycopg.Error):
                 self._run(self._pq.send_query, b"ROLLBACK")
@@ -283,10 +294,11 @@ class _Rows:
 
 
 class _Later:
-    """A statement of a transaction, queued: its result is read once it is sent."""
+    """A statement of a transaction, queued: its rows come once it is sent."""
 
-    def __init__(self, connection: _Connection, place: tuple[int, int]) -> None:
-        self._connection, self.place = connection, place
+    def __init__(self, connection: _Connection, place: int) -> None:
+        self._connection, self.index = connection, place - 1  # (its result's, in the message)
+        self.rows: list[tuple[Any, ...]] | None = None
 
     def fetchone(self) -> Any:
         rows = self._connection.result(self)

@@ -1,6 +1,9 @@
 """The store's schema: numbered migrations, applied in order, one list per database (SQLite's
 `PRAGMA user_version`, PostgreSQL's `tlwatch_schema` counts them). Migration 10 (PostgreSQL's 2)
-brings the fleet: hosts and their heartbeats, the lease on a row taken, the shared pace."""
+brings the fleet: hosts and their heartbeats, the lease on a row taken, the shared pace. Migration
+11 (PostgreSQL's 3) has the database keep each file's journal of states (`events`) itself: a
+trigger on `files` writes a row for each new file and each change of its state, whatever the
+statement (a claim is one UPDATE, whose row the store learns only from its answer)."""
 
 from __future__ import annotations
 
@@ -172,6 +175,17 @@ MIGRATIONS = [
         reset_at REAL
     );
     """,
+    """
+    CREATE TRIGGER files_new AFTER INSERT ON files BEGIN
+        INSERT INTO events (file_id, at, kind, old, new, detail)
+        VALUES (NEW.id, NEW.updated_at, 'state', NULL, NEW.state, NEW.reason);
+    END;
+    CREATE TRIGGER files_moved AFTER UPDATE OF state ON files
+    WHEN OLD.state IS NOT NEW.state BEGIN
+        INSERT INTO events (file_id, at, kind, old, new, detail)
+        VALUES (NEW.id, NEW.updated_at, 'state', OLD.state, NEW.state, NEW.reason);
+    END;
+    """,
 ]
 
 
@@ -319,5 +333,19 @@ PG_MIGRATIONS = [
         remaining BIGINT,
         reset_at DOUBLE PRECISION
     );
+    """,
+    """
+    CREATE FUNCTION tlwatch_journal() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO events (file_id, at, kind, old, new, detail) VALUES (
+            NEW.id, NEW.updated_at, 'state',
+            CASE WHEN TG_OP = 'UPDATE' THEN OLD.state END, NEW.state, NEW.reason
+        );
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER files_new AFTER INSERT ON files
+    FOR EACH ROW EXECUTE FUNCTION tlwatch_journal();
+    CREATE TRIGGER files_moved AFTER UPDATE OF state ON files
+    FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state) EXECUTE FUNCTION tlwatch_journal();
     """,
 ]

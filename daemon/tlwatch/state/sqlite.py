@@ -41,8 +41,11 @@ class _Connection:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-        return self._db.execute(_dialect(sql), params)
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        cursor = self._db.execute(_dialect(sql), params)
+        if " RETURNING " in sql:  # (read now: SQLite commits no statement still in progress)
+            return _Rows(cursor.fetchall())
+        return cursor
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self._db.executemany(_dialect(sql), rows)
@@ -76,6 +79,19 @@ class _Connection:
         return False  # a file: a failure is of the disk, and the same connection goes on
 
     _durable = False
+
+
+class _Rows:
+    """A write's returned rows, read at once."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+
+    def fetchone(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self._rows
 
 
 class SQLite:
