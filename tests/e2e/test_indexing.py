@@ -108,6 +108,8 @@ def test_kill_9_while_indexing_then_restart_indexes_once(daemon: Daemon) -> None
     shutil.copy(CLIP, daemon.watch / "a.mp4")
     daemon.start()
     wait_for(lambda: list(indexings(daemon).values()) == ["sending"], timeout=30)
+    faults = daemon.sandbox.server.service.faults  # ("sending" is written before the request)
+    wait_for(lambda: not any(f.times for f in faults), timeout=30)  # the sandbox holds it now
     assert daemon.process is not None
     daemon.process.kill()  # the request is in flight; the index will still store it
     daemon.process.wait()
