@@ -51,7 +51,9 @@ class LeaseLost(StoreError):
     """This host's claim on a file ran out (it was silent past its lease) and another host took
     the file over: nothing more is written for it here."""
 
-    def __init__(self, said: str = "another host took it over (this host was silent)") -> None:
+    def __init__(
+        self, said: str = "another host took it over (this host was silent), or it moved on"
+    ) -> None:
         super().__init__(said)
 
 

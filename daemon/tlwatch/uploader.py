@@ -141,7 +141,7 @@ class Uploader:
         try:
             self.upload(row, fresh_token=token)
         except LeaseLost as lost:  # this host was silent past its lease: the file is not ours
-            log.warning("%s: %s; leaving it to that host", row.shown, lost)
+            log.warning("%s: %s; this worker leaves it", row.shown, lost)
         except Exception:
             reason = "interrupted by shutdown" if self.run.cancel.is_set() else "unexpected error"
             later = self.clock() + self.config().api.timeout_seconds

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tlwatch.errors import LeaseLost, StoreError, StoreLocked
+from tlwatch.errors import LeaseLost, StoreError, StoreLocked, StoreUnavailable
 from tlwatch.models import ChoreKind, FileState, Media, Signature
 from tlwatch.state import LEGAL, MIGRATIONS, Store
 from tlwatch.state.engine import READERS
@@ -182,6 +182,38 @@ def test_a_claimed_files_writes_carry_its_claims_fence_and_a_late_one_keeps_noth
         assert (after.state, after.asset_id, after.upload_id) == (FileState.UPLOADING, None, None)
         assert [e[3] for e in store.events(row.id)] == ["queued", "uploading"]
         assert store.media_minutes() == 0.0  # nothing counted as sent
+
+
+def test_a_claimed_file_moved_by_a_commit_whose_answer_was_lost_is_not_moved_again(
+    open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store could not tell whether a write of the claimed file was kept (its COMMIT's
+    answer was lost): the thread's next write of it must not move it from the state it thought
+    the file was in (the fence holds its state too)."""
+    with open_store() as store:
+        row = store.enqueue(b"/w/a.mp4", b"/w", SIG, MEDIA)
+        assert store.claim_next("t1") is not None
+        connection = type(store._db)
+        commit = connection.commit
+        lost = sqlite3.OperationalError if connection.__module__.endswith("sqlite") else None
+
+        def answer_lost(self: Any) -> None:
+            commit(self)
+            if lost is not None:
+                raise lost("disk I/O error")
+            import psycopg
+
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+        monkeypatch.setattr(connection, "commit", answer_lost)
+        with pytest.raises(StoreUnavailable):
+            store.fit(row.id, "{}", "over the limit: a proxy goes instead")
+        monkeypatch.undo()
+        assert store.get(row.id).state == FileState.FITTING  # (it was kept)
+        with pytest.raises(LeaseLost):
+            store.requeue(row.id, "interrupted", at=None)
+        assert store.get(row.id).state == FileState.FITTING
+        assert [e[3] for e in store.events(row.id)][-1] == "fitting"
 
 
 def test_what_a_rolled_back_write_did_to_a_claimed_file_is_forgotten(

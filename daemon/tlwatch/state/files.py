@@ -110,11 +110,15 @@ _BY_PATH = f"SELECT {_COLUMNS} FROM files WHERE path = ?"
 # at a time, drops these.
 _LOCK = " FOR UPDATE"
 _TAKE = " FOR UPDATE SKIP LOCKED"
-# The fence of a claimed file's writes (its host and lease epoch): a host silent past its lease
-# has lost the file to another, which claimed it again (one more epoch). Its late write then
-# sets no epoch, which the column refuses, and the whole transaction fails: the store says
-# LeaseLost. The check costs no read, nor a trip to a fleet's database of its own.
-_FENCE = ", lease_epoch = CASE WHEN lease_host = ? AND lease_epoch = ? THEN lease_epoch END"
+# The fence of a claimed file's writes: its row is as this thread's claim left it (its host,
+# lease epoch and state). A host silent past its lease has lost the file to another, which
+# claimed it again (one more epoch); a write whose COMMIT went unanswered may have moved it on.
+# A write past the fence sets no epoch, which the column refuses, and the whole transaction
+# fails: the store says LeaseLost. The check costs no read, nor a trip of its own.
+_FENCE = (
+    ", lease_epoch = CASE WHEN lease_host = ? AND lease_epoch = ? AND state = ? "
+    "THEN lease_epoch END"
+)
 
 
 _STATE, _ROOT, _PATH = (
@@ -711,7 +715,7 @@ class Files(Engine):
     def _set(self, db: Connection, file_id: int, values: dict[str, Any]) -> None:
         """Write `values` on the file's row. The file this thread claimed is written only while
         its claim holds, and no read checks it first: the write carries its fence (`_FENCE`),
-        which fails the transaction (LeaseLost) should another host have taken it over."""
+        which fails the transaction (LeaseLost) should the row not be as the claim left it."""
         values = {"updated_at": self.clock(), **values}
         held = self._held.get(file_id)
         if held is not None:  # (undone, should the transaction roll back)
@@ -722,7 +726,7 @@ class Files(Engine):
         if "state" in values:
             self._journal(db)  # (the database writes the event of a change of state)
         assignments = ", ".join(f"{name} = ?" for name in values)
-        fence = (self.host, held.lease_epoch) if held is not None else ()
+        fence = (self.host, held.lease_epoch, held.state) if held is not None else ()
         db.execute(
             f"UPDATE files SET {assignments}{_FENCE if fence else ''} WHERE id = ?",
             (*values.values(), *fence, file_id),
