@@ -347,6 +347,22 @@ def test_an_upload_is_claimed_and_recorded_in_one_trip_each(
         assert journal == [(None, "queued"), ("queued", "uploading"), ("uploading", "uploaded")]
 
 
+def test_a_store_opens_on_one_connection(
+    tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection that migrates the store (and reads the server's clock) is the store's
+    first writer: opening a store starts one server process, not two."""
+    opened: list[object] = []
+    connect = Postgres._connect
+    monkeypatch.setattr(Postgres, "_connect", lambda self: opened.append(self) or connect(self))
+    with Store(tmp_path / "s.db", url=url) as store:
+        assert len(opened) == 1
+        row = store.enqueue(b"/in/a.mp4", b"/in", sig(1), MEDIA)  # (written on it)
+        assert len(opened) == 1
+        assert store.get(row.id).state == FileState.QUEUED  # (a reader: a second one)
+        assert len(opened) == 2
+
+
 def test_a_connection_over_descriptor_1023_still_writes(url: str) -> None:
     """A daemon with many files open: its connections' descriptors can be past select()'s."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
