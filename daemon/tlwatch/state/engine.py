@@ -32,7 +32,6 @@ from tlwatch import hostid
 from tlwatch.errors import StoreError, StoreLocked
 from tlwatch.events import Event, StateChanged, nowhere
 from tlwatch.models import FileState, shown
-from tlwatch.state.sqlite import SQLite
 
 if TYPE_CHECKING:
     from tlwatch.state.files import FileRow
@@ -47,6 +46,19 @@ class Cursor(Protocol):
     def fetchone(self) -> Any: ...
 
     def fetchall(self) -> list[Any]: ...
+
+
+class Rows:
+    """A statement's rows, read already (a Cursor over a list)."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+
+    def fetchone(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self._rows
 
 
 class Connection(Protocol):
@@ -437,9 +449,12 @@ EVENT_ROWS = 500  # a transaction's events are written this many to a statement
 
 
 def _open(path: Path, url: str | None, password: str | None, exclusive: bool) -> Database:
+    # Imported when used (the adapters build on this module): a host on SQLite never loads
+    # psycopg (nor libpq).
     if url is None:
+        from tlwatch.state.sqlite import SQLite  # noqa: PLC0415
+
         return SQLite(path, exclusive=exclusive)
-    # Imported when used: a host on SQLite never loads psycopg (nor libpq).
     from tlwatch.state.postgres import Postgres  # noqa: PLC0415
 
     return Postgres(url, password, exclusive=exclusive)

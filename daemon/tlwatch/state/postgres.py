@@ -30,6 +30,7 @@ from psycopg import generators, pq, waiting
 from psycopg.adapt import Transformer
 
 from tlwatch.errors import LeaseLost, StoreError, StoreUnavailable
+from tlwatch.state.engine import Rows
 from tlwatch.state.schema import PG_MIGRATIONS
 
 log = logging.getLogger("tlwatch.state")
@@ -115,7 +116,7 @@ class _Connection:
                 found = self._run(
                     self._pq.send_query_params, _numbered(sql), values, key[1], formats
                 )
-            return _Rows(self._rows(found[-1]))
+            return Rows(self._rows(found[-1]))  # (outside a transaction, read at once)
         if not self._in_order and _TAKES in sql:
             self._queue.append(b"SET LOCAL enable_sort TO off")  # (see above)
             self._in_order = True
@@ -278,19 +279,6 @@ class _Connection:
     @property
     def broken(self) -> bool:
         return self._gone or self._db.closed or self._pq.status == pq.ConnStatus.BAD
-
-
-class _Rows:
-    """A read's rows (outside a transaction, read at once)."""
-
-    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
-        self._rows = rows
-
-    def fetchone(self) -> Any:
-        return self._rows[0] if self._rows else None
-
-    def fetchall(self) -> list[tuple[Any, ...]]:
-        return self._rows
 
 
 class _Later:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tlwatch.errors import LeaseLost, StoreError, StoreUnavailable
+from tlwatch.state.engine import Rows
 from tlwatch.state.schema import MIGRATIONS
 
 log = logging.getLogger("tlwatch.state")
@@ -44,7 +45,7 @@ class _Connection:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         cursor = self._db.execute(_dialect(sql), params)
         if " RETURNING " in sql:  # (read now: SQLite commits no statement still in progress)
-            return _Rows(cursor.fetchall())
+            return Rows(cursor.fetchall())
         return cursor
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
@@ -79,19 +80,6 @@ class _Connection:
         return False  # a file: a failure is of the disk, and the same connection goes on
 
     _durable = False
-
-
-class _Rows:
-    """A write's returned rows, read at once."""
-
-    def __init__(self, rows: list[Any]) -> None:
-        self._rows = rows
-
-    def fetchone(self) -> Any:
-        return self._rows[0] if self._rows else None
-
-    def fetchall(self) -> list[Any]:
-        return self._rows
 
 
 class SQLite:
