@@ -104,7 +104,9 @@ class Poller:
         try:
             with self.store.batch():
                 ready = [row.id for row, asset in answers if asset.status == "ready"]
-                copies = self.store.duplicates_of(ready)  # (one query for the batch)
+                ended = [row.id for row, asset in answers if asset.status in ("ready", "failed")]
+                self.store.lock(ended)  # (one query for the files the batch moves)
+                copies = self.store.duplicates_of(ready)  # (and one for their copies)
                 for row, asset in answers:
                     self._record(row, asset, copies.get(row.id, []))
         except Exception:

@@ -16,10 +16,15 @@ import psycopg
 import pytest
 from pgserver import Server
 
+from tlwatch.api import Asset, Client
+from tlwatch.control import RunState
 from tlwatch.errors import LeaseLost, StoreError
 from tlwatch.models import FileState, Media, Signature
+from tlwatch.poller import Poller
 from tlwatch.state import Store
 from tlwatch.state.postgres import Postgres
+
+from conftest import make_config
 
 MEDIA = Media("video/mp4", "video", "ab" * 32, duration=1.0)
 
@@ -345,6 +350,38 @@ def test_an_upload_is_claimed_and_recorded_in_one_trip_each(
         assert store.get(rows[2].id).asset_id == "asset-3"
         journal = [(old, new) for _, kind, old, new, _ in store.events(rows[2].id)]
         assert journal == [(None, "queued"), ("queued", "uploading"), ("uploading", "uploaded")]
+
+
+def test_the_poller_reads_a_batch_of_assets_found_ready_in_one_trip(
+    tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three assets found ready are recorded with one read of their files (locked for the
+    batch) and one COMMIT: two messages to the server, not one more for each file."""
+    from tlwatch.state.postgres import _Connection
+
+    config = make_config(tmp_path, "http://127.0.0.1:9/v1.3")
+    with Store(tmp_path / "s.db", url=url) as store:
+        for n in range(3):
+            row = store.enqueue(b"/in/%d.mp4" % n, b"/in", sig(n), MEDIA)
+            assert store.claim_next(f"t{n}") is not None
+            store.mark_uploaded(row.id, f"asset-{n}", "processing")
+        rows = store.in_state(FileState.UPLOADED)
+        poller = Poller(
+            store, Client("key", base_url=config.api.base_url), lambda: config, RunState()
+        )
+        trips: list[str] = []
+        sent = _Connection._run
+
+        def counted(connection: _Connection, send: Any, *args: Any) -> Any:
+            if send.__name__ != "send_prepare":  # (once a connection, between transactions)
+                trips.append(send.__name__)
+            return sent(connection, send, *args)
+
+        monkeypatch.setattr(_Connection, "_run", counted)
+        poller._record_all([(row, Asset(str(row.asset_id), "ready")) for row in rows])
+        monkeypatch.undo()
+        assert [store.get(row.id).state for row in rows] == [FileState.READY] * 3
+        assert len(trips) == 3  # the batch's read of their copies, of their files, its COMMIT
 
 
 def test_a_store_opens_on_one_connection(

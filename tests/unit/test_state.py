@@ -595,3 +595,35 @@ def test_indexings_and_chores_are_counted_and_read_for_the_assets_shown(
         assert list(found) == [asset]
         assert [i.index_id for i in found[asset]] == ["index-1", "index-2"]
         assert store.indexings_of_assets([]) == {}
+
+
+def test_a_batch_reads_each_file_it_writes_once_and_sees_its_own_writes(
+    open_store: OpenStore,
+) -> None:
+    """`lock` reads a batch's files in one query; what the batch then writes on them is what
+    its later steps see, and a file moved meanwhile by another store is not moved again."""
+    with open_store() as store, open_store(exclusive=False) as other:
+        rows = [store.enqueue(b"/w/%d.mp4" % n, b"/w", SIG, MEDIA) for n in range(3)]
+        for row in rows:
+            assert store.claim_next(f"t{row.id}") is not None
+            store.mark_uploaded(row.id, f"asset-{row.id}", "processing")
+        other.fail(rows[2].id, "failed elsewhere", expect=FileState.UPLOADED)
+        with store.batch():
+            store.lock(row.id for row in rows)
+            assert store.mark_ready(rows[0].id)
+            assert store.mark_ready(rows[0].id)  # (ready already, as this batch left it)
+            assert store.fail(rows[1].id, "gone", expect=FileState.UPLOADED).state == "failed"
+            assert store.fail(rows[1].id, "again", expect=FileState.UPLOADED).reason == "gone"
+            assert not store.mark_ready(rows[2].id)  # (failed before the batch read it)
+        assert [store.get(row.id).state for row in rows] == ["ready", "failed", "failed"]
+        moves = [(e[2], e[3]) for e in store.events(rows[0].id) if e[1] == "state"]
+        assert moves[-2:] == [("uploading", "uploaded"), ("uploaded", "ready")]  # (moved once)
+        with store.batch():
+            store.lock([rows[1].id])
+            assert store.requeue(rows[1].id, "again", at=None).state == FileState.QUEUED
+        assert other.claim(rows[1].id, "t9") is not None
+        with store.batch():  # (a batch's rows are its own: the next one reads them anew)
+            moved = store.fail(rows[1].id, "still queued?", expect=FileState.QUEUED)
+        assert moved.state == FileState.UPLOADING  # (claimed by the other: not moved)
+        with pytest.raises(StoreError):
+            store.lock([rows[0].id])  # (outside a batch: a bug)

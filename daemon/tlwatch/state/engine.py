@@ -203,6 +203,12 @@ class Engine:
             held = self._tx.held = {}
         return held
 
+    @property
+    def _locked(self) -> dict[int, FileRow]:
+        """The files this thread's transaction has read (and so holds until it ends): id ->
+        its row as the transaction has left it. Read once; each write keeps it true."""
+        return self._tx.locked  # type: ignore[no-any-return]
+
     def _after_commit(self, do: Callable[[], object]) -> None:
         """Do this once this thread's transaction has committed (never if it rolls back)."""
         self._tx.after.append(do)
@@ -231,7 +237,7 @@ class Engine:
                 raise StoreError(f"a durable {what} inside a batch that is not durable")
             yield tx.db
             return
-        tx.said, tx.events, tx.after = [], [], []
+        tx.said, tx.events, tx.after, tx.locked = [], [], [], {}
         held = dict(self._held)
         with self._writer() as slot, self.database.unavailable("cannot write"):
             db = self._begin(slot, durable)

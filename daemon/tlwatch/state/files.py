@@ -616,17 +616,30 @@ class Files(Engine):
         """The file's upload made `asset_id` (the chores table hands it to what waits for it)."""
 
     def _file_in(self, db: Connection, file_id: int) -> FileRow:
-        """The file's row, to write in this transaction: read, and held until COMMIT. The file
-        this thread claimed is not read: its row is as this thread last wrote it (its state,
-        its upload; another thread may have touched its signature or metadata meanwhile), and
-        each write of it carries the fence of its claim instead (see `_set`)."""
-        held = self._held.get(file_id)
+        """The file's row, to write in this transaction: read once (or by `lock`), and held
+        until COMMIT, as the transaction's writes leave it. The file this thread claimed is not
+        read: its row is as this thread last wrote it (its state, its upload; another thread
+        may have touched its signature or metadata meanwhile), and each write of it carries the
+        fence of its claim instead (see `_set`)."""
+        held = self._held.get(file_id) or self._locked.get(file_id)
         if held is not None:
             return held
         found = db.execute(_BY_ID + _LOCK, (file_id,)).fetchone()
         if found is None:
             raise StoreError(f"no file #{file_id} in the store")
-        return self._file(found)
+        row = self._locked[file_id] = self._file(found)
+        return row
+
+    def lock(self, file_ids: Iterable[int]) -> None:
+        """Read these files' rows for this batch's writes, in one query (in id order, as each
+        write would take them): a batch that moves many files reads none of them again."""
+        if not self._in_transaction():
+            raise StoreError("files locked outside a batch (a bug)")
+        wanted = sorted(set(file_ids) - set(self._locked))
+        for part in _slices(wanted):
+            marks = ", ".join("?" * len(part))
+            sql = f"SELECT {_COLUMNS} FROM files WHERE id IN ({marks}) ORDER BY id" + _LOCK
+            self._locked.update((row.id, row) for row in map(self._file, self._query(sql, part)))
 
     # ---- the two primitives every write above goes through ----------------------------------
     def _record(
@@ -718,8 +731,11 @@ class Files(Engine):
         which fails the transaction (LeaseLost) should the row not be as the claim left it."""
         values = {"updated_at": self.clock(), **values}
         held = self._held.get(file_id)
+        written = {n: values[n] for n in _FIELDS if n in values}
         if held is not None:  # (undone, should the transaction roll back)
-            self._held[file_id] = replace(held, **{n: values[n] for n in _FIELDS if n in values})
+            self._held[file_id] = replace(held, **written)
+        if file_id in self._locked:
+            self._locked[file_id] = replace(self._locked[file_id], **written)
         if self._places.fleet:
             paths = {name: self._places.key(values[name]) for name in _PATHS if name in values}
             values |= paths
