@@ -317,28 +317,34 @@ def test_a_transaction_sends_its_statements_together_and_values_as_values(url: s
         database.close()
 
 
+def count_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The messages the store sends to the server from now on (each a trip), by what sent it."""
+    from tlwatch.state.postgres import _Connection
+
+    trips: list[str] = []
+    sent = _Connection._run
+
+    def counted(connection: _Connection, send: Any, *args: Any) -> Any:
+        if send.__name__ != "send_prepare":  # (once a connection, between transactions)
+            trips.append(send.__name__)
+        return sent(connection, send, *args)
+
+    monkeypatch.setattr(_Connection, "_run", counted)
+    return trips
+
+
 def test_an_upload_is_claimed_and_recorded_in_one_trip_each(
     tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The path every upload takes: its claim (one statement, answered with its durable
     COMMIT) and its record (its writes fenced by the claim, not read first) are one message to
     the server each; each state's event is written by the server itself."""
-    from tlwatch.state.postgres import _Connection
-
     with Store(tmp_path / "s.db", url=url) as store:
         rows = [store.enqueue(b"/in/%d.mp4" % n, b"/in", sig(n), MEDIA) for n in range(3)]
         for row in rows[:2]:
             assert store.claim_next(f"t{row.id}") is not None
             store.mark_uploaded(row.id, f"asset-{row.id}", "processing")
-        trips: list[str] = []
-        sent = _Connection._run
-
-        def counted(connection: _Connection, send: Any, *args: Any) -> Any:
-            if send.__name__ != "send_prepare":  # (once a connection, between transactions)
-                trips.append(send.__name__)
-            return sent(connection, send, *args)
-
-        monkeypatch.setattr(_Connection, "_run", counted)
+        trips = count_trips(monkeypatch)
         claimed = store.claim_next("t3")
         assert claimed is not None and claimed.id == rows[2].id
         assert (claimed.state, claimed.upload_token, claimed.attempts) == ("uploading", "t3", 1)
@@ -357,8 +363,6 @@ def test_the_poller_reads_a_batch_of_assets_found_ready_in_one_trip(
 ) -> None:
     """Three assets found ready are recorded with one read of their files (locked for the
     batch) and one COMMIT: two messages to the server, not one more for each file."""
-    from tlwatch.state.postgres import _Connection
-
     config = make_config(tmp_path, "http://127.0.0.1:9/v1.3")
     with Store(tmp_path / "s.db", url=url) as store:
         for n in range(3):
@@ -369,15 +373,7 @@ def test_the_poller_reads_a_batch_of_assets_found_ready_in_one_trip(
         poller = Poller(
             store, Client("key", base_url=config.api.base_url), lambda: config, RunState()
         )
-        trips: list[str] = []
-        sent = _Connection._run
-
-        def counted(connection: _Connection, send: Any, *args: Any) -> Any:
-            if send.__name__ != "send_prepare":  # (once a connection, between transactions)
-                trips.append(send.__name__)
-            return sent(connection, send, *args)
-
-        monkeypatch.setattr(_Connection, "_run", counted)
+        trips = count_trips(monkeypatch)
         poller._record_all([(row, Asset(str(row.asset_id), "ready")) for row in rows])
         monkeypatch.undo()
         assert [store.get(row.id).state for row in rows] == [FileState.READY] * 3
