@@ -57,6 +57,14 @@ class LeaseLost(StoreError):
         super().__init__(said)
 
 
+class RecordedMeanwhile(StoreError):
+    """A file a batch took for new (no row when it read) was recorded by another host before
+    the batch committed: nothing of the batch is kept, and it is recorded again."""
+
+    def __init__(self) -> None:
+        super().__init__("another host recorded one of these files meanwhile")
+
+
 class StoreUnavailable(StoreError):
     """The store could not be read or written just now; `reason` says why, plainly."""
 

@@ -22,6 +22,7 @@ from typing import Any, TypeGuard
 
 from tlwatch.config import Config, WatchConfig
 from tlwatch.control import PAUSE_STORE, SCAN, STORE_RETRY, WAKE, RunState
+from tlwatch.errors import RecordedMeanwhile
 from tlwatch.metadata import Facts, SidecarError, Value, media_of, merged
 from tlwatch.models import FileState, Kind, Media, Signature, regular_signature, shown
 from tlwatch.probe import probe
@@ -112,7 +113,16 @@ class Intake:
         return [done.get(id(step)) if isinstance(step, _Claim) else step for step in steps]
 
     def record(self, reads: list[tuple[_Claim, _Read]]) -> list[FileRow | None]:
-        """Record what these files are, in one commit; then tell the threads that care."""
+        """Record what these files are, in one commit; then tell the threads that care. Should
+        another host record one of them meanwhile (a shared folder), the batch is recorded
+        again, against what is there now."""
+        while True:  # (each time, one more of them is recorded: rows are never deleted)
+            try:
+                return self._record_all(reads)
+            except RecordedMeanwhile:
+                log.debug("another host recorded one of these %d files meanwhile", len(reads))
+
+    def _record_all(self, reads: list[tuple[_Claim, _Read]]) -> list[FileRow | None]:
         with self.store.batch():
             # What the store holds of these paths and contents, asked once for the batch (now,
             # in this transaction: not as it was before the reads), and kept up to date as

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import signal
 import threading
 import time
@@ -18,13 +19,14 @@ from pgserver import Server
 
 from tlwatch.api import Asset, Client
 from tlwatch.control import RunState
-from tlwatch.errors import LeaseLost, StoreError
+from tlwatch.errors import LeaseLost, RecordedMeanwhile, StoreError
+from tlwatch.intake import Intake
 from tlwatch.models import FileState, Media, Signature
 from tlwatch.poller import Poller
 from tlwatch.state import Store
 from tlwatch.state.postgres import Postgres
 
-from conftest import make_config
+from conftest import FIXTURES, make_config, sha256_file
 
 MEDIA = Media("video/mp4", "video", "ab" * 32, duration=1.0)
 
@@ -378,6 +380,72 @@ def test_the_poller_reads_a_batch_of_assets_found_ready_in_one_trip(
         monkeypatch.undo()
         assert [store.get(row.id).state for row in rows] == [FileState.READY] * 3
         assert len(trips) == 3  # the batch's read of their copies, of their files, its COMMIT
+
+
+def test_a_batch_of_new_files_is_recorded_in_one_message(
+    tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New files read absent by their batch are inserted with ids taken ahead (a block at a
+    time), not each waited for: a read and the COMMIT, however many files."""
+    with Store(tmp_path / "s.db", url=url) as store:
+        with store.batch():  # (the first takes a block of ids)
+            assert store.by_paths([b"/in/first.mp4"]) == {}
+            store.enqueue(b"/in/first.mp4", b"/in", sig(1), MEDIA)
+        paths = [b"/in/%d.mp4" % n for n in range(5)]
+        trips = count_trips(monkeypatch)
+        with store.batch():
+            assert store.by_paths([*paths, b"/in/copy.mp4"]) == {}
+            rows = [store.enqueue(path, b"/in", sig(n), MEDIA) for n, path in enumerate(paths)]
+            copy = store.duplicate(b"/in/copy.mp4", b"/in", sig(9), MEDIA, rows[0])
+        monkeypatch.undo()
+        assert len(trips) == 2
+        assert [store.get(row.id).path for row in rows] == paths
+        assert store.get(copy.id).duplicate_of == rows[0].id  # (an id taken ahead, kept)
+        assert [e[3] for e in store.events(rows[0].id)] == ["queued"]
+
+
+def test_a_file_taken_for_new_but_recorded_meanwhile_fails_the_whole_batch(
+    hosts: tuple[Store, Store],
+) -> None:
+    a, b = hosts
+    with pytest.raises(RecordedMeanwhile), a.batch():
+        assert a.by_paths([b"/mnt/nas/x.mp4", b"/mnt/nas/y.mp4"]) == {}
+        a.enqueue(b"/mnt/nas/x.mp4", b"/mnt/nas", sig(1), MEDIA)
+        b.enqueue(b"/Volumes/NAS/y.mp4", b"/Volumes/NAS", sig(2), MEDIA)  # (the other host)
+        a.enqueue(b"/mnt/nas/y.mp4", b"/mnt/nas", sig(2), MEDIA)
+    assert [row.path for row in a.all()] == [b"/mnt/nas/y.mp4"]  # (b's; nothing of a's batch)
+    assert a.enqueue(b"/mnt/nas/y.mp4", b"/mnt/nas", sig(3), MEDIA).size == 3  # (its new version)
+
+
+def test_the_intake_records_again_a_batch_another_host_got_to_first(
+    tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hosts take the same new file of a shared folder at once: the one that commits second
+    records its batch again, over the row the first made (one row, no error)."""
+    config = make_config(tmp_path, "http://127.0.0.1:9", kinds=["video"])
+    (tmp_path / "w").mkdir()
+    clip = tmp_path / "w" / "clip.mp4"
+    shutil.copy(FIXTURES / "clip.mp4", clip)
+    shared = {os.fsencode(tmp_path / "w"): "nas1"}
+    with (
+        Store(tmp_path / "a" / "s.db", url=url, shares=shared) as a,
+        Store(tmp_path / "b" / "s.db", url=url, shares={b"/Volumes/NAS": "nas1"}) as b,
+    ):
+        holders, asked = a.holders, []
+
+        def meanwhile(sha256s: Any) -> Any:  # (between the batch's read and its COMMIT)
+            if not asked:
+                b.enqueue(b"/Volumes/NAS/clip.mp4", b"/Volumes/NAS", sig(1), MEDIA)
+            asked.append(1)
+            return holders(sha256s)
+
+        monkeypatch.setattr(a, "holders", meanwhile)
+        path = os.fsencode(clip)
+        row = Intake(a, lambda: config).take(path, Signature.of(clip.stat()))
+        assert len(asked) == 2  # (recorded again)
+        assert row is not None and row.state == FileState.QUEUED
+        assert [(r.id, r.path, r.sha256) for r in a.all()] == [(row.id, path, sha256_file(clip))]
+        assert b.by_path(b"/Volumes/NAS/clip.mp4").id == row.id  # type: ignore[union-attr]
 
 
 def test_a_store_opens_on_one_connection(

@@ -17,6 +17,7 @@ next use. The table families build on it: `files.py` ← `chores.py` ← `indexi
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import logging
@@ -115,6 +116,7 @@ class Engine:
         self.clock = clock
         self.publish = publish  # each committed change of state is published
         self._rebuilding: bool | None = None  # cached: a rebuild waits for the server's list
+        self._ids: collections.deque[int] = collections.deque()  # a fleet's new files' ids
         self._remote_listed: bool | None = None  # cached: has a rebuild listed the server's?
         self._no_window: dict[str, float] = {}  # rate-limit family -> none known until then
         self._lock = threading.RLock()  # SQLite's one writer; the pools' counts
@@ -209,6 +211,11 @@ class Engine:
         its row as the transaction has left it. Read once; each write keeps it true."""
         return self._tx.locked  # type: ignore[no-any-return]
 
+    @property
+    def _absent(self) -> set[bytes]:
+        """The paths (as stored) this thread's transaction read and found no row for."""
+        return self._tx.absent  # type: ignore[no-any-return]
+
     def _after_commit(self, do: Callable[[], object]) -> None:
         """Do this once this thread's transaction has committed (never if it rolls back)."""
         self._tx.after.append(do)
@@ -237,7 +244,7 @@ class Engine:
                 raise StoreError(f"a durable {what} inside a batch that is not durable")
             yield tx.db
             return
-        tx.said, tx.events, tx.after, tx.locked = [], [], [], {}
+        tx.said, tx.events, tx.after, tx.locked, tx.absent = [], [], [], {}, set()
         held = dict(self._held)
         with self._writer() as slot, self.database.unavailable("cannot write"):
             db = self._begin(slot, durable)

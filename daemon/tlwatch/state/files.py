@@ -108,6 +108,7 @@ _BY_PATH = f"SELECT {_COLUMNS} FROM files WHERE path = ?"
 # Inside a write: the row read is held until COMMIT (another host of a fleet waits for it), or
 # passed over when another host holds it (a claim takes the next one). SQLite, with one writer
 # at a time, drops these.
+_IDS = "SELECT nextval(pg_get_serial_sequence('files', 'id')) FROM generate_series(1, 100)"
 _LOCK = " FOR UPDATE"
 _TAKE = " FOR UPDATE SKIP LOCKED"
 # The fence of a claimed file's writes: its row is as this thread's claim left it (its host,
@@ -165,7 +166,10 @@ class Files(Engine):
             marks = ", ".join("?" * len(some))
             keys = [self._places.key(path) for path in some]
             rows = self._query(f"SELECT {_COLUMNS} FROM files WHERE path IN ({marks})", keys)
-            found |= {row.path: row for row in map(self._file, rows)}
+            files = [self._file(row) for row in rows]
+            if self._in_transaction():  # (for `_record`: a new file, inserted without a trip)
+                self._absent.update(set(keys) - {self._places.key(row.path) for row in files})
+            found |= {row.path: row for row in files}
         return found
 
     def _file(self, values: tuple[Any, ...]) -> FileRow:
@@ -665,11 +669,21 @@ class Files(Engine):
             names = ", ".join(["dir", *columns])
             marks = ", ".join("?" * (len(columns) + 1))
             self._journal(db)  # (the database writes the new file's event)
-            inserted = db.execute(
-                f"INSERT INTO files ({names}) VALUES ({marks}) "
-                "ON CONFLICT (path) DO NOTHING RETURNING id",
-                (os.path.dirname(key(path)), *stored.values()),
-            ).fetchone()
+            given = (os.path.dirname(key(path)), *stored.values())
+            if self.database.fleet and key(path) in self._absent:
+                # Read absent in this transaction: inserted with an id taken ahead, its answer
+                # not waited for. Should another host have recorded it since, the COMMIT fails
+                # (RecordedMeanwhile) and the batch is recorded again.
+                self._absent.discard(key(path))
+                inserted = (self._new_id(db),)
+                sql = f"INSERT INTO files (id, {names}) VALUES (?, {marks})"
+                db.execute(sql, (*inserted, *given))
+            else:
+                inserted = db.execute(
+                    f"INSERT INTO files ({names}) VALUES ({marks}) "
+                    "ON CONFLICT (path) DO NOTHING RETURNING id",
+                    given,
+                ).fetchone()
             if inserted is not None:
                 file_id = int(inserted[0])
                 name = relative_to(path, root)
@@ -683,6 +697,16 @@ class Files(Engine):
                 row = self._change(db, self._file(found), state, fresh, reason, version=True)
                 self._new_version(db, row.id)
                 return row
+
+    def _new_id(self, db: Connection) -> int:
+        """An id for a new file of a fleet's database, taken ahead from its sequence, a block at
+        a time: each host's new files come in the order it found them (ids left unused when a
+        host stops leave gaps, which nothing minds)."""
+        while True:
+            try:
+                return self._ids.popleft()
+            except IndexError:  # (another thread may have taken the last)
+                self._ids.extend(int(found[0]) for found in db.execute(_IDS).fetchall())
 
     def _move(
         self,

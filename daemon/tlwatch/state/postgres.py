@@ -29,7 +29,7 @@ import psycopg
 from psycopg import generators, pq, waiting
 from psycopg.adapt import Transformer
 
-from tlwatch.errors import LeaseLost, StoreError, StoreUnavailable
+from tlwatch.errors import LeaseLost, RecordedMeanwhile, StoreError, StoreUnavailable
 from tlwatch.state.engine import Rows
 from tlwatch.state.schema import PG_MIGRATIONS
 
@@ -365,6 +365,10 @@ class Postgres:
             raise StoreUnavailable(f"{doing} ({self.where}: {_plain(error)})") from None
         except psycopg.errors.DiskFull as error:
             raise StoreUnavailable(f"{doing} ({self.where}: {_plain(error)})") from None
+        except psycopg.errors.UniqueViolation as error:
+            if error.diag.constraint_name == "files_path_key":
+                raise RecordedMeanwhile() from None  # a file taken for new (files._record)
+            raise
         except psycopg.errors.NotNullViolation as error:
             if (error.diag.table_name, error.diag.column_name) == ("files", "lease_epoch"):
                 raise LeaseLost() from None  # a claimed file's late write (files._FENCE)
