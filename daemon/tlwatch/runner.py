@@ -24,7 +24,7 @@ from tlwatch.api import Client
 from tlwatch.chores import Chores
 from tlwatch.config import Config, load, read_api_key, restart_needed
 from tlwatch.control import RunState, run_loop
-from tlwatch.errors import ConfigError
+from tlwatch.errors import ConfigError, StoreError
 from tlwatch.events import Answered, Hub
 from tlwatch.fitter import Fitter
 from tlwatch.fleet import Fleet, open_store
@@ -352,4 +352,6 @@ class Runner:
             client.abort()
             for thread in self._threads:
                 thread.join(timeout=10.0)
+        with contextlib.suppress(StoreError):  # (else found `uploading` at the next start)
+            uploader.give_back()
         log.info("stopped")

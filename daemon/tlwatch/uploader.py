@@ -114,6 +114,7 @@ class Uploader:
         self._streak = False  # the last claim took a file: the next is likely due too
         self._next_listing = 0.0  # a rebuilt store: when to try the server's list again
         self._listing = threading.Lock()  # one worker reads the list; the others wait
+        self._ahead: dict[int, tuple[FileRow, str]] = {}  # worker -> its next file, and token
 
     def in_flight(self) -> frozenset[int]:
         """The files being uploaded right now (by any worker)."""
@@ -130,16 +131,21 @@ class Uploader:
         read of the store and a wait on the wake-up noted before it: nothing is missed."""
         seen = self.run.work.seen()
         held = self.run.held()
-        token = secrets.token_hex(16)
-        if self._rebuilding():
-            self.run.work.wait(seen, IDLE_WAIT)
-            return
-        row, due = self._claim(token, held)
+        with self._claiming:
+            row, token = self._ahead.pop(threading.get_ident(), (None, secrets.token_hex(16)))
+        if row is not None and (self.run.paused() or held > 0):
+            self._unclaim(row, token)  # (claimed as the last file was recorded; not now)
+            row = None
         if row is None:
-            self.run.work.wait(seen, self._idle_wait(held, due))
-            return
+            if self._rebuilding():
+                self.run.work.wait(seen, IDLE_WAIT)
+                return
+            row, due = self._claim(token, held)
+            if row is None:
+                self.run.work.wait(seen, self._idle_wait(held, due))
+                return
         try:
-            self.upload(row, fresh_token=token)
+            self.upload(row, fresh_token=token, then_claim=True)
         except LeaseLost as lost:  # this host was silent past its lease: the file is not ours
             log.warning("%s: %s; this worker leaves it", row.shown, lost)
         except Exception:
@@ -151,6 +157,20 @@ class Uploader:
             with self._claiming:
                 self._in_flight.discard(row.id)
             self.run.wake_workers()  # a slot is free
+
+    def give_back(self) -> None:
+        """Give back the files claimed ahead and not begun (the workers have stopped)."""
+        with self._claiming:
+            ahead, self._ahead = list(self._ahead.values()), {}
+        for row, token in ahead:
+            self._unclaim(row, token)
+
+    def _unclaim(self, row: FileRow, token: str) -> None:
+        try:
+            self.store.unclaim(row.id, token)
+        finally:
+            with self._claiming:
+                self._in_flight.discard(row.id)
 
     def _claim(self, token: str, held: float) -> tuple[FileRow | None, float | None]:
         """Claim the next due file unless paused, held or crowded: (row, when the next is due).
@@ -249,22 +269,26 @@ class Uploader:
             return IDLE_WAIT
         return min(max(due - self.clock(), 0.05), IDLE_WAIT)
 
-    def upload(self, row: FileRow, *, fresh_token: str | None = None) -> FileRow:
+    def upload(
+        self, row: FileRow, *, fresh_token: str | None = None, then_claim: bool = False
+    ) -> FileRow:
         """Upload a claimed file; whatever happens, leave it in a state that says what's next.
         `fresh_token`: the token given at its claim; any other token it carries was sent by an
-        earlier attempt, whose asset may exist: it is looked for first."""
+        earlier attempt, whose asset may exist: it is looked for first. `then_claim` (a
+        worker's turn): once sent, its record claims this worker's next file, when one may go
+        now (one commit for both), which the worker's next turn sends."""
         if self._over_budget(row):  # held instead: a one-off upload obeys the budget too
             return self.store.get(row.id)
-        done = self._attempt(row, fresh_token)
+        done = self._attempt(row, fresh_token, then_claim)
         result = RESULTS.get(done.state, "retried")
         if result == "ok":
             self.concurrency.succeeded()
         self.run.publish(Uploaded(result, row.size if result == "ok" else 0))
         return done
 
-    def _attempt(self, row: FileRow, fresh_token: str | None) -> FileRow:
+    def _attempt(self, row: FileRow, fresh_token: str | None, then_claim: bool) -> FileRow:
         try:
-            return self._upload(row, fresh_token)
+            return self._upload(row, fresh_token, then_claim)
         except ApiError as error:
             return self._refused(row, error)
         except Cancelled:
@@ -325,7 +349,7 @@ class Uploader:
         return self.store.requeue(row.id, reason, at=self.clock() + delay, attempts=attempts)
 
     # ---- the happy path --------------------------------------------------------------------
-    def _upload(self, row: FileRow, fresh_token: str | None) -> FileRow:
+    def _upload(self, row: FileRow, fresh_token: str | None, then_claim: bool) -> FileRow:
         if row.upload_token is None:
             raise RuntimeError(f"{row.shown}: claimed without an upload token")
         earlier = row.upload_token != fresh_token and not row.upload_id
@@ -349,7 +373,7 @@ class Uploader:
         if verdict is not None:
             return self.store.skip(row.id, verdict)
         asset_id, status = self._send(row, row.upload_token)
-        done = self.store.mark_uploaded(row.id, asset_id, status)
+        done = self._record(row, asset_id, status, then_claim)
         now = regular_signature(row.path)
         if now != row.signature:  # never a half-read file recorded as done
             self.store.withdraw(row.id, "changed or gone while being sent; its asset is deleted")
@@ -358,6 +382,32 @@ class Uploader:
                 raise FileNotFoundError(row.path)  # gone while being sent (a card pulled out?)
             raise SourceChanged("changed while it was being uploaded; sending it again")
         self.run.wake_poller()
+        return done
+
+    def _record(self, row: FileRow, asset_id: str, status: str, then_claim: bool) -> FileRow:
+        """Record the asset; with `then_claim`, claim this worker's next file in the same
+        commit, when another may go now (as `_claim` judges, with this file's slot free)."""
+        with self._claiming:
+            others = len(self._in_flight) - 1 + self._claims  # (this one is done)
+            wait = self.run.stop.is_set() or self.run.paused() or self.run.held() > 0
+            then_claim = then_claim and self._streak and not wait
+            then_claim = then_claim and others < self.concurrency.allowed
+            self._claims += then_claim
+        if not then_claim:
+            return self.store.mark_uploaded(row.id, asset_id, status)
+        token, taken = secrets.token_hex(16), None
+        try:
+            done, taken = self.store.mark_uploaded_and_claim(
+                row.id, asset_id, status, token, self.run.offline()
+            )
+        finally:
+            with self._claiming:
+                self._claims -= 1
+                self._streak = taken is not None
+                if taken is not None:
+                    self._in_flight.add(taken.id)
+                    self._ahead[threading.get_ident()] = (taken, token)
+                self._claiming.notify_all()
         return done
 
     def _fit(self, row: FileRow) -> FileRow | None:

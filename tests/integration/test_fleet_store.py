@@ -360,6 +360,21 @@ def test_an_upload_is_claimed_and_recorded_in_one_trip_each(
         assert journal == [(None, "queued"), ("queued", "uploading"), ("uploading", "uploaded")]
 
 
+def test_a_record_that_claims_the_next_file_is_one_message(
+    tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Store(tmp_path / "s.db", url=url) as store:
+        rows = [store.enqueue(b"/in/%d.mp4" % n, b"/in", sig(n), MEDIA) for n in range(2)]
+        assert store.claim_next("t0") is not None
+        trips = count_trips(monkeypatch)
+        done, taken = store.mark_uploaded_and_claim(rows[0].id, "asset-0", "processing", "t1")
+        monkeypatch.undo()
+        assert len(trips) == 1
+        assert (done.state, done.asset_id) == (FileState.UPLOADED, "asset-0")
+        assert taken is not None and (taken.id, taken.upload_token) == (rows[1].id, "t1")
+        assert store.get(rows[1].id).state == FileState.UPLOADING
+
+
 def test_the_poller_reads_a_batch_of_assets_found_ready_in_one_trip(
     tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

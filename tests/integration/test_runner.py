@@ -47,7 +47,7 @@ class Stalling(Uploader):
 
     release = threading.Event()
 
-    def upload(self, row: FileRow, *, fresh_token: str | None = None) -> FileRow:
+    def upload(self, row: FileRow, **_: object) -> FileRow:
         self.release.wait(60)
         raise RuntimeError("released")
 

@@ -193,7 +193,7 @@ def test_an_unexpected_error_puts_the_file_back_in_the_queue(
     queued = queue_file(store, clip)
 
     class Broken(Uploader):
-        def upload(self, row: FileRow, *, fresh_token: str | None = None) -> FileRow:
+        def upload(self, row: FileRow, **_: object) -> FileRow:
             raise RuntimeError("a bug")
 
     with pytest.raises(RuntimeError, match="a bug"):
@@ -321,3 +321,74 @@ def test_workers_ask_the_store_at_once_within_the_uploads_allowed(
             thread.join(timeout=10)
     ids = {row.id for row in claimed if row is not None}
     assert len(ids) == 2 and seen == [frozenset(ids)]
+
+
+def three_clips(tmp_path: Path, store: Store) -> list[FileRow]:
+    clips = [tmp_path / "w" / f"c{n}.mp4" for n in range(3)]
+    for n, clip in enumerate(clips):
+        clip.write_bytes((FIXTURES / "clip.mp4").read_bytes() + bytes([n]))
+    return [queue_file(store, clip) for clip in clips]
+
+
+def test_a_worker_claims_its_next_file_as_it_records_the_last(
+    tmp_path: Path, config: Config, store: Store, api: Client, sandbox: Sandbox
+) -> None:
+    """Files keep coming: each record claims the worker's next file in the same commit (its
+    turn then sends it without a claim of its own); the last claims nothing."""
+    rows = three_clips(tmp_path, store)
+    worker = Uploader(store, api, lambda: config, RunState())
+    worker.turn()
+    worker.turn()
+    states = [store.get(row.id).state for row in rows]
+    assert states == [FileState.UPLOADED, FileState.UPLOADED, FileState.UPLOADING]
+    assert worker.in_flight() == {rows[2].id}  # (claimed as the second was recorded)
+    claims = store.claim_next
+    store.claim_next = lambda *a: pytest.fail("claimed apart")  # type: ignore[method-assign]
+    worker.turn()
+    store.claim_next = claims  # type: ignore[method-assign]
+    assert [store.get(row.id).state for row in rows] == [FileState.UPLOADED] * 3
+    assert worker.in_flight() == frozenset()
+    assert len(sandbox.assets()) == 3
+    journal = [(e[2], e[3]) for e in store.events(rows[2].id) if e[1] == "state"]
+    assert journal == [(None, "queued"), ("queued", "uploading"), ("uploading", "uploaded")]
+
+
+def test_a_file_claimed_ahead_is_given_back_unsent_when_the_worker_may_not_go_on(
+    tmp_path: Path, config: Config, store: Store, api: Client, sandbox: Sandbox
+) -> None:
+    rows = three_clips(tmp_path, store)
+    run = RunState()
+    worker = Uploader(store, api, lambda: config, run)
+    worker.turn()
+    ahead = store.get(rows[1].id)
+    assert (ahead.state, ahead.attempts) == (FileState.UPLOADING, 1)
+    run.pause("test", "paused")  # (a pause came meanwhile: the next turn sends nothing)
+    worker._idle_wait = lambda *a: 0.01  # type: ignore[method-assign]
+    worker.turn()
+    back = store.get(rows[1].id)
+    assert (back.state, back.attempts, back.upload_token) == (FileState.QUEUED, 0, None)
+    assert (back.reason, len(sandbox.assets())) == ("not started: given back", 1)
+    assert worker.in_flight() == frozenset()
+    run.resume("test")
+    for _ in range(3):  # (the second file, claiming the third; the third; nothing)
+        worker.turn()
+    assert [store.get(row.id).state for row in rows] == [FileState.UPLOADED] * 3
+    assert len(sandbox.assets()) == 3
+
+
+def test_the_daemon_gives_back_a_file_claimed_ahead_when_it_stops(
+    tmp_path: Path, config: Config, store: Store, api: Client
+) -> None:
+    """What a stop leaves claimed ahead goes back to the queue as it was; a token an earlier
+    attempt sent is kept (its asset may exist, and is looked for when the file goes)."""
+    rows = three_clips(tmp_path, store)
+    worker = Uploader(store, api, lambda: config, RunState())
+    worker.turn()
+    worker.give_back()
+    back = store.get(rows[1].id)
+    assert (back.state, back.attempts, back.upload_token) == (FileState.QUEUED, 0, None)
+    assert worker.in_flight() == frozenset()
+    taken = store.claim_next("sent-once")
+    assert taken is not None
+    store.unclaim(taken.id, "another token")  # (the token it carries is not this claim's)
+    assert store.get(taken.id).upload_token == "sent-once"

@@ -627,3 +627,19 @@ def test_a_batch_reads_each_file_it_writes_once_and_sees_its_own_writes(
         assert moved.state == FileState.UPLOADING  # (claimed by the other: not moved)
         with pytest.raises(StoreError):
             store.lock([rows[0].id])  # (outside a batch: a bug)
+
+
+def test_a_record_claims_the_next_file_in_its_own_commit(open_store: OpenStore) -> None:
+    with open_store() as store:
+        rows = [store.enqueue(b"/w/%d.mp4" % n, b"/w", SIG, MEDIA) for n in range(2)]
+        assert store.claim_next("t0") is not None
+        done, taken = store.mark_uploaded_and_claim(rows[0].id, "asset-0", "processing", "t1")
+        assert (done.state, done.asset_id) == (FileState.UPLOADED, "asset-0")
+        assert taken is not None and (taken.id, taken.attempts) == (rows[1].id, 1)
+        last, none = store.mark_uploaded_and_claim(taken.id, "asset-1", "processing", "t2")
+        assert (last.state, none) == (FileState.UPLOADED, None)  # (nothing left to claim)
+        for row in rows:
+            moves = [(e[2], e[3]) for e in store.events(row.id) if e[1] == "state"]
+            assert moves == [(None, "queued"), ("queued", "uploading"), ("uploading", "uploaded")]
+        with pytest.raises(StoreError), store.batch():
+            store.mark_uploaded_and_claim(rows[0].id, "asset-0", "ready", "t3")

@@ -17,7 +17,7 @@ from typing import Any
 from tlwatch.errors import StoreError
 from tlwatch.events import StateChanged
 from tlwatch.models import FileState, Media, Probe, Signature, relative_to, shown
-from tlwatch.state.engine import Connection, Engine
+from tlwatch.state.engine import Connection, Cursor, Engine
 
 
 @dataclass(frozen=True)
@@ -452,6 +452,10 @@ class Files(Engine):
             raise StoreError("a claim inside a batch (it is a durable write of its own)")
         with self._transaction(durable=True) as db:
             taken = db.execute(*claim)
+        return self._claimed(taken)
+
+    def _claimed(self, taken: Cursor) -> FileRow | None:
+        """The row a committed claim took (None: none was due), held by this thread."""
         found = taken.fetchone()
         if found is None:
             return None
@@ -506,21 +510,56 @@ class Files(Engine):
 
     def mark_uploaded(self, file_id: int, asset_id: str, asset_status: str) -> FileRow:
         """The API holds an asset for this file: its id, in the transaction that says so."""
-        values: dict[str, Any] = {"asset_id": asset_id, "asset_status": asset_status}
-        values |= {"uploaded_at": self.clock(), "next_attempt_at": None}
         # Not a durable commit: the claim before the request was. Should a power cut take this
         # one, the file is found `uploading` at the restart, and its look-up by upload token
         # adopts this asset before anything is sent again.
         with self.batch():
-            row = self._move(file_id, FileState.UPLOADED, None, values)
+            return self._mark_uploaded(file_id, asset_id, asset_status)
+
+    def mark_uploaded_and_claim(
+        self,
+        file_id: int,
+        asset_id: str,
+        asset_status: str,
+        token: str,
+        skip_roots: Iterable[bytes] = (),
+    ) -> tuple[FileRow, FileRow | None]:
+        """`mark_uploaded`, and `claim_next` in the same durable commit: a worker's next file
+        taken as it records the last (one trip to a fleet's database, one commit, for both)."""
+        claim = self._next_claim(token, skip_roots)
+        if self._in_transaction():
+            raise StoreError("a claim inside a batch (it is a durable write of its own)")
+        with self.batch(durable=True):
+            row = self._mark_uploaded(file_id, asset_id, asset_status)
             with self._transaction() as db:
-                self._uploaded(db, file_id, asset_id)
-            with self._transaction() as db:  # the ledger of what was sent, for the budgets
-                db.execute(
-                    "INSERT INTO sent (file_id, at, duration) VALUES (?, ?, ?)",
-                    (file_id, self.clock(), row.duration or 0.0),
-                )
+                self._journal(db)  # (before the claim's event, which the database writes)
+                taken = db.execute(*claim)
+        return row, self._claimed(taken)
+
+    def _mark_uploaded(self, file_id: int, asset_id: str, asset_status: str) -> FileRow:
+        values: dict[str, Any] = {"asset_id": asset_id, "asset_status": asset_status}
+        values |= {"uploaded_at": self.clock(), "next_attempt_at": None}
+        row = self._move(file_id, FileState.UPLOADED, None, values)
+        with self._transaction() as db:
+            self._uploaded(db, file_id, asset_id)
+            db.execute(  # the ledger of what was sent, for the budgets
+                "INSERT INTO sent (file_id, at, duration) VALUES (?, ?, ?)",
+                (file_id, self.clock(), row.duration or 0.0),
+            )
         return row
+
+    def unclaim(self, file_id: int, token: str) -> FileRow:
+        """Give back a file claimed but never sent (its worker stopped first): queued again
+        as it was, this attempt not counted, and `token` dropped if it was this claim's
+        (nothing was sent with it; an earlier attempt's is kept, to be looked for)."""
+        with self._transaction() as db:
+            row = self._file_in(db, file_id)
+            if row.state != FileState.UPLOADING:
+                return row
+            values = {"attempts": max(row.attempts - 1, 0), "next_attempt_at": None}
+            if row.upload_token == token:
+                values["upload_token"] = None
+            return self._change(db, row, FileState.QUEUED, values, "not started: given back")
 
     def withdraw(self, file_id: int, reason: str) -> FileRow:
         """The asset just made of this file does not hold it (the file changed or vanished while
