@@ -186,13 +186,20 @@ class Uploader:
         try:
             row, due = self._take(token, streak)
         finally:
-            with self._claiming:
-                self._claims -= 1
-                self._streak = row is not None
-                if row is not None:
-                    self._in_flight.add(row.id)
-                self._claiming.notify_all()
+            self._claim_ended(row)
         return row, due
+
+    def _claim_ended(self, row: FileRow | None, ahead: str | None = None) -> None:
+        """A claim asked of the store is over: `row` taken (in flight from now on), or none.
+        `ahead`: taken by a record with this token, for this worker's next turn."""
+        with self._claiming:
+            self._claims -= 1
+            self._streak = row is not None
+            if row is not None:
+                self._in_flight.add(row.id)
+                if ahead is not None:
+                    self._ahead[threading.get_ident()] = (row, ahead)
+            self._claiming.notify_all()
 
     def _take(self, token: str, streak: bool) -> tuple[FileRow | None, float | None]:
         """The store's next due file, claimed; else when the next is due. While files keep
@@ -401,13 +408,7 @@ class Uploader:
                 row.id, asset_id, status, token, self.run.offline()
             )
         finally:
-            with self._claiming:
-                self._claims -= 1
-                self._streak = taken is not None
-                if taken is not None:
-                    self._in_flight.add(taken.id)
-                    self._ahead[threading.get_ident()] = (taken, token)
-                self._claiming.notify_all()
+            self._claim_ended(taken, ahead=token)
         return done
 
     def _fit(self, row: FileRow) -> FileRow | None:
