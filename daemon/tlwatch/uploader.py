@@ -189,11 +189,16 @@ class Uploader:
             self._claim_ended(row)
         return row, due
 
-    def _claim_ended(self, row: FileRow | None, ahead: str | None = None) -> None:
+    def _claim_ended(
+        self, row: FileRow | None, ahead: str | None = None, done: int | None = None
+    ) -> None:
         """A claim asked of the store is over: `row` taken (in flight from now on), or none.
-        `ahead`: taken by a record with this token, for this worker's next turn."""
+        `ahead`: taken by a record with this token, for this worker's next turn; `done`: the
+        file that record recorded, no longer in flight."""
         with self._claiming:
             self._claims -= 1
+            if done is not None:
+                self._in_flight.discard(done)
             self._streak = row is not None
             if row is not None:
                 self._in_flight.add(row.id)
@@ -403,12 +408,14 @@ class Uploader:
         if not then_claim:
             return self.store.mark_uploaded(row.id, asset_id, status)
         token, taken = secrets.token_hex(16), None
+        recorded = None
         try:
             done, taken = self.store.mark_uploaded_and_claim(
                 row.id, asset_id, status, token, self.run.offline()
             )
+            recorded = row.id
         finally:
-            self._claim_ended(taken, ahead=token)
+            self._claim_ended(taken, ahead=token, done=recorded)
         return done
 
     def _fit(self, row: FileRow) -> FileRow | None:

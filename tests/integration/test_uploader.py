@@ -392,3 +392,17 @@ def test_the_daemon_gives_back_a_file_claimed_ahead_when_it_stops(
     assert taken is not None
     store.unclaim(taken.id, "another token")  # (the token it carries is not this claim's)
     assert store.get(taken.id).upload_token == "sent-once"
+
+
+def test_a_file_recorded_leaves_the_uploads_in_flight_as_its_record_commits(
+    tmp_path: Path, config: Config, store: Store, api: Client
+) -> None:
+    """Else, until its worker's turn ends, it and the file claimed ahead both count against
+    the uploads allowed at once, and another worker's record claims nothing ahead."""
+    rows = three_clips(tmp_path, store)
+    run = RunState()
+    worker = Uploader(store, api, lambda: config, run)
+    seen: list[frozenset[int]] = []
+    run.wake_poller = lambda: seen.append(worker.in_flight())  # type: ignore[method-assign]
+    worker.turn()
+    assert seen == [{rows[1].id}]  # (the first recorded, the second claimed ahead)
