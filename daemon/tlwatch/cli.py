@@ -427,19 +427,27 @@ def _scan(args: argparse.Namespace) -> int:
     def progress(snapshot: Snapshot) -> None:
         print(f"\r\033[K{snapshot.line()}", end="", flush=True)
 
-    mode = Pass(once=True, wait_ready=args.wait, on_tick=progress if tty else None)
+    ended: list[Snapshot] = []  # (the run's last count, as it ended)
+    tick = progress if tty else None
+    mode = Pass(once=True, wait_ready=args.wait, on_tick=tick, on_end=ended.append)
     runner = Runner(config, mode=mode)
     code = runner.run()
     if tty:
         print()
+    counts = ended[0].counts if ended else _counts(config)  # (else it stopped early)
+    print("done: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing"))
+    return code
+
+
+def _counts(config: Config) -> dict[str, int]:
+    """How many files the store holds in each state."""
     from tlwatch.fleet import open_store
 
     counts: Counter[str] = Counter()
     with open_store(config, exclusive=False) as store:
         for (_, state), number in store.counts().items():
             counts[state] += number
-    print("done: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing"))
-    return code
+    return counts
 
 
 def _upload(args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ class Pass:
     once: bool = False
     wait_ready: bool = False  # a one-pass run also waits until every asset is ready or failed
     on_tick: Callable[[Snapshot], None] | None = None  # hears each status line
+    on_end: Callable[[Snapshot], None] | None = None  # hears the last, once all is done
 
     def busy_states(self) -> tuple[FileState, ...]:
         """The states a one-pass run waits out."""
@@ -100,8 +101,10 @@ class Ticks:
             log.error("stopping the scan: the API key is rejected (nothing was marked failed)")
             return EXIT_FAILURE
         if self.mode.once and self.intake.idle() and not self.store.any_in(self.mode.busy_states()):
-            if self.mode.on_tick:
-                self.mode.on_tick(self.snapshot())
+            last = self.snapshot()
+            for hears in (self.mode.on_tick, self.mode.on_end):
+                if hears is not None:
+                    hears(last)
             return 0
         if self._status_due(now):
             try:

@@ -6,14 +6,17 @@ from __future__ import annotations
 import shutil
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tlwatch.cli import main
 from tlwatch.models import FileState
 from tlwatch.runner import Runner
 from tlwatch.sandbox import DEMO_API_KEY
 from tlwatch.sdnotify import Notifier
 from tlwatch.state import FileRow, Store
+from tlwatch.state.engine import Engine
 from tlwatch.ticks import Pass
 from tlwatch.uploader import Uploader
 
@@ -40,6 +43,35 @@ def test_a_one_pass_run_uploads_everything_and_waits_for_ready(
         assert sorted(r.state for r in store.all()) == [FileState.READY] * 3
     sent = sorted(a["sha256"] for a in sandbox.assets())
     assert sent == sorted(sha256_file(tmp_path / "w" / "day1" / n) for n in NAMES)
+
+
+def test_a_scan_opens_its_store_once_and_ends_with_its_counts(
+    tmp_path: Path,
+    sandbox: Sandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`tlwatch scan` says what it left from the run's own store (a fleet's costs a
+    connection to open: it is not opened again only to count)."""
+    (tmp_path / "w").mkdir()
+    for name in NAMES:
+        shutil.copy(FIXTURES / name, tmp_path / "w" / name)
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[api]\nbase_url = "{sandbox.base_url}"\n[state]\npath = "{tmp_path / "s.db"}"\n'
+        f'[[watch]]\npath = "{tmp_path / "w"}"\nsettle_seconds = 0\n'
+    )
+    opened: list[object] = []
+    init = Engine.__init__
+
+    def counted(self: Engine, *args: Any, **kwargs: Any) -> None:
+        opened.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "__init__", counted)
+    assert main(["scan", "-c", str(config), "--log-level", "warning", "--wait"]) == 0
+    assert len(opened) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "done: 3 ready"
 
 
 class Stalling(Uploader):
