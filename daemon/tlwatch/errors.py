@@ -58,11 +58,12 @@ class LeaseLost(StoreError):
 
 
 class RecordedMeanwhile(StoreError):
-    """A file a batch took for new (no row when it read) was recorded by another host before
-    the batch committed: nothing of the batch is kept, and it is recorded again."""
+    """A file's path is recorded already: most likely a file a batch took for new (no row
+    when it read) was recorded by another host before the batch committed. Nothing of the
+    transaction is kept; the intake records its batch again."""
 
     def __init__(self) -> None:
-        super().__init__("another host recorded one of these files meanwhile")
+        super().__init__("a file's path is recorded already (by another host, meanwhile?)")
 
 
 class StoreUnavailable(StoreError):

@@ -45,7 +45,7 @@ from tlwatch.state import Store
 from tlwatch.storecheck import StoreCheck
 from tlwatch.ticks import Pass, Ticks
 from tlwatch.transfers import Transfers
-from tlwatch.uploader import BudgetRelease, Uploader, budget_used
+from tlwatch.uploader import SPARE_WORKERS, BudgetRelease, Uploader, budget_used
 from tlwatch.watcher import Watcher
 from tlwatch.web import Daemon as WebDaemon
 from tlwatch.web import Web, ensure_token
@@ -217,7 +217,8 @@ class Runner:
             ticks.watch_folders()
             log.info("watching %d folder(s); state in %s", len(self._config.watch), store.path)
         quiet = 2 * self._config.api.timeout_seconds  # a thread may wait this long on the API
-        uploads = [f"upload-{n + 1}" for n in range(self._config.api.max_concurrent_uploads)]
+        workers = self._config.api.max_concurrent_uploads + SPARE_WORKERS
+        uploads = [f"upload-{n + 1}" for n in range(workers)]
         fitters = [f"fitter-{n + 1}" for n in range(self._config.fit.max_concurrent)]
         for name, turn, limit in (
             ("intake", intake.turn, quiet + QUIET_LIMIT),

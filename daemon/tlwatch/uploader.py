@@ -58,6 +58,9 @@ RESULTS = {
     FileState.SKIPPED: "failed",
 }
 IDLE_WAIT = 5.0  # the longest an idle worker waits before looking at the queue again
+# Workers beyond the uploads allowed at once (`max_concurrent_uploads`): a worker waiting on the
+# store (its record, its next claim) leaves no upload slot idle; each waits for a slot to send.
+SPARE_WORKERS = 1
 
 
 def size_verdict(kind: str | None, size: int) -> str | None:
@@ -111,13 +114,14 @@ class Uploader:
         self._in_flight: set[int] = set()
         self._claiming = threading.Condition()  # guards the three below
         self._claims = 0  # workers asking the store for a file right now
+        self._sending = 0  # workers sending a file right now (at most `concurrency.allowed`)
         self._streak = False  # the last claim took a file: the next is likely due too
         self._next_listing = 0.0  # a rebuilt store: when to try the server's list again
         self._listing = threading.Lock()  # one worker reads the list; the others wait
         self._ahead: dict[int, tuple[FileRow, str]] = {}  # worker -> its next file, and token
 
     def in_flight(self) -> frozenset[int]:
-        """The files being uploaded right now (by any worker)."""
+        """The files the workers hold claimed right now: being sent, or about to be."""
         with self._claiming:
             self._claiming.wait_for(lambda: not self._claims, timeout=60)  # (ends in a moment)
             return frozenset(self._in_flight)
@@ -167,7 +171,9 @@ class Uploader:
 
     def _unclaim(self, row: FileRow, token: str) -> None:
         try:
-            self.store.unclaim(row.id, token)
+            self.store.unclaim(row, token)
+        except LeaseLost as lost:  # (this host was silent past its lease: the file is not ours)
+            log.warning("%s: %s; not given back", row.shown, lost)
         finally:
             with self._claiming:
                 self._in_flight.discard(row.id)
@@ -177,7 +183,7 @@ class Uploader:
         Workers ask the store at the same time (each takes a row of its own), each having
         kept its place among the uploads allowed first."""
         with self._claiming:
-            crowded = len(self._in_flight) + self._claims >= self.concurrency.allowed
+            crowded = len(self._in_flight) + self._claims >= self._claimable()
             if self.run.paused() or held > 0 or crowded:  # (crowded: the API struggles)
                 return None, None
             self._claims += 1
@@ -188,6 +194,10 @@ class Uploader:
         finally:
             self._claim_ended(row)
         return row, due
+
+    def _claimable(self) -> int:
+        """How many files the workers may hold claimed at once (sent or waiting to be)."""
+        return self.concurrency.allowed + SPARE_WORKERS
 
     def _claim_ended(
         self, row: FileRow | None, ahead: str | None = None, done: int | None = None
@@ -403,7 +413,7 @@ class Uploader:
             others = len(self._in_flight) - 1 + self._claims  # (this one is done)
             wait = self.run.stop.is_set() or self.run.paused() or self.run.held() > 0
             then_claim = then_claim and self._streak and not wait
-            then_claim = then_claim and others < self.concurrency.allowed
+            then_claim = then_claim and others < self._claimable()
             self._claims += then_claim
         if not then_claim:
             return self.store.mark_uploaded(row.id, asset_id, status)
@@ -479,11 +489,30 @@ class Uploader:
         return done
 
     def _send(self, row: FileRow, token: str) -> tuple[str, str]:
-        self.transfers.start(row.id, row.name.decode("utf-8", "replace"), row.size)
+        self._take_slot()
         try:
-            return self._send_now(row, token)
+            self.transfers.start(row.id, row.name.decode("utf-8", "replace"), row.size)
+            try:
+                return self._send_now(row, token)
+            finally:
+                self.transfers.end()
         finally:
-            self.transfers.end()
+            with self._claiming:
+                self._sending -= 1
+                self._claiming.notify_all()
+
+    def _take_slot(self) -> None:
+        """Wait for one of the uploads allowed at once (beating: a wait, not a hang); a stop
+        meanwhile cancels this one, unsent."""
+        while True:
+            with self._claiming:
+                if self.run.stop.is_set():
+                    raise Cancelled("stopping before it could be sent")
+                if self._sending < self.concurrency.allowed:
+                    self._sending += 1
+                    return
+                self._claiming.wait(1.0)
+            self.run.beats.beat()
 
     def _send_now(self, row: FileRow, token: str) -> tuple[str, str]:
         api = self.config().api

@@ -23,7 +23,7 @@ from tlwatch.errors import LeaseLost, RecordedMeanwhile, StoreError
 from tlwatch.intake import Intake
 from tlwatch.models import FileState, Media, Signature
 from tlwatch.poller import Poller
-from tlwatch.state import Store
+from tlwatch.state import FileRow, Store
 from tlwatch.state.postgres import Postgres
 
 from conftest import FIXTURES, make_config, sha256_file
@@ -127,6 +127,33 @@ def test_a_silent_host_loses_its_claim_and_its_late_writes_are_refused(
     b.mark_uploaded(row.id, "asset-of-b", "processing")
     assert a.get(row.id).asset_id == "asset-of-b"
     assert a.get(row.id).state == FileState.UPLOADED
+
+
+def test_a_file_given_back_after_another_host_took_it_over_is_left_to_that_host(
+    hosts: tuple[Store, Store], clock: Clock
+) -> None:
+    """A stopping host gives back what its workers claimed ahead, from its main thread: that
+    write carries the claim's fence too, else it would requeue the file under the host that
+    took it over, and drop the token that host is sending with (a second upload)."""
+    a, b = hosts
+    row = a.enqueue(b"/mnt/nas/clip.mp4", b"/mnt/nas", sig(1), MEDIA)
+    a.heartbeat("a", "1", 60.0, clock.now, {})
+    taken: list[FileRow | None] = []
+    worker = threading.Thread(target=lambda: taken.append(a.claim_next("token-a")))
+    worker.start()
+    worker.join()
+    claimed = taken[0]
+    assert claimed is not None
+    clock.now += 70  # a silent past its lease (its stop outlasted it)
+    b.heartbeat("b", "1", 60.0, clock.now, {})
+    assert b.take_over() == ["a"]
+    again = b.claim_next("token-b")
+    assert again is not None and again.upload_token == "token-a"
+    with pytest.raises(LeaseLost):
+        a.unclaim(claimed, "token-a")
+    kept = b.get(row.id)
+    assert (kept.state, kept.upload_token, kept.lease_host) == ("uploading", "token-a", b.host)
+    b.mark_uploaded(row.id, "asset-of-b", "processing")  # (b's claim holds)
 
 
 def test_a_restart_recovers_only_its_own_interrupted_uploads(

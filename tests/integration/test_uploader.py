@@ -292,25 +292,26 @@ class _SlowClaims(Store):
 def test_workers_ask_the_store_at_once_within_the_uploads_allowed(
     tmp_path: Path, config: Config, api: Client
 ) -> None:
-    """Two workers claim at the same time, each its own file; one more waits for a place
-    (uploads allowed count claims being made), and the files in flight are told only once
-    every claim begun is over."""
-    for name in ("a", "b", "c"):
+    """Three workers claim at the same time, each its own file (two uploads allowed at once,
+    and the spare worker); one more waits for a place (claims being made count), and the
+    files in flight are told only once every claim begun is over."""
+    names = ("a", "b", "c", "d")
+    for name in names:
         (tmp_path / "w" / f"{name}.png").write_bytes((FIXTURES / "photo.png").read_bytes())
     with _SlowClaims(config.state.path) as store:
-        for name in ("a", "b", "c"):
+        for name in names:
             queue_file(store, tmp_path / "w" / f"{name}.png", "image")
         uploader = Uploader(store, api, lambda: config, RunState())
         uploader.concurrency.allowed = 2
         claimed: list[FileRow | None] = []
         workers = [
             threading.Thread(target=lambda t=f"t{i}": claimed.append(uploader._claim(t, 0)[0]))
-            for i in range(2)
+            for i in range(3)
         ]
         for worker in workers:
             worker.start()
-        assert store.inside.acquire(timeout=5) and store.inside.acquire(timeout=5)  # both in
-        assert uploader._claim("t3", 0) == (None, None)  # no place left: not even asked
+        assert all(store.inside.acquire(timeout=5) for _ in workers)  # all three in
+        assert uploader._claim("t4", 0) == (None, None)  # no place left: not even asked
         seen: list[frozenset[int]] = []
         teller = threading.Thread(target=lambda: seen.append(uploader.in_flight()))
         teller.start()
@@ -320,7 +321,7 @@ def test_workers_ask_the_store_at_once_within_the_uploads_allowed(
         for thread in (*workers, teller):
             thread.join(timeout=10)
     ids = {row.id for row in claimed if row is not None}
-    assert len(ids) == 2 and seen == [frozenset(ids)]
+    assert len(ids) == 3 and seen == [frozenset(ids)]
 
 
 def three_clips(tmp_path: Path, store: Store) -> list[FileRow]:
@@ -390,7 +391,7 @@ def test_the_daemon_gives_back_a_file_claimed_ahead_when_it_stops(
     assert worker.in_flight() == frozenset()
     taken = store.claim_next("sent-once")
     assert taken is not None
-    store.unclaim(taken.id, "another token")  # (the token it carries is not this claim's)
+    store.unclaim(taken, "another token")  # (the token it carries is not this claim's)
     assert store.get(taken.id).upload_token == "sent-once"
 
 
@@ -406,3 +407,54 @@ def test_a_file_recorded_leaves_the_uploads_in_flight_as_its_record_commits(
     run.wake_poller = lambda: seen.append(worker.in_flight())  # type: ignore[method-assign]
     worker.turn()
     assert seen == [{rows[1].id}]  # (the first recorded, the second claimed ahead)
+
+
+class _HeldSends(Uploader):
+    """Each send waits until the test lets it go; how many were sending at once is noted."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.go, self.entered, self.most, self._now = (
+            threading.Event(),
+            threading.Semaphore(0),
+            0,
+            0,
+        )
+
+    def _send_now(self, row: FileRow, token: str) -> tuple[str, str]:
+        self._now += 1
+        self.most = max(self.most, self._now)
+        self.entered.release()
+        self.go.wait(10)
+        self._now -= 1
+        return super()._send_now(row, token)
+
+
+def test_the_spare_worker_waits_for_a_slot_to_send_and_a_stop_leaves_its_file_unsent(
+    tmp_path: Path, config: Config, store: Store, api: Client
+) -> None:
+    rows = three_clips(tmp_path, store)
+    run = RunState()
+    uploader = _HeldSends(store, api, lambda: config, run)
+    uploader.concurrency.allowed = 1  # (and one spare worker: two files claimed)
+    claimed = [store.claim_next(f"t{n}") for n in range(2)]
+    done: list[FileRow] = []
+    workers = [
+        threading.Thread(
+            target=lambda r=row: done.append(uploader.upload(r, fresh_token=r.upload_token))
+        )  # type: ignore[union-attr]
+        for row in claimed
+    ]
+    for worker in workers:
+        worker.start()
+    assert uploader.entered.acquire(timeout=5)  # one sends
+    assert not uploader.entered.acquire(timeout=0.3)  # the other waits for its slot
+    run.stop.set()  # (a stop: the one sending finishes, the one waiting goes back unsent)
+    uploader.go.set()
+    for worker in workers:
+        worker.join(timeout=10)
+    states = sorted(row.state for row in done)
+    assert states == [FileState.QUEUED, FileState.UPLOADED] and uploader.most == 1
+    back = next(row for row in done if row.state == FileState.QUEUED)
+    assert (back.reason, back.attempts) == ("interrupted by shutdown", 0)
+    assert store.get(rows[2].id).state == FileState.QUEUED

@@ -548,14 +548,15 @@ class Files(Engine):
             )
         return row
 
-    def unclaim(self, file_id: int, token: str) -> FileRow:
-        """Give back a file claimed but never sent (its worker stopped first): queued again
-        as it was, this attempt not counted, and `token` dropped if it was this claim's
-        (nothing was sent with it; an earlier attempt's is kept, to be looked for)."""
+    def unclaim(self, claimed: FileRow, token: str) -> FileRow:
+        """Give back a file claimed (`claimed`, as its claim took it) but never sent: queued
+        again, due at once, this attempt not counted, and `token` dropped if it was this
+        claim's (nothing was sent with it; an earlier attempt's is kept, to be looked for).
+        Fenced by that claim, from whichever thread: LeaseLost if another host took the file
+        over meanwhile (its upload may be under way with the token)."""
         with self._transaction() as db:
-            row = self._file_in(db, file_id)
-            if row.state != FileState.UPLOADING:
-                return row
+            self._held.setdefault(claimed.id, claimed)  # (its fence; let go with the move)
+            row = self._file_in(db, claimed.id)
             values = {"attempts": max(row.attempts - 1, 0), "next_attempt_at": None}
             if row.upload_token == token:
                 values["upload_token"] = None
