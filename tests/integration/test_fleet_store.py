@@ -427,12 +427,10 @@ def test_the_poller_reads_a_batch_of_assets_found_ready_in_one_trip(
 def test_a_batch_of_new_files_is_recorded_in_one_message(
     tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """New files read absent by their batch are inserted with ids taken ahead (a block at a
-    time), not each waited for: a read and the COMMIT, however many files."""
+    """New files read absent by their batch are inserted with ids taken ahead (as many as it
+    read absent), not each waited for: its read, its ids and its COMMIT, however many files."""
     with Store(tmp_path / "s.db", url=url) as store:
-        with store.batch():  # (the first takes a block of ids)
-            assert store.by_paths([b"/in/first.mp4"]) == {}
-            store.enqueue(b"/in/first.mp4", b"/in", sig(1), MEDIA)
+        store.enqueue(b"/in/first.mp4", b"/in", sig(1), MEDIA)  # (its statements: prepared)
         paths = [b"/in/%d.mp4" % n for n in range(5)]
         trips = count_trips(monkeypatch)
         with store.batch():
@@ -440,7 +438,7 @@ def test_a_batch_of_new_files_is_recorded_in_one_message(
             rows = [store.enqueue(path, b"/in", sig(n), MEDIA) for n, path in enumerate(paths)]
             copy = store.duplicate(b"/in/copy.mp4", b"/in", sig(9), MEDIA, rows[0])
         monkeypatch.undo()
-        assert len(trips) == 2
+        assert len(trips) == 3
         assert [store.get(row.id).path for row in rows] == paths
         assert store.get(copy.id).duplicate_of == rows[0].id  # (an id taken ahead, kept)
         assert [e[3] for e in store.events(rows[0].id)] == ["queued"]

@@ -116,7 +116,6 @@ class Engine:
         self.clock = clock
         self.publish = publish  # each committed change of state is published
         self._rebuilding: bool | None = None  # cached: a rebuild waits for the server's list
-        self._ids: collections.deque[int] = collections.deque()  # a fleet's new files' ids
         self._remote_listed: bool | None = None  # cached: has a rebuild listed the server's?
         self._no_window: dict[str, float] = {}  # rate-limit family -> none known until then
         self._lock = threading.RLock()  # SQLite's one writer; the pools' counts
@@ -216,6 +215,11 @@ class Engine:
         """The paths (as stored) this thread's transaction read and found no row for."""
         return self._tx.absent  # type: ignore[no-any-return]
 
+    @property
+    def _ids(self) -> collections.deque[int]:
+        """Ids this thread's transaction took ahead for new files (a fleet's), not used yet."""
+        return self._tx.ids  # type: ignore[no-any-return]
+
     def _after_commit(self, do: Callable[[], object]) -> None:
         """Do this once this thread's transaction has committed (never if it rolls back)."""
         self._tx.after.append(do)
@@ -245,6 +249,7 @@ class Engine:
             yield tx.db
             return
         tx.said, tx.events, tx.after, tx.locked, tx.absent = [], [], [], {}, set()
+        tx.ids = collections.deque()
         held = dict(self._held)
         with self._writer() as slot, self.database.unavailable("cannot write"):
             db = self._begin(slot, durable)

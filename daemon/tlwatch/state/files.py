@@ -108,7 +108,7 @@ _BY_PATH = f"SELECT {_COLUMNS} FROM files WHERE path = ?"
 # Inside a write: the row read is held until COMMIT (another host of a fleet waits for it), or
 # passed over when another host holds it (a claim takes the next one). SQLite, with one writer
 # at a time, drops these.
-_IDS = "SELECT nextval(pg_get_serial_sequence('files', 'id')) FROM generate_series(1, 100)"
+_IDS = "SELECT nextval(pg_get_serial_sequence('files', 'id')) FROM generate_series(1, ?)"
 _LOCK = " FOR UPDATE"
 _TAKE = " FOR UPDATE SKIP LOCKED"
 # The fence of a claimed file's writes: its row is as this thread's claim left it (its host,
@@ -739,14 +739,13 @@ class Files(Engine):
                 return row
 
     def _new_id(self, db: Connection) -> int:
-        """An id for a new file of a fleet's database, taken ahead from its sequence, a block at
-        a time: each host's new files come in the order it found them (ids left unused when a
-        host stops leave gaps, which nothing minds)."""
-        while True:
-            try:
-                return self._ids.popleft()
-            except IndexError:  # (another thread may have taken the last)
-                self._ids.extend(int(found[0]) for found in db.execute(_IDS).fetchall())
+        """An id for a new file of a fleet's database, taken ahead from its sequence: as many
+        at once as this transaction read absent, used by it alone (ids follow the order files
+        were recorded in, as the column's own would; those left unused leave gaps)."""
+        if not self._ids:
+            wanted = len(self._absent) + 1  # (this one, and each still to come)
+            self._ids.extend(int(found[0]) for found in db.execute(_IDS, (wanted,)).fetchall())
+        return self._ids.popleft()
 
     def _move(
         self,
