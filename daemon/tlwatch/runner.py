@@ -2,9 +2,9 @@
 stops everything in order.
 
 Threads: the main thread (signals, rescans, folders, the key check, status, the watchdog), the
-watchdog observers (enqueue only), one intake thread, N upload workers and one poller. Each worker's
-loop lives beside its work (`IntakeWorker.turn`, `Uploader.turn`, `Poller.turn`) and runs under
-`control.run_loop`'s guard; they share one `RunState`.
+watchdog observers (enqueue only), one intake thread, N + 1 upload workers (at most N sending) and
+one poller. Each worker's loop lives beside its work (`IntakeWorker.turn`, `Uploader.turn`,
+`Poller.turn`) and runs under `control.run_loop`'s guard; they share one `RunState`.
 """
 
 from __future__ import annotations

@@ -63,6 +63,11 @@ IDLE_WAIT = 5.0  # the longest an idle worker waits before looking at the queue 
 SPARE_WORKERS = 1
 
 
+class NotSent(Exception):
+    """A claimed file's turn to send came during a stop, a pause or a rate-limit hold: it goes
+    back to the queue unsent."""
+
+
 def size_verdict(kind: str | None, size: int) -> str | None:
     """Given a file's kind and size, return why the API can never take it, or None. Pure."""
     if kind == Kind.IMAGE and size > IMAGE_MOST:
@@ -115,6 +120,7 @@ class Uploader:
         self._claiming = threading.Condition()  # guards the three below
         self._claims = 0  # workers asking the store for a file right now
         self._sending = 0  # workers sending a file right now (at most `concurrency.allowed`)
+        self._slot = threading.local()  # does this worker hold one of the `_sending`?
         self._streak = False  # the last claim took a file: the next is likely due too
         self._next_listing = 0.0  # a rebuilt store: when to try the server's list again
         self._listing = threading.Lock()  # one worker reads the list; the others wait
@@ -127,7 +133,7 @@ class Uploader:
             return frozenset(self._in_flight)
 
     def in_flight_names(self) -> list[str]:
-        """The files being uploaded right now, as shown in a log line."""
+        """The files the workers hold claimed right now, as shown in a log line."""
         return [self.store.get(file_id).shown for file_id in sorted(self.in_flight())]
 
     def turn(self) -> None:
@@ -310,9 +316,17 @@ class Uploader:
 
     def _attempt(self, row: FileRow, fresh_token: str | None, then_claim: bool) -> FileRow:
         try:
+            return self._try(row, fresh_token, then_claim)
+        finally:
+            self._let_slot_go()  # (a failure is handled by now)
+
+    def _try(self, row: FileRow, fresh_token: str | None, then_claim: bool) -> FileRow:
+        try:
             return self._upload(row, fresh_token, then_claim)
         except ApiError as error:
             return self._refused(row, error)
+        except NotSent:  # (the token it was given, never sent, is dropped)
+            return self.store.unclaim(row, fresh_token or "")
         except Cancelled:
             return self._requeue(row, "interrupted by shutdown", count_attempt=False)
         except SourceChanged as error:
@@ -489,30 +503,39 @@ class Uploader:
         return done
 
     def _send(self, row: FileRow, token: str) -> tuple[str, str]:
+        """Send the file, in one of the uploads allowed at once. The slot is let go once it is
+        sent; after a failure, once the failure is handled (`_attempt`): a 429's hold, a
+        rejected key's pause, is in force before another worker may send."""
         self._take_slot()
+        self.transfers.start(row.id, row.name.decode("utf-8", "replace"), row.size)
         try:
-            self.transfers.start(row.id, row.name.decode("utf-8", "replace"), row.size)
-            try:
-                return self._send_now(row, token)
-            finally:
-                self.transfers.end()
+            sent = self._send_now(row, token)
         finally:
-            with self._claiming:
-                self._sending -= 1
-                self._claiming.notify_all()
+            self.transfers.end()
+        self._let_slot_go()
+        return sent
 
     def _take_slot(self) -> None:
-        """Wait for one of the uploads allowed at once (beating: a wait, not a hang); a stop
-        meanwhile cancels this one, unsent."""
+        """Wait for one of the uploads allowed at once (beating: a wait, not a hang). A stop,
+        a pause or a rate-limit hold meanwhile: `NotSent`, the file given back unsent."""
         while True:
             with self._claiming:
-                if self.run.stop.is_set():
-                    raise Cancelled("stopping before it could be sent")
+                if self.run.stop.is_set() or self.run.paused() or self.run.held() > 0:
+                    raise NotSent
                 if self._sending < self.concurrency.allowed:
                     self._sending += 1
+                    self._slot.held = True
                     return
                 self._claiming.wait(1.0)
             self.run.beats.beat()
+
+    def _let_slot_go(self) -> None:
+        """Let this worker's upload slot go, if it holds one."""
+        if getattr(self._slot, "held", False):
+            self._slot.held = False
+            with self._claiming:
+                self._sending -= 1
+                self._claiming.notify_all()
 
     def _send_now(self, row: FileRow, token: str) -> tuple[str, str]:
         api = self.config().api

@@ -14,6 +14,7 @@ import pytest
 from tlwatch.api import Asset, Client
 from tlwatch.config import Config
 from tlwatch.control import PAUSE_KEY, RunState, Wakeup
+from tlwatch.errors import AuthError, RateLimited
 from tlwatch.intake import Intake, IntakeWorker
 from tlwatch.models import FileState, Media, Signature
 from tlwatch.sandbox import DEMO_API_KEY
@@ -456,5 +457,58 @@ def test_the_spare_worker_waits_for_a_slot_to_send_and_a_stop_leaves_its_file_un
     states = sorted(row.state for row in done)
     assert states == [FileState.QUEUED, FileState.UPLOADED] and uploader.most == 1
     back = next(row for row in done if row.state == FileState.QUEUED)
-    assert (back.reason, back.attempts) == ("interrupted by shutdown", 0)
+    assert (back.reason, back.attempts) == ("not started: given back", 0)
+    assert back.upload_token is None  # (never sent: nothing to look for)
     assert store.get(rows[2].id).state == FileState.QUEUED
+
+
+class _FirstRefused(Uploader):
+    """The first send is refused with `error` once the test lets it go; each send notes the
+    hold and the pause in force as it began."""
+
+    def __init__(self, error: Exception, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.error, self.go, self.entered = error, threading.Event(), threading.Semaphore(0)
+        self.calls: list[tuple[int, float, str | None]] = []
+
+    def _send_now(self, row: FileRow, token: str) -> tuple[str, str]:
+        first = not self.calls
+        self.calls.append((row.id, self.run.held(), self.run.paused()))
+        self.entered.release()
+        if first:
+            self.go.wait(10)
+            raise self.error
+        return super()._send_now(row, token)
+
+
+@pytest.mark.parametrize(
+    "error", [RateLimited("429", retry_after=60), AuthError("401")], ids=["429", "key"]
+)
+def test_a_worker_waiting_for_a_slot_sends_nothing_once_the_api_said_wait(
+    tmp_path: Path, config: Config, store: Store, api: Client, error: Exception
+) -> None:
+    """The slot of a refused upload is let go only once its hold (or pause) is in force: the
+    worker waiting for it gives its file back unsent."""
+    rows = three_clips(tmp_path, store)
+    uploader = _FirstRefused(error, store, api, lambda: config, RunState())
+    uploader.concurrency.allowed = 1
+    claimed = [store.claim_next(f"t{n}") for n in range(2)]
+    workers = [
+        threading.Thread(target=uploader.upload, args=(row,), kwargs={"fresh_token": f"t{n}"})
+        for n, row in enumerate(claimed)
+    ]
+    for worker in workers:
+        worker.start()
+    assert uploader.entered.acquire(timeout=5)
+    assert not uploader.entered.acquire(timeout=0.3)  # (the spare one waits for the slot)
+    uploader.go.set()
+    for worker in workers:
+        worker.join(timeout=15)
+    assert len(uploader.calls) == 1, f"sent during the hold: {uploader.calls}"
+    refused = uploader.calls[0][0]
+    second = store.get(next(row.id for row in rows[:2] if row.id != refused))
+    assert (second.state, second.reason, second.upload_token) == (
+        FileState.QUEUED,
+        "not started: given back",
+        None,
+    )
