@@ -412,7 +412,8 @@ class Uploader:
         done = self._record(row, asset_id, status, then_claim)
         now = regular_signature(row.path)
         if now != row.signature:  # never a half-read file recorded as done
-            self.store.withdraw(row.id, "changed or gone while being sent; its asset is deleted")
+            reason = "changed or gone while being sent; its asset is deleted"
+            self.store.withdraw(row.id, reason, at=self._after_settling(row))
             self._discard(asset_id)
             if now is None:
                 raise FileNotFoundError(row.path)  # gone while being sent (a card pulled out?)

@@ -512,3 +512,41 @@ def test_a_worker_waiting_for_a_slot_sends_nothing_once_the_api_said_wait(
         "not started: given back",
         None,
     )
+
+
+class _ChangedWhileSent(Uploader):
+    """The file grows while it is sent; while its asset is being deleted, another worker looks
+    for work."""
+
+    taken: list[FileRow | None]
+
+    def _send_now(self, row: FileRow, token: str) -> tuple[str, str]:
+        sent = super()._send_now(row, token)
+        with open(row.path, "ab") as file:
+            file.write(b"more")
+        return sent
+
+    def _discard(self, asset_id: str) -> None:
+        other = threading.Thread(target=lambda: self.taken.append(self.store.claim_next("t9")))
+        other.start()
+        other.join()
+        super()._discard(asset_id)
+
+
+def test_a_file_changed_while_sent_is_not_taken_by_another_worker_meanwhile(
+    tmp_path: Path, config: Config, store: Store, api: Client, sandbox: Sandbox
+) -> None:
+    """Withdrawn (its asset deleted), it waits to settle: another worker claiming it then would
+    be undone by this one's requeue, its upload under way."""
+    clip = tmp_path / "w" / "c.mp4"
+    clip.write_bytes((FIXTURES / "clip.mp4").read_bytes())
+    row = queue_file(store, clip)
+    uploader = _ChangedWhileSent(store, api, lambda: config, RunState())
+    uploader.taken = []
+    claimed = store.claim_next("t1")
+    assert claimed is not None
+    done = uploader.upload(claimed, fresh_token="t1")
+    assert uploader.taken == [None]  # (not due while this worker still handles it)
+    assert (done.state, done.upload_token) == (FileState.QUEUED, None)
+    assert store.get(row.id).next_attempt_at is not None
+    assert sandbox.assets() == []  # (the asset of the half-read file: deleted)

@@ -562,14 +562,14 @@ class Files(Engine):
                 values["upload_token"] = None
             return self._change(db, row, FileState.QUEUED, values, "not started: given back")
 
-    def withdraw(self, file_id: int, reason: str) -> FileRow:
+    def withdraw(self, file_id: int, reason: str, *, at: float | None = None) -> FileRow:
         """The asset just made of this file does not hold it (the file changed or vanished while
         it was sent): back to the queue with fresh upload fields, so neither the poller nor a
-        later look-up ever takes that asset for the file."""
+        later look-up ever takes that asset for the file; due `at` (no other worker takes it
+        while this one is still busy with it)."""
         self.forget_session(file_id)
-        return self._move(
-            file_id, FileState.QUEUED, reason, _FRESH_UPLOAD, expect=FileState.UPLOADED
-        )
+        values = {**_FRESH_UPLOAD, "next_attempt_at": at}
+        return self._move(file_id, FileState.QUEUED, reason, values, expect=FileState.UPLOADED)
 
     def hold_claimed(self, file_id: int, reason: str) -> FileRow:
         """A claimed file waits after all (a media budget is used up); nothing was sent."""
