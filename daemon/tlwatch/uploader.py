@@ -189,10 +189,8 @@ class Uploader:
         Workers ask the store at the same time (each takes a row of its own), each having
         kept its place among the uploads allowed first."""
         with self._claiming:
-            crowded = len(self._in_flight) + self._claims >= self._claimable()
-            if self.run.paused() or held > 0 or crowded:  # (crowded: the API struggles)
+            if not self._claim_begun(held):
                 return None, None
-            self._claims += 1
             streak = self._streak
         row: FileRow | None = None
         try:
@@ -200,6 +198,17 @@ class Uploader:
         finally:
             self._claim_ended(row)
         return row, due
+
+    def _claim_begun(self, held: float, done: int = 0) -> bool:
+        """May a worker claim a file now (under `_claiming`)? Not while paused, held, or
+        crowded (the files the workers hold, sent or waiting to be, `done` of them about to be
+        let go, and the claims being made: fewer while the API struggles). If so, it is a claim
+        being made until `_claim_ended`."""
+        crowded = len(self._in_flight) - done + self._claims >= self._claimable()
+        if self.run.paused() or held > 0 or crowded:
+            return False
+        self._claims += 1
+        return True
 
     def _claimable(self) -> int:
         """How many files the workers may hold claimed at once (sent or waiting to be)."""
@@ -425,11 +434,8 @@ class Uploader:
         """Record the asset; with `then_claim`, claim this worker's next file in the same
         commit, when another may go now (as `_claim` judges, with this file's slot free)."""
         with self._claiming:
-            others = len(self._in_flight) - 1 + self._claims  # (this one is done)
-            wait = self.run.stop.is_set() or self.run.paused() or self.run.held() > 0
-            then_claim = then_claim and self._streak and not wait
-            then_claim = then_claim and others < self._claimable()
-            self._claims += then_claim
+            then_claim = then_claim and self._streak and not self.run.stop.is_set()
+            then_claim = then_claim and self._claim_begun(self.run.held(), done=1)
         if not then_claim:
             return self.store.mark_uploaded(row.id, asset_id, status)
         token, taken = secrets.token_hex(16), None
