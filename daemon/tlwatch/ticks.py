@@ -101,9 +101,10 @@ class Ticks:
             log.error("stopping the scan: the API key is rejected (nothing was marked failed)")
             return EXIT_FAILURE
         if self.mode.once and self.intake.idle() and not self.store.any_in(self.mode.busy_states()):
-            last = self.snapshot()
-            for hears in (self.mode.on_tick, self.mode.on_end):
-                if hears is not None:
+            hearing = [hears for hears in (self.mode.on_tick, self.mode.on_end) if hears]
+            if hearing:  # (the last count: read only for someone who hears it)
+                last = self.snapshot()
+                for hears in hearing:
                     hears(last)
             return 0
         if self._status_due(now):
