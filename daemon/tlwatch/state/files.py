@@ -705,16 +705,17 @@ class Files(Engine):
             _check_legal(None, state, VERSIONS)
             columns = {"root": root, "path": path, **_signature(signature), "state": state}
             columns |= {"reason": reason, "created_at": now, "updated_at": now, **values}
-            stored = {**columns, "root": key(root), "path": key(path)}
+            where = key(path)  # (the path as stored)
+            stored = {**columns, "root": key(root), "path": where}
             names = ", ".join(["dir", *columns])
             marks = ", ".join("?" * (len(columns) + 1))
             self._journal(db)  # (the database writes the new file's event)
-            given = (os.path.dirname(key(path)), *stored.values())
-            if self.database.fleet and key(path) in self._absent:
+            given = (os.path.dirname(where), *stored.values())
+            if self.database.fleet and where in self._absent:
                 # Read absent in this transaction: inserted with an id taken ahead, its answer
                 # not waited for. Should another host have recorded it since, the COMMIT fails
                 # (RecordedMeanwhile) and the batch is recorded again.
-                self._absent.discard(key(path))
+                self._absent.discard(where)
                 inserted = (self._new_id(db),)
                 sql = f"INSERT INTO files (id, {names}) VALUES (?, {marks})"
                 db.execute(sql, (*inserted, *given))
@@ -732,7 +733,7 @@ class Files(Engine):
                 )
                 return FileRow(**{**_EMPTY, **columns, "id": file_id})
             else:
-                found = db.execute(_BY_PATH + _LOCK, (key(path),)).fetchone()
+                found = db.execute(_BY_PATH + _LOCK, (where,)).fetchone()
                 fresh = {"root": root, **_signature(signature), **values}
                 row = self._change(db, self._file(found), state, fresh, reason, version=True)
                 self._new_version(db, row.id)
